@@ -1,0 +1,72 @@
+"""Loading backbone weights from Lightning checkpoints or plain state_dicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from oe_lightning.errors import OEUserError
+
+BACKBONE_PREFIX = "backbone."
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """``torch.load(path, weights_only=True)`` with clear errors for a missing or foreign file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise OEUserError(
+            f"Checkpoint {str(path)!r} does not exist. Pass the path of a .ckpt written by "
+            f"oe-train (in <run dir>/checkpoints/) or of a saved state_dict (.pt)."
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle errors come in many types
+        raise OEUserError(
+            f"Checkpoint {str(path)!r} could not be read as weights ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200]}). Pass a .ckpt from oe-train or a state_dict."
+        ) from err
+
+
+def backbone_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """The backbone's weights from a Lightning checkpoint or from a plain state_dict."""
+    state = checkpoint.get("state_dict", checkpoint)
+    if any(k.startswith(BACKBONE_PREFIX) for k in state):
+        return {k[len(BACKBONE_PREFIX):]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)}
+    return {k.removeprefix("module."): v for k, v in state.items() if torch.is_tensor(v)}
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path, num_classes: int | None = None) -> None:
+    """Load weights into ``backbone`` strictly; shape mismatches get an explained error.
+
+    Old checkpoints without BatchNorm ``num_batches_tracked`` buffers load too.
+    """
+    state = backbone_state_dict(read_checkpoint(path))
+    own = backbone.state_dict()
+    mismatched = {k: (tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
+                  if k in own and v.shape != own[k].shape}
+    if mismatched:
+        head = [f"{k} {ck} in the checkpoint vs {mine} in the model"
+                for k, (ck, mine) in mismatched.items()]
+        classes = [ck[0] for k, (ck, mine) in mismatched.items()
+                   if num_classes is not None and mine and mine[0] == num_classes]
+        why = (f"The checkpoint has {classes[0]} output classes but the data has {num_classes}. "
+               if classes else "")
+        raise OEUserError(
+            f"Checkpoint {str(path)!r} does not fit the model: {why}Mismatched weights: "
+            f"{'; '.join(head[:4])}. Use a checkpoint trained on the same data and model, or "
+            f"change data=/model= to match it."
+        )
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise OEUserError(
+            f"Checkpoint {str(path)!r} does not fit the model {type(backbone).__name__}: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}. Choose the model= the "
+            f"checkpoint was trained with."
+        )
+    for k in own:
+        if k not in state:  # num_batches_tracked of old checkpoints
+            state[k] = own[k]
+    backbone.load_state_dict(state, strict=True)

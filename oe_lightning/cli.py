@@ -1,0 +1,58 @@
+"""Running an entry point so that bad input ends in one readable paragraph, not a traceback."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from oe_lightning.errors import OEUserError
+
+log = logging.getLogger("oe_lightning")
+EXIT_USER_ERROR = 2
+
+
+def user_error(err: BaseException) -> OEUserError | None:
+    """The user error behind ``err``: our own, else a Hydra/OmegaConf config error."""
+    chain = []
+    while err is not None and err not in chain:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    for e in chain:
+        if isinstance(e, OEUserError):
+            return e
+    for e in chain:
+        if isinstance(e, InstantiationException | OmegaConfBaseException):
+            return OEUserError(str(e).strip())
+    return None
+
+
+def report_user_errors(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """Run ``task(cfg)``; a user error prints as one paragraph and exits with code 2.
+
+    In a multirun sweep the failing job writes ``error.txt`` into its directory and the sweep
+    goes on with the next job.
+    """
+    try:
+        return task(cfg)
+    except Exception as err:
+        found = user_error(err)
+        if found is None:
+            raise
+        message = textwrap.fill(" ".join(str(found).split()), width=100)
+        print(f"\nError: {message}\n", file=sys.stderr)
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            job_dir = Path(HydraConfig.get().runtime.output_dir)
+            (job_dir / "error.txt").write_text(message + "\n")
+            log.error("job %s failed: %s", job_dir.name, message)
+            return None
+        sys.exit(EXIT_USER_ERROR)

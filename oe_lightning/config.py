@@ -1,0 +1,32 @@
+"""Where the Hydra configs live, and small helpers over composed configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def config_dir() -> str:
+    """The ``conf/`` directory: inside the installed package (wheel) or at the repository top."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "train.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"oe-lightning's conf/ directory was not found next to {here}.")
+
+
+def flat_config(cfg: DictConfig, sep: str = ".") -> dict[str, Any]:
+    """The resolved config as one flat ``{"a.b.c": value}`` dict (for loggers and tables)."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{sep}{k}" if prefix else str(k))
+        else:
+            out[prefix] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False), "")
+    return out

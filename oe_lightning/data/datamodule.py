@@ -1,0 +1,133 @@
+"""The DataModule that zips D_in with D_out^OE for training and lines up the OOD test suite."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import CombinedLoader
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
+
+from oe_lightning.errors import OEUserError
+
+DatasetFactory = Callable[..., Dataset]
+
+
+class ImagesOnly(Dataset):
+    """Drops the label of an ``(image, label)`` dataset: OE batches are images alone."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.dataset[i][0]
+
+
+def _source(dataset: Dataset) -> str:
+    return getattr(dataset, "source", "")
+
+
+class OEDataModule(pl.LightningDataModule):
+    """In-distribution data, the auxiliary outlier set D_out^OE and the OOD test sets.
+
+    Each dataset argument is a factory called as ``factory(transform=...)`` (in configs, a
+    ``_partial_: true`` node), so transforms are chosen here: ``train_transform`` for ID training
+    and for OE images, ``test_transform`` for validation, ID test and every OOD set.
+
+    Training batches are ``{"in": (x, y), "oe": x_oe}``. An epoch is one pass over the ID
+    loader; every step draws ``oe_batch_size`` OE images, a fresh random permutation each epoch,
+    cycling through the OE set when it is smaller than what an epoch needs. With ``oe=None``
+    (the λ = 0 baseline) no OE data is built and batches are ``{"in": (x, y)}``.
+    Test loaders are the ID test set first, then one loader per OOD set in ``ood`` order.
+    """
+
+    def __init__(self, train: DatasetFactory, test: DatasetFactory, num_classes: int,
+                 ood: Mapping[str, DatasetFactory] | None = None, oe: DatasetFactory | None = None,
+                 train_transform: Callable | None = None, test_transform: Callable | None = None,
+                 batch_size: int = 128, oe_batch_size: int | None = None,
+                 val_fraction: float = 0.1, split_seed: int = 0, num_workers: int = 0,
+                 pin_memory: bool = False, drop_last: bool = False, **info: Any):
+        super().__init__()
+        if batch_size < 1:
+            raise OEUserError(f"data.batch_size must be a positive integer, got {batch_size}.")
+        if not 0.0 <= val_fraction < 1.0:
+            raise OEUserError(
+                f"data.val_fraction must be in [0, 1), got {val_fraction}; use 0 for no validation."
+            )
+        self.factories = {"train": train, "test": test}
+        self.ood_factories = dict(ood or {})
+        self.oe_factory = oe
+        self.num_classes = num_classes
+        self.train_transform, self.test_transform = train_transform, test_transform
+        self.batch_size = batch_size
+        self.oe_batch_size = oe_batch_size or 2 * batch_size
+        self.val_fraction, self.split_seed = val_fraction, split_seed
+        self.num_workers, self.pin_memory, self.drop_last = num_workers, pin_memory, drop_last
+        self.info = info  # descriptive keys from the config (name, image_shape, ...)
+        self.train_set = self.val_set = self.test_set = self.oe_set = None
+        self.ood_sets: dict[str, Dataset] = {}
+
+    @property
+    def ood_names(self) -> list[str]:
+        return list(self.ood_factories)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None and stage in (None, "fit", "validate"):
+            train_aug = self.factories["train"](transform=self.train_transform)
+            train_plain = self.factories["train"](transform=self.test_transform)
+            perm = torch.randperm(len(train_aug), generator=torch.Generator().manual_seed(
+                self.split_seed)).tolist()
+            n_val = int(round(len(perm) * self.val_fraction))
+            self.train_set = Subset(train_aug, sorted(perm[n_val:]))
+            self.val_set = Subset(train_plain, sorted(perm[:n_val])) if n_val else None
+            if self.oe_factory is not None:
+                self.oe_set = ImagesOnly(self.oe_factory(transform=self.train_transform))
+                if len(self.oe_set) == 0:
+                    raise OEUserError("The OE dataset is empty; check the oe= config and its root.")
+        if self.test_set is None and stage in (None, "test", "predict"):
+            self.test_set = self.factories["test"](transform=self.test_transform)
+            self.ood_sets = {name: make(transform=self.test_transform)
+                             for name, make in self.ood_factories.items()}
+            self._check_oe_not_in_tests()
+
+    def _check_oe_not_in_tests(self) -> None:
+        oe_source = _source(self.oe_factory(transform=None)) if self.oe_factory else ""
+        leaked = [n for n, d in self.ood_sets.items() if oe_source and _source(d) == oe_source]
+        if leaked:
+            raise OEUserError(
+                f"The OE training data ({oe_source}) is also the OOD test set {leaked}: test OOD "
+                f"sets must be unseen in training. Pick another oe= or drop it from ood=."
+            )
+
+    def _loader(self, dataset: Dataset, shuffle: bool = False, **kwargs: Any) -> DataLoader:
+        kwargs.setdefault("batch_size", self.batch_size)
+        return DataLoader(dataset, shuffle=shuffle, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0, **kwargs)
+
+    def train_dataloader(self) -> CombinedLoader:
+        in_loader = self._loader(self.train_set, shuffle=True, drop_last=self.drop_last)
+        loaders = {"in": in_loader}
+        if self.oe_set is not None:
+            steps = len(in_loader)
+            sampler = RandomSampler(self.oe_set, replacement=False,
+                                    num_samples=steps * self.oe_batch_size)
+            loaders["oe"] = self._loader(self.oe_set, sampler=sampler,
+                                         batch_size=self.oe_batch_size)
+        # min_size: the epoch ends with the ID loader (both have `steps` batches by construction)
+        return CombinedLoader(loaders, mode="min_size")
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.val_set) if self.val_set is not None else []
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self._loader(self.test_set)] + [self._loader(d) for d in self.ood_sets.values()]
+
+    def test_set_sizes(self) -> dict[str, int]:
+        return {"in": len(self.test_set), **{n: len(d) for n, d in self.ood_sets.items()}}
+

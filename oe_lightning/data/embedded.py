@@ -1,0 +1,95 @@
+"""The embedded offline benchmark: data that ships with scikit-learn.
+
+D_in is scikit-learn's 8×8 handwritten digits; D_out^OE and one OOD test set are random crops of
+scikit-learn's two sample photographs (``china.jpg`` and ``flower.jpg``), turned grayscale and
+resized to 8×8. All images are float tensors of shape (1, 8, 8) with values in [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset
+
+SAMPLE_IMAGES = ("china.jpg", "flower.jpg")
+DIGITS_SHAPE = (1, 8, 8)
+
+
+class TensorImages(Dataset):
+    """Images held in one tensor, with labels (``-1`` for unlabelled outliers) and a transform."""
+
+    def __init__(self, images: Tensor, labels: Tensor, transform: Callable | None = None,
+                 source: str = ""):
+        self.images, self.labels, self.transform, self.source = images, labels, transform, source
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        x = self.images[i]
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, int(self.labels[i])
+
+
+def digits_split_indices(n: int, test_fraction: float, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed train/test split of ``n`` samples: the same for every run with the same seed."""
+    perm = np.random.default_rng(split_seed).permutation(n)
+    n_test = int(round(n * test_fraction))
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def digits(split: str = "train", transform: Callable | None = None, test_fraction: float = 0.3,
+           split_seed: int = 0) -> TensorImages:
+    """scikit-learn's digits (1,797 images of 10 classes), scaled from 0..16 to [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    if split not in ("train", "test"):
+        raise ValueError(f"digits split must be 'train' or 'test', got {split!r}.")
+    bunch = load_digits()
+    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    labels = torch.tensor(bunch.target, dtype=torch.long)
+    train_idx, test_idx = digits_split_indices(len(images), test_fraction, split_seed)
+    idx = torch.from_numpy(train_idx if split == "train" else test_idx)
+    return TensorImages(images[idx], labels[idx], transform, source="sklearn:digits")
+
+
+def _grayscale(image: np.ndarray) -> Tensor:
+    rgb = torch.tensor(image, dtype=torch.float32) / 255.0
+    return (rgb @ torch.tensor([0.299, 0.587, 0.114])).unsqueeze(0)  # ITU-R 601 luma, (1, H, W)
+
+
+def sample_image_crops(image: str = "china.jpg", num_samples: int = 5000, size: int = 8,
+                       min_crop: int = 16, max_crop: int = 128, seed: int = 0,
+                       transform: Callable | None = None) -> TensorImages:
+    """Random square crops of a scikit-learn sample photograph, grayscale, resized to size×size.
+
+    Crop sides are drawn uniformly from [min_crop, max_crop] pixels and positions uniformly over
+    the 427×640 photograph; resizing is antialiased (area averaging). Crops are fixed by ``seed``.
+    """
+    from sklearn.datasets import load_sample_image
+
+    if image not in SAMPLE_IMAGES:
+        raise ValueError(
+            f"sample image {image!r} is not one of scikit-learn's sample images {SAMPLE_IMAGES}."
+        )
+    gray = _grayscale(load_sample_image(image))
+    height, width = gray.shape[1:]
+    if not 1 <= min_crop <= max_crop <= min(height, width):
+        raise ValueError(
+            f"crop sides must satisfy 1 <= min_crop <= max_crop <= {min(height, width)}; "
+            f"got min_crop={min_crop}, max_crop={max_crop}."
+        )
+    rng = np.random.default_rng(seed)
+    sides = rng.integers(min_crop, max_crop + 1, num_samples)
+    crops = torch.empty(num_samples, 1, size, size)
+    for i, side in enumerate(sides):
+        top, left = rng.integers(0, height - side + 1), rng.integers(0, width - side + 1)
+        patch = gray[:, top: top + side, left: left + side].unsqueeze(0)
+        crops[i] = F.interpolate(patch, size=(size, size), mode="area")[0]
+    labels = torch.full((num_samples,), -1, dtype=torch.long)
+    return TensorImages(crops.clamp_(0, 1), labels, transform, source=f"sklearn:{image}")

@@ -1,0 +1,49 @@
+"""Synthetic OOD test sets as the Outlier Exposure paper generates them.
+
+The paper defines them on [-1, 1]: Gaussian ``clip(N(0, 0.5), -1, 1)``, Rademacher
+``2·Bernoulli(0.5) - 1``, Blobs (a Bernoulli(0.7) image, Gaussian blur σ = 1.5, values below
+0.75 set to 0, mapped to [-1, 1]) and uniform ``U(-1, 1)``. With ``value_range=(0, 1)`` the same
+images are mapped affinely onto [0, 1], the range of un-normalised image tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+from torchvision.transforms.v2.functional import gaussian_blur
+
+from oe_lightning.data.embedded import TensorImages
+
+KINDS = ("gaussian", "rademacher", "blobs", "uniform")
+
+
+def noise_images(kind: str, num_samples: int, shape: Sequence[int], seed: int = 0) -> Tensor:
+    """``num_samples`` images of ``shape`` (C, H, W) on [-1, 1], fixed by ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    size = (num_samples, *shape)
+    if kind == "gaussian":
+        return (0.5 * torch.randn(size, generator=g)).clamp_(-1, 1)
+    if kind == "rademacher":
+        return 2 * torch.bernoulli(torch.full(size, 0.5), generator=g) - 1
+    if kind == "uniform":
+        return 2 * torch.rand(size, generator=g) - 1
+    if kind == "blobs":
+        sigma = 1.5
+        kernel = 2 * int(4 * sigma + 0.5) + 1  # the support scipy/skimage use for σ = 1.5
+        kernel = min(kernel, 2 * min(shape[-2:]) - 1)  # reflect padding must fit the image
+        blobs = gaussian_blur(torch.bernoulli(torch.full(size, 0.7), generator=g),
+                              kernel_size=[kernel, kernel], sigma=[sigma, sigma])
+        blobs[blobs < 0.75] = 0.0
+        return 2 * blobs - 1
+    raise ValueError(f"noise kind must be one of {KINDS}, got {kind!r}.")
+
+
+def noise(kind: str, num_samples: int = 500, shape: Sequence[int] = (3, 32, 32), seed: int = 0,
+          value_range: Sequence[float] = (-1.0, 1.0), transform: Callable | None = None) -> TensorImages:
+    """A synthetic OOD dataset (labels -1) of the given kind, shape and value range."""
+    lo, hi = value_range
+    images = (noise_images(kind, num_samples, shape, seed) + 1) / 2 * (hi - lo) + lo
+    labels = torch.full((num_samples,), -1, dtype=torch.long)
+    return TensorImages(images, labels, transform, source=f"synthetic:{kind}")

@@ -1,0 +1,72 @@
+"""Outlier Exposure losses.
+
+Every loss has one signature, ``loss(logits_oe, logits_in, targets) -> scalar``: the logits of
+the auxiliary outliers, the logits and labels of the in-distribution samples of the same step.
+The returned term is averaged over OE samples (and, where it has one, over ID samples) and is
+added to the ID cross-entropy as ``lambda_oe * loss``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class UniformCrossEntropy(nn.Module):
+    """Cross-entropy from softmax(logits_oe) to the uniform distribution (the paper's L_OE).
+
+    Equal to ``-(logits_oe.mean(1) - logsumexp(logits_oe, 1)).mean()``; its minimum, log K,
+    is reached when the prediction on an outlier is uniform over the K classes.
+    """
+
+    def forward(self, logits_oe: Tensor, logits_in: Tensor | None = None,
+                targets: Tensor | None = None) -> Tensor:
+        return (torch.logsumexp(logits_oe, dim=1) - logits_oe.mean(dim=1)).mean()
+
+
+class JensenShannonUniform(nn.Module):
+    """Jensen–Shannon divergence between softmax(logits_oe) and the uniform distribution.
+
+    Bounded by log 2, so single confident outliers cannot dominate the step the way the
+    unbounded cross-entropy lets them.
+    """
+
+    def forward(self, logits_oe: Tensor, logits_in: Tensor | None = None,
+                targets: Tensor | None = None) -> Tensor:
+        num_classes = logits_oe.shape[1]
+        log_p = F.log_softmax(logits_oe.double(), dim=1)
+        log_u = torch.full_like(log_p, -math.log(num_classes))
+        # log of the mixture m = (p + u) / 2, computed in log space
+        log_m = torch.logaddexp(log_p, log_u) - math.log(2.0)
+        kl_pm = (log_p.exp() * (log_p - log_m)).sum(dim=1)
+        kl_um = (log_u.exp() * (log_u - log_m)).sum(dim=1)
+        return (0.5 * (kl_pm + kl_um)).mean().to(logits_oe.dtype)
+
+
+class EnergyMargin(nn.Module):
+    """Energy-bounded learning (Liu et al., NeurIPS 2020, "Energy-based OOD Detection").
+
+    With E(x) = -T · logsumexp(f(x) / T), squared hinges push ID energies below ``m_in`` and
+    OE energies above ``m_out``: mean(relu(E_in - m_in)²) + mean(relu(m_out - E_oe)²).
+    """
+
+    def __init__(self, m_in: float = -23.0, m_out: float = -5.0, temperature: float = 1.0):
+        super().__init__()
+        if m_in >= m_out:
+            raise ValueError(
+                f"EnergyMargin needs m_in < m_out (ID energies are pushed below m_in, outlier "
+                f"energies above m_out); got m_in={m_in}, m_out={m_out}. The paper's CIFAR "
+                f"values are loss.fn.m_in=-23 loss.fn.m_out=-5."
+            )
+        self.m_in, self.m_out, self.temperature = m_in, m_out, temperature
+
+    def energy(self, logits: Tensor) -> Tensor:
+        return -self.temperature * torch.logsumexp(logits / self.temperature, dim=1)
+
+    def forward(self, logits_oe: Tensor, logits_in: Tensor, targets: Tensor | None = None) -> Tensor:
+        hinge_in = F.relu(self.energy(logits_in) - self.m_in).pow(2).mean()
+        hinge_out = F.relu(self.m_out - self.energy(logits_oe)).pow(2).mean()
+        return hinge_in + hinge_out

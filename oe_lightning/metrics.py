@@ -1,0 +1,161 @@
+"""Exact OOD-detection metrics and calibration, in float64.
+
+Conventions (as the Outlier Exposure paper's code): scores are *larger for more OOD*; OOD is the
+positive class for FPR and AUPR-Out, ID for AUPR-In; AUPR is average precision (sklearn's
+definition); tied scores form one threshold, as in sklearn. Scores are never squashed through a
+sigmoid, so any scale (logits, energies, probabilities, 1e4-sized values) gives the same result.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities.data import dim_zero_cat
+
+FprRule = Literal["first", "nearest"]
+METRIC_NAMES = ("fpr95", "auroc", "aupr_in", "aupr_out")
+
+
+def _as_1d_float64(name: str, values: Tensor | object) -> Tensor:
+    t = torch.as_tensor(values).detach().reshape(-1).to(device="cpu", dtype=torch.float64)
+    if t.numel() == 0:
+        raise ValueError(f"ood_metrics got no {name}: both ID and OOD scores are needed.")
+    if torch.isnan(t).any():
+        raise ValueError(
+            f"ood_metrics got NaN among the {name} ({int(torch.isnan(t).sum())} of {t.numel()}); "
+            f"the model produced non-finite logits, check the checkpoint or the training run."
+        )
+    return t
+
+
+def binary_clf_curve(scores: Tensor, positive: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """False and true positive counts at each distinct threshold, highest threshold first.
+
+    Returns ``(fps, tps, thresholds)`` where entry i counts the samples with score >= thresholds[i].
+    """
+    order = torch.argsort(scores, descending=True, stable=True)
+    scores, positive = scores[order], positive[order].to(torch.float64)
+    last_of_run = torch.nonzero(scores[1:] != scores[:-1]).reshape(-1)
+    idx = torch.cat([last_of_run, torch.tensor([scores.numel() - 1])])
+    tps = torch.cumsum(positive, 0)[idx]
+    fps = (idx + 1).to(torch.float64) - tps
+    return fps, tps, scores[idx]
+
+
+def auroc(fps: Tensor, tps: Tensor) -> float:
+    """Area under the ROC curve (trapezoidal, through (0, 0)) from a :func:`binary_clf_curve`."""
+    fpr = torch.cat([fps.new_zeros(1), fps / fps[-1]])
+    tpr = torch.cat([tps.new_zeros(1), tps / tps[-1]])
+    return float(torch.trapezoid(tpr, fpr))
+
+
+def average_precision(fps: Tensor, tps: Tensor) -> float:
+    """Average precision, sum_i (R_i - R_{i-1}) P_i, as sklearn's ``average_precision_score``."""
+    precision = tps / (tps + fps)
+    recall = tps / tps[-1]
+    d_recall = torch.diff(recall, prepend=recall.new_zeros(1))
+    return float((d_recall * precision).sum())
+
+
+def fpr_at_recall(fps: Tensor, tps: Tensor, recall: float = 0.95, rule: FprRule = "first") -> float:
+    """False positive rate at the threshold where the true positive rate reaches ``recall``.
+
+    ``rule="first"``: the first (highest) threshold with TPR >= recall (OpenOOD, pytorch-ood).
+    ``rule="nearest"``: the threshold whose TPR is nearest to ``recall`` among those up to full
+    recall, ties going to the lower threshold, exactly as ``fpr_and_fdr_at_recall`` in the
+    paper's code.
+    """
+    tpr, fpr = tps / tps[-1], fps / fps[-1]
+    if rule == "first":
+        i = int(torch.searchsorted(tpr, torch.tensor([recall], dtype=torch.float64)))
+        return float(fpr[min(i, tpr.numel() - 1)])
+    if rule == "nearest":
+        full = int(torch.searchsorted(tps, tps[-1:]))  # first threshold reaching full recall
+        gap = (tpr[: full + 1] - recall).abs()
+        i = int(torch.nonzero(gap == gap.min()).max())
+        return float(fpr[i])
+    raise ValueError(f"fpr_rule must be 'first' or 'nearest', got {rule!r}.")
+
+
+def ood_metrics(scores_in: Tensor, scores_out: Tensor, recall: float = 0.95,
+                fpr_rule: FprRule = "first") -> dict[str, float]:
+    """FPR at ``recall`` TPR, AUROC, AUPR-In and AUPR-Out (fractions) for one OOD set.
+
+    Args:
+        scores_in: OOD scores of in-distribution samples (larger = more OOD).
+        scores_out: OOD scores of out-of-distribution samples.
+        recall: the TPR (OOD detected) at which the FPR (ID flagged) is read, 0.95 by default.
+        fpr_rule: ``"first"`` or ``"nearest"``, see :func:`fpr_at_recall`.
+
+    Returns:
+        ``{"fpr95": ..., "auroc": ..., "aupr_in": ..., "aupr_out": ...}``; the first key is
+        named after ``recall`` (``fpr90`` for 0.9).
+    """
+    if not 0.0 < recall <= 1.0:
+        raise ValueError(f"recall must be in (0, 1], got {recall}.")
+    s_in, s_out = _as_1d_float64("ID scores", scores_in), _as_1d_float64("OOD scores", scores_out)
+    scores = torch.cat([s_in, s_out])
+    is_ood = torch.cat([torch.zeros_like(s_in, dtype=torch.bool),
+                        torch.ones_like(s_out, dtype=torch.bool)])
+    fps, tps, _ = binary_clf_curve(scores, is_ood)
+    fps_in, tps_in, _ = binary_clf_curve(-scores, ~is_ood)
+    return {
+        f"fpr{round(recall * 100)}": fpr_at_recall(fps, tps, recall, fpr_rule),
+        "auroc": auroc(fps, tps),
+        "aupr_in": average_precision(fps_in, tps_in),
+        "aupr_out": average_precision(fps, tps),
+    }
+
+
+def rms_calibration_error(confidence: Tensor, correct: Tensor, bin_size: int = 100) -> float:
+    """Root-mean-square calibration error with adaptive bins of ``bin_size`` samples.
+
+    Samples are sorted by confidence and cut into consecutive bins of ``bin_size`` (the last bin
+    takes the remainder), as Hendrycks et al.'s calibration code; every bin counts.
+    """
+    conf = torch.as_tensor(confidence, dtype=torch.float64).reshape(-1).cpu()
+    corr = torch.as_tensor(correct, dtype=torch.float64).reshape(-1).cpu()
+    if conf.numel() == 0:
+        raise ValueError("rms_calibration_error got no samples.")
+    order = torch.argsort(conf, stable=True)
+    conf, corr = conf[order], corr[order]
+    n_bins = max(conf.numel() // bin_size, 1)
+    bounds = [i * bin_size for i in range(n_bins)] + [conf.numel()]
+    total = 0.0
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        gap = conf[lo:hi].mean() - corr[lo:hi].mean()
+        total += (hi - lo) / conf.numel() * float(gap) ** 2
+    return total ** 0.5
+
+
+class OODMetrics(Metric):
+    """torchmetrics wrapper of :func:`ood_metrics`: ``update(scores, is_ood)``, then ``compute()``.
+
+    Scores are kept (one float per sample) and concatenated across processes before the exact
+    computation; ``compute`` returns the same dict as :func:`ood_metrics`.
+    """
+
+    is_differentiable = False
+    higher_is_better = None
+    full_state_update = False
+
+    def __init__(self, recall: float = 0.95, fpr_rule: FprRule = "first", **kwargs):
+        super().__init__(**kwargs)
+        if fpr_rule not in ("first", "nearest"):
+            raise ValueError(f"fpr_rule must be 'first' or 'nearest', got {fpr_rule!r}.")
+        self.recall, self.fpr_rule = recall, fpr_rule
+        self.add_state("scores", default=[], dist_reduce_fx="cat")
+        self.add_state("is_ood", default=[], dist_reduce_fx="cat")
+
+    def update(self, scores: Tensor, is_ood: Tensor | bool) -> None:
+        scores = scores.detach().reshape(-1)
+        is_ood = torch.as_tensor(is_ood, device=scores.device).reshape(-1)
+        self.scores.append(scores)
+        self.is_ood.append(is_ood.to(torch.bool).expand_as(scores))
+
+    def compute(self) -> dict[str, float]:
+        scores, is_ood = dim_zero_cat(self.scores), dim_zero_cat(self.is_ood).to(torch.bool)
+        return ood_metrics(scores[~is_ood], scores[is_ood], self.recall, self.fpr_rule)

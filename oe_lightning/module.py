@@ -1,0 +1,175 @@
+"""The Outlier Exposure LightningModule: any backbone, CE on D_in + λ · L_OE on D_out^OE."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import CatMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from oe_lightning.checkpoints import load_backbone_weights
+from oe_lightning.errors import NonFiniteLossError, OEUserError
+from oe_lightning.losses import UniformCrossEntropy
+from oe_lightning.metrics import OODMetrics, rms_calibration_error
+from oe_lightning.scores import MaxSoftmax
+
+
+class OutlierExposureModule(pl.LightningModule):
+    """Wraps a backbone mapping images to logits with the Outlier Exposure objective.
+
+    Training batches are ``{"in": (x, y), "oe": x_oe}`` (``"oe"`` absent for the λ = 0
+    baseline). One forward pass runs over ``cat(x, x_oe)``, so BatchNorm sees both, as in the
+    paper; the loss is mean CE over the ID samples + ``lambda_oe`` · ``oe_loss`` (averaged over the
+    OE samples). At test time the first loader is the ID test set and every further loader an OOD
+    set; :attr:`test_results` then holds per-set OOD metrics, ID accuracy and calibration.
+
+    Args:
+        backbone: any ``nn.Module`` mapping a batch of images to logits.
+        num_classes: classes of D_in; checked against the backbone's output.
+        oe_loss: ``loss(logits_oe, logits_in, targets) -> scalar``; default the paper's.
+        lambda_oe: weight λ of the OE term, >= 0.
+        score: OOD score from logits (larger = more OOD); default max softmax probability.
+        optimizer: ``params -> Optimizer`` (a ``_partial_`` config).
+        scheduler: ``(optimizer, total_steps) -> LR scheduler`` stepped every step, or None.
+        pretrained: checkpoint whose backbone weights to start from (fine-tuning).
+        recall, fpr_rule: the FPR@TPR operating point and rule, see :mod:`oe_lightning.metrics`.
+        model_config: the backbone's config, stored in checkpoints so ``oe-eval`` can rebuild it.
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int, oe_loss: nn.Module | None = None,
+                 lambda_oe: float = 0.5, score: nn.Module | None = None,
+                 optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+                 scheduler: Callable[..., Any] | None = None, pretrained: str | None = None,
+                 recall: float = 0.95, fpr_rule: str = "first",
+                 model_config: dict | None = None):
+        super().__init__()
+        if lambda_oe is None or not lambda_oe >= 0:
+            raise OEUserError(
+                f"loss.lambda_oe must be >= 0 (the weight of the OE term), got {lambda_oe}. "
+                f"Use loss.lambda_oe=0 for the plain baseline; the paper uses 0.5."
+            )
+        self.save_hyperparameters(ignore=["backbone", "oe_loss", "score", "optimizer", "scheduler"])
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.oe_loss = oe_loss if oe_loss is not None else UniformCrossEntropy()
+        self.lambda_oe = float(lambda_oe)
+        self.score = score if score is not None else MaxSoftmax()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.recall, self.fpr_rule = recall, fpr_rule
+        if pretrained:
+            load_backbone_weights(self.backbone, pretrained, num_classes)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_confidence, self.test_correct = CatMetric(), CatMetric()
+        self.ood_metrics = nn.ModuleDict()
+        self.ood_names: list[str] = []
+        self.test_results: dict[str, Any] = {}
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.backbone(x)
+
+    def _check_logits(self, logits: Tensor) -> None:
+        if logits.ndim != 2 or logits.shape[1] != self.num_classes:
+            raise OEUserError(
+                f"The backbone returned logits of shape {tuple(logits.shape)}, but the data has "
+                f"{self.num_classes} classes: set the model's num_classes to {self.num_classes} "
+                f"(model.num_classes=${{data.num_classes}}) or use a checkpoint trained on this data."
+            )
+
+    # ---- training -------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        x_in, y = batch["in"]
+        x_oe = batch.get("oe") if self.lambda_oe > 0 else None
+        n_in = x_in.shape[0]
+        if x_oe is not None:
+            logits = self.backbone(torch.cat([x_in, x_oe]))
+            logits_in, logits_oe = logits[:n_in], logits[n_in:]
+        else:
+            logits_in = logits = self.backbone(x_in)
+        if batch_idx == 0:
+            self._check_logits(logits)
+        loss_in = F.cross_entropy(logits_in, y)
+        loss_oe = self.oe_loss(logits_oe, logits_in, y) if x_oe is not None else loss_in.new_zeros(())
+        loss = loss_in + self.lambda_oe * loss_oe
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"The training loss became {loss.item()} at epoch {self.current_epoch}, step "
+                f"{self.global_step} (ID loss {loss_in.item():.4g}, OE loss {loss_oe.item():.4g}, "
+                f"λ={self.lambda_oe}). Training stopped; lower optimizer.lr or check the data "
+                f"for NaN/inf values."
+            )
+        self.train_acc(logits_in.detach(), y)
+        self.log_dict({"train/loss": loss, "train/loss_in": loss_in, "train/loss_oe": loss_oe},
+                      on_step=True, on_epoch=True, batch_size=n_in)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self.backbone(x)
+        self.val_acc(logits, y)
+        self.log("val/loss", F.cross_entropy(logits, y), batch_size=x.shape[0], sync_dist=True)
+        self.log("val/acc", self.val_acc, prog_bar=True)
+
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            optimizer = torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9, nesterov=True,
+                                        weight_decay=5e-4)
+        else:
+            optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer, total_steps=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- testing --------------------------------------------------------------------------
+    def on_test_epoch_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        self.ood_names = list(getattr(datamodule, "ood_names", []))
+        self.ood_metrics = nn.ModuleDict({
+            name: OODMetrics(self.recall, self.fpr_rule) for name in self.ood_names
+        }).to(self.device)
+        self.test_results = {}
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        x, y = batch
+        logits = self.backbone(x)
+        scores = self.score(logits)
+        if dataloader_idx == 0:
+            self._check_logits(logits)
+            self.test_acc.update(logits, y)
+            confidence, prediction = F.softmax(logits, dim=1).max(dim=1)
+            self.test_confidence.update(confidence)
+            self.test_correct.update((prediction == y).float())
+            for metric in self.ood_metrics.values():
+                metric.update(scores, False)
+        else:
+            self.ood_metrics[self.ood_names[dataloader_idx - 1]].update(scores, True)
+
+    def on_test_epoch_end(self) -> None:
+        per_set = {name: metric.compute() for name, metric in self.ood_metrics.items()}
+        keys = next(iter(per_set.values())).keys() if per_set else ()
+        mean = {k: sum(m[k] for m in per_set.values()) / len(per_set) for k in keys}
+        self.test_results = {
+            "id_accuracy": float(self.test_acc.compute()),
+            "rms_calibration_error": rms_calibration_error(self.test_confidence.compute(),
+                                                           self.test_correct.compute()),
+            "ood": per_set,
+            "mean": mean,
+        }
+        flat = {"test/id_accuracy": self.test_results["id_accuracy"],
+                "test/rms_calibration_error": self.test_results["rms_calibration_error"]}
+        for name, values in {**per_set, "mean": mean}.items():
+            flat.update({f"test/{name}/{k}": v for k, v in values.items()})
+        self.log_dict(flat, add_dataloader_idx=False, rank_zero_only=True)
+        self.test_acc.reset()
+        self.test_confidence.reset()
+        self.test_correct.reset()

@@ -1,0 +1,60 @@
+"""Results files -> readable tables (terminal and Markdown)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+METRIC_LABELS = {"fpr95": "FPR95 ↓", "auroc": "AUROC ↑", "aupr_in": "AUPR-In ↑",
+                 "aupr_out": "AUPR-Out ↑"}
+
+
+def _label(key: str) -> str:
+    if key in METRIC_LABELS:
+        return METRIC_LABELS[key]
+    return f"{key.upper()} ↓" if key.startswith("fpr") else key
+
+
+def results_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (per OOD set, then the mean) in percent with two decimals."""
+    per_set = results["ood"]
+    keys = list(results["mean"])
+    header = ["OOD set"] + [_label(k) for k in keys]
+    rows = [[name] + [f"{100 * m[k]:.2f}" for k in keys] for name, m in per_set.items()]
+    rows.append(["mean"] + [f"{100 * results['mean'][k]:.2f}" for k in keys])
+    return header, rows
+
+
+def _title(results: dict[str, Any]) -> str:
+    c = results.get("config", {})
+    parts = [f"{c.get('data')}", f"{c.get('loss')} λ={c.get('lambda_oe')}",
+             f"score={c.get('score')}", f"seed={c.get('seed')}"]
+    return "OOD detection: " + ", ".join(str(p) for p in parts if p)
+
+
+def results_table(results: dict[str, Any]) -> Table:
+    """A rich table of one run's results, with ID accuracy and calibration as its caption."""
+    header, rows = results_rows(results)
+    table = Table(title=_title(results), caption=(
+        f"ID accuracy {100 * results['id_accuracy']:.2f}% · RMS calibration error "
+        f"{100 * results['rms_calibration_error']:.2f}% · values in %"))
+    for i, h in enumerate(header):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for i, row in enumerate(rows):
+        table.add_row(*row, end_section=i == len(rows) - 2)
+    return table
+
+
+def print_results(results: dict[str, Any], console: Console | None = None) -> None:
+    (console or Console()).print(results_table(results))
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    """One run's results as a Markdown table (values in %)."""
+    header, rows = results_rows(results)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines.append(f"\nID accuracy: {100 * results['id_accuracy']:.2f}%")
+    return "\n".join(lines) + "\n"

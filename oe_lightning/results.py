@@ -1,0 +1,64 @@
+"""The results file of a run: ``results.json`` in the run directory."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+RESULTS_FILE = "results.json"
+SCHEMA_VERSION = 1
+
+
+def _key_config(cfg: DictConfig) -> dict[str, Any]:
+    """The config values a results table groups by."""
+    def get(path: str, default: Any = None) -> Any:
+        value = OmegaConf.select(cfg, path, default=default, throw_on_missing=False)
+        return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+
+    fn = get("loss.fn._target_", "")
+    return {
+        "data": get("data.name"),
+        "model": get("model._target_"),
+        "loss": fn.rsplit(".", 1)[-1] if fn else None,
+        "lambda_oe": get("loss.lambda_oe"),
+        "score": (get("score._target_") or "").rsplit(".", 1)[-1] or None,
+        "seed": get("seed"),
+        "max_epochs": get("trainer.max_epochs"),
+        "lr": get("module.optimizer.lr"),
+        "pretrained": get("module.pretrained"),
+        "fpr_rule": get("module.fpr_rule", get("fpr_rule")),
+        "recall": get("module.recall", get("recall")),
+    }
+
+
+def build_results(test_results: dict[str, Any], cfg: DictConfig, **extra: Any) -> dict[str, Any]:
+    """Everything a table needs about one run: metrics, sizes, key config values, overrides."""
+    return {"schema": SCHEMA_VERSION, "task": cfg.get("task_name"), **test_results,
+            "config": _key_config(cfg), **extra}
+
+
+def write_results(results: dict[str, Any], run_dir: str | Path) -> Path:
+    """Write ``results.json`` atomically (a partial file never looks complete)."""
+    path = Path(run_dir) / RESULTS_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2, sort_keys=False, allow_nan=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_results(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    return json.loads(path.read_text())
+
+
+def is_complete(results: dict[str, Any]) -> bool:
+    """A results dict with ID accuracy and a finite mean for every metric."""
+    mean = results.get("mean") or {}
+    return "id_accuracy" in results and bool(mean) and all(
+        isinstance(v, int | float) and math.isfinite(v) for v in mean.values())
