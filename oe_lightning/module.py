@@ -38,15 +38,13 @@ class OutlierExposureModule(pl.LightningModule):
         scheduler: ``(optimizer, total_steps) -> LR scheduler`` stepped every step, or None.
         pretrained: checkpoint whose backbone weights to start from (fine-tuning).
         recall, fpr_rule: the FPR@TPR operating point and rule, see :mod:`oe_lightning.metrics`.
-        model_config: the backbone's config, stored in checkpoints so ``oe-eval`` can rebuild it.
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, oe_loss: nn.Module | None = None,
                  lambda_oe: float = 0.5, score: nn.Module | None = None,
                  optimizer: Callable[..., torch.optim.Optimizer] | None = None,
                  scheduler: Callable[..., Any] | None = None, pretrained: str | None = None,
-                 recall: float = 0.95, fpr_rule: str = "first",
-                 model_config: dict | None = None):
+                 recall: float = 0.95, fpr_rule: str = "first"):
         super().__init__()
         if lambda_oe is None or not lambda_oe >= 0:
             raise OEUserError(
@@ -71,6 +69,9 @@ class OutlierExposureModule(pl.LightningModule):
         self.ood_metrics = nn.ModuleDict()
         self.ood_names: list[str] = []
         self.test_results: dict[str, Any] = {}
+        # stored in checkpoints: the backbone's config (so oe-eval can rebuild it) and run info
+        self.model_config: dict | None = None
+        self.run_config: dict | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         return self.backbone(x)
@@ -82,6 +83,11 @@ class OutlierExposureModule(pl.LightningModule):
                 f"{self.num_classes} classes: set the model's num_classes to {self.num_classes} "
                 f"(model.num_classes=${{data.num_classes}}) or use a checkpoint trained on this data."
             )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["oe_lightning"] = {"model_config": self.model_config,
+                                      "run_config": self.run_config,
+                                      "num_classes": self.num_classes}
 
     # ---- training -------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:

@@ -38,8 +38,8 @@ def results_table(results: dict[str, Any]) -> Table:
     """A rich table of one run's results, with ID accuracy and calibration as its caption."""
     header, rows = results_rows(results)
     table = Table(title=_title(results), caption=(
-        f"ID accuracy {100 * results['id_accuracy']:.2f}% · RMS calibration error "
-        f"{100 * results['rms_calibration_error']:.2f}% · values in %"))
+        f"values in %; ID accuracy {100 * results['id_accuracy']:.2f}, "
+        f"RMS calibration error {100 * results['rms_calibration_error']:.2f}"))
     for i, h in enumerate(header):
         table.add_column(h, justify="left" if i == 0 else "right")
     for i, row in enumerate(rows):
@@ -48,7 +48,7 @@ def results_table(results: dict[str, Any]) -> Table:
 
 
 def print_results(results: dict[str, Any], console: Console | None = None) -> None:
-    (console or Console()).print(results_table(results))
+    (console or Console(width=max(Console().width, 100))).print(results_table(results))
 
 
 def results_markdown(results: dict[str, Any]) -> str:

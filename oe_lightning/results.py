@@ -13,7 +13,7 @@ RESULTS_FILE = "results.json"
 SCHEMA_VERSION = 1
 
 
-def _key_config(cfg: DictConfig) -> dict[str, Any]:
+def key_config(cfg: DictConfig) -> dict[str, Any]:
     """The config values a results table groups by."""
     def get(path: str, default: Any = None) -> Any:
         value = OmegaConf.select(cfg, path, default=default, throw_on_missing=False)
@@ -35,10 +35,17 @@ def _key_config(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def build_results(test_results: dict[str, Any], cfg: DictConfig, **extra: Any) -> dict[str, Any]:
-    """Everything a table needs about one run: metrics, sizes, key config values, overrides."""
+def build_results(test_results: dict[str, Any], cfg: DictConfig,
+                  trained_with: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """Everything a table needs about one run: metrics, sizes, key config values, overrides.
+
+    ``trained_with`` (the key config stored in a checkpoint) fills what an evaluation config
+    does not know, such as the loss and λ the checkpoint was trained with.
+    """
+    config = {k: v for k, v in (trained_with or {}).items()}
+    config.update({k: v for k, v in key_config(cfg).items() if v is not None})
     return {"schema": SCHEMA_VERSION, "task": cfg.get("task_name"), **test_results,
-            "config": _key_config(cfg), **extra}
+            "config": config, **extra}
 
 
 def write_results(results: dict[str, Any], run_dir: str | Path) -> Path:

@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor
 
 from oe_lightning.cli import report_user_errors
 from oe_lightning.config import config_dir, flat_config
@@ -21,10 +22,11 @@ from oe_lightning.errors import NonFiniteLossError, OEUserError
 from oe_lightning.loggers import build_loggers, finish_loggers, instantiate_group
 from oe_lightning.module import OutlierExposureModule
 from oe_lightning.report import print_results
-from oe_lightning.results import build_results, write_results
+from oe_lightning.results import build_results, key_config, write_results
 
 log = logging.getLogger("oe_lightning")
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
 
 
 def run_dir() -> Path:
@@ -42,8 +44,10 @@ def build_datamodule(cfg: DictConfig, with_oe: bool) -> OEDataModule:
 
 
 def build_module(cfg: DictConfig) -> OutlierExposureModule:
-    return instantiate(cfg.module, backbone=cfg.model, oe_loss=cfg.loss.fn, score=cfg.score,
-                       model_config=OmegaConf.to_container(cfg.model, resolve=True))
+    module = instantiate(cfg.module, backbone=cfg.model, oe_loss=cfg.loss.fn, score=cfg.score)
+    module.model_config = OmegaConf.to_container(cfg.model, resolve=True)
+    module.run_config = key_config(cfg)
+    return module
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -56,8 +60,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = build_module(cfg)
     datamodule = build_datamodule(cfg, with_oe=module.lambda_oe > 0)
     loggers = build_loggers(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False,
-                                      callbacks=instantiate_group(cfg.get("callbacks")))
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    if not loggers:  # nothing to monitor the learning rate into
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     for logger in loggers:
         logger.log_hyperparams(flat_config(cfg))
     try:

@@ -64,12 +64,13 @@ def _grayscale(image: np.ndarray) -> Tensor:
 
 
 def sample_image_crops(image: str = "china.jpg", num_samples: int = 5000, size: int = 8,
-                       min_crop: int = 16, max_crop: int = 128, seed: int = 0,
-                       transform: Callable | None = None) -> TensorImages:
+                       min_crop: int = 16, max_crop: int = 128, stretch: bool = False,
+                       seed: int = 0, transform: Callable | None = None) -> TensorImages:
     """Random square crops of a scikit-learn sample photograph, grayscale, resized to size×size.
 
     Crop sides are drawn uniformly from [min_crop, max_crop] pixels and positions uniformly over
-    the 427×640 photograph; resizing is antialiased (area averaging). Crops are fixed by ``seed``.
+    the 427×640 photograph; resizing is antialiased (area averaging). ``stretch`` rescales each
+    crop's intensities to span [0, 1] (the contrast of the digits). Crops are fixed by ``seed``.
     """
     from sklearn.datasets import load_sample_image
 
@@ -91,5 +92,9 @@ def sample_image_crops(image: str = "china.jpg", num_samples: int = 5000, size: 
         top, left = rng.integers(0, height - side + 1), rng.integers(0, width - side + 1)
         patch = gray[:, top: top + side, left: left + side].unsqueeze(0)
         crops[i] = F.interpolate(patch, size=(size, size), mode="area")[0]
+    if stretch:
+        lo = crops.amin(dim=(1, 2, 3), keepdim=True)
+        hi = crops.amax(dim=(1, 2, 3), keepdim=True)
+        crops = (crops - lo) / (hi - lo).clamp_min(1e-6)
     labels = torch.full((num_samples,), -1, dtype=torch.long)
     return TensorImages(crops.clamp_(0, 1), labels, transform, source=f"sklearn:{image}")

@@ -1,0 +1,73 @@
+"""``oe-eval ckpt_path=...``: score a trained checkpoint on an OOD suite and write results.json."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from oe_lightning.checkpoints import read_checkpoint
+from oe_lightning.cli import report_user_errors
+from oe_lightning.config import config_dir
+from oe_lightning.errors import OEUserError
+from oe_lightning.loggers import build_loggers, finish_loggers
+from oe_lightning.module import OutlierExposureModule
+from oe_lightning.report import print_results
+from oe_lightning.results import build_results, write_results
+from oe_lightning.train import build_datamodule, overrides, run_dir
+
+log = logging.getLogger("oe_lightning")
+
+
+def model_config_for(cfg: DictConfig, checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The backbone config stored in an oe-train checkpoint, else ``cfg.model``."""
+    stored = (checkpoint.get("oe_lightning") or {}).get("model_config")
+    model_cfg = stored if stored else OmegaConf.to_container(cfg.model, resolve=True)
+    trained_classes = model_cfg.get("num_classes")
+    if trained_classes is not None and trained_classes != cfg.data.num_classes:
+        raise OEUserError(
+            f"Checkpoint {cfg.ckpt_path!r} was trained with {trained_classes} classes but "
+            f"data={cfg.data.name} has {cfg.data.num_classes}. Evaluate it with the data it was "
+            f"trained on (data=...), or pass a checkpoint trained on {cfg.data.name}."
+        )
+    return model_cfg
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Test a checkpoint on the ID test set and the OOD suite; returns the results dict."""
+    started = time.perf_counter()
+    pl.seed_everything(cfg.seed, workers=True)
+    checkpoint = read_checkpoint(cfg.ckpt_path)
+    backbone = instantiate(model_config_for(cfg, checkpoint))
+    module = OutlierExposureModule(backbone, num_classes=cfg.data.num_classes,
+                                   score=instantiate(cfg.score), pretrained=cfg.ckpt_path,
+                                   recall=cfg.recall, fpr_rule=cfg.fpr_rule)
+    datamodule = build_datamodule(cfg, with_oe=False)
+    loggers = build_loggers(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    trained_with = (checkpoint.get("oe_lightning") or {}).get("run_config")
+    results = build_results(module.test_results, cfg, trained_with, test_set_sizes=datamodule.test_set_sizes(),
+                            overrides=overrides(), checkpoint=str(cfg.ckpt_path),
+                            wall_time_s=round(time.perf_counter() - started, 2))
+    path = write_results(results, run_dir())
+    finish_loggers(loggers)
+    print_results(results)
+    log.info("results: %s", path)
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
+def main(cfg: DictConfig) -> float | None:
+    """Entry point of ``oe-eval``; returns the mean FPR95."""
+    results = report_user_errors(evaluate, cfg)
+    return None if results is None else results["mean"].get("fpr95")
+
+
+if __name__ == "__main__":
+    main()
