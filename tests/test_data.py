@@ -1,0 +1,128 @@
+import functools
+
+import pytest
+import torch
+
+from oe_lightning.data import OEDataModule
+from oe_lightning.data.embedded import TensorImages, digits, sample_image_crops
+from oe_lightning.data.synthetic import noise
+from oe_lightning.errors import OEUserError
+
+
+def tensor_set(n, label=0, shape=(1, 8, 8), source="", transform=None):
+    images = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, *shape).clone()
+    return TensorImages(images, torch.full((n,), label), transform, source=source)
+
+
+def make_dm(n_train=100, n_oe=50, batch_size=10, oe_batch_size=None, with_oe=True,
+            val_fraction=0.1, **kw):
+    return OEDataModule(
+        train=functools.partial(tensor_set, n_train), test=functools.partial(tensor_set, 20),
+        num_classes=2, ood={"noise": functools.partial(tensor_set, 7, -1)},
+        oe=functools.partial(tensor_set, n_oe, -1, source="oe") if with_oe else None,
+        batch_size=batch_size, oe_batch_size=oe_batch_size, val_fraction=val_fraction, **kw)
+
+
+@pytest.mark.parametrize("n_oe", [50, 5000])  # OE set smaller / larger than one epoch needs
+def test_epoch_is_one_pass_over_the_id_loader_with_oe_batches_each_step(n_oe):
+    dm = make_dm(n_oe=n_oe)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    batches = list(loader)
+    assert len(batches) == 9  # 90 training images after the 10% validation split
+    for batch, _, _ in batches:
+        x, y = batch["in"]
+        assert x.shape[0] <= 10 and batch["oe"].shape == (20, 1, 8, 8)  # default 2 x batch
+    seen_in = torch.cat([b["in"][0][:, 0, 0, 0] for b, _, _ in batches])
+    assert sorted(seen_in.tolist()) == sorted(set(seen_in.tolist())) and len(seen_in) == 90
+    seen_oe = torch.cat([b["oe"][:, 0, 0, 0] for b, _, _ in batches])
+    if n_oe == 50:  # 180 draws cycle through all 50 OE images
+        assert set(seen_oe.long().tolist()) == set(range(50))
+    else:  # no OE image repeats within an epoch
+        assert len(set(seen_oe.tolist())) == len(seen_oe)
+
+
+def test_oe_draw_is_fresh_every_epoch():
+    dm = make_dm(n_oe=5000, oe_batch_size=16)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    first = torch.cat([b["oe"][:, 0, 0, 0] for b, _, _ in loader])
+    second = torch.cat([b["oe"][:, 0, 0, 0] for b, _, _ in loader])
+    assert first.shape == second.shape == (9 * 16,)
+    assert not torch.equal(first, second)
+
+
+def test_without_oe_batches_hold_only_id_data():
+    dm = make_dm(with_oe=False)
+    dm.setup("fit")
+    batches = [b for b, _, _ in dm.train_dataloader()]
+    assert len(batches) == 9 and all(set(b) == {"in"} for b in batches) and dm.oe_set is None
+
+
+def test_validation_split_is_disjoint_and_fixed_by_seed():
+    dm1, dm2 = make_dm(split_seed=3), make_dm(split_seed=3)
+    dm1.setup("fit")
+    dm2.setup("fit")
+    assert dm1.val_set.indices == dm2.val_set.indices
+    assert not set(dm1.val_set.indices) & set(dm1.train_set.indices)
+    assert len(dm1.val_set) == 10
+    dm3 = make_dm(split_seed=4)
+    dm3.setup("fit")
+    assert dm3.val_set.indices != dm1.val_set.indices
+
+
+def test_test_loaders_are_id_first_then_each_ood_set():
+    dm = make_dm()
+    dm.setup("test")
+    loaders = dm.test_dataloader()
+    assert [len(dl.dataset) for dl in loaders] == [20, 7]
+    assert dm.ood_names == ["noise"] and dm.test_set_sizes() == {"in": 20, "noise": 7}
+
+
+def test_oe_source_used_as_ood_test_set_is_refused():
+    dm = make_dm()
+    dm.ood_factories["leak"] = functools.partial(tensor_set, 5, -1, source="oe")
+    with pytest.raises(OEUserError, match=r"also the OOD test set \['leak'\]"):
+        dm.setup("test")
+
+
+def test_bad_batch_size_and_val_fraction_are_named():
+    with pytest.raises(OEUserError, match="batch_size must be a positive integer, got 0"):
+        make_dm(batch_size=0)
+    with pytest.raises(OEUserError, match="val_fraction must be in"):
+        make_dm(val_fraction=1.5)
+
+
+def test_digits_split_is_fixed_disjoint_and_complete():
+    train, test = digits("train"), digits("test")
+    assert len(train) + len(test) == 1797 and len(test) == 539
+    assert train.images.shape[1:] == (1, 8, 8) and 0 <= train.images.min() and train.images.max() <= 1
+    assert torch.equal(digits("test").images, test.images)
+    assert not torch.equal(digits("test", split_seed=1).images, test.images)
+    assert set(train.labels.tolist()) == set(range(10))
+
+
+def test_sample_image_crops_are_fixed_by_seed_and_in_range():
+    a = sample_image_crops("china.jpg", num_samples=20, seed=0)
+    b = sample_image_crops("china.jpg", num_samples=20, seed=0)
+    assert torch.equal(a.images, b.images) and a.images.shape == (20, 1, 8, 8)
+    stretched = sample_image_crops("flower.jpg", num_samples=20, stretch=True, seed=1)
+    assert torch.allclose(stretched.images.amax(dim=(1, 2, 3)), torch.ones(20))
+    assert torch.allclose(stretched.images.amin(dim=(1, 2, 3)), torch.zeros(20))
+    assert set(a.labels.tolist()) == {-1} and a.source != stretched.source
+    with pytest.raises(ValueError, match="not one of scikit-learn's sample images"):
+        sample_image_crops("lena.png")
+
+
+def test_synthetic_sets_have_the_papers_ranges_and_statistics():
+    g = noise("gaussian", 2000, (3, 8, 8), seed=0).images
+    assert g.min() >= -1 and g.max() <= 1 and abs(g.mean()) < 0.01
+    assert g.std() == pytest.approx(0.46, abs=0.02)  # N(0, 0.5) clipped to [-1, 1]
+    r = noise("rademacher", 2000, (3, 8, 8), seed=0).images
+    assert set(r.unique().tolist()) == {-1.0, 1.0} and abs(r.mean()) < 0.01
+    u = noise("uniform", 2000, (1, 8, 8), value_range=(0, 1)).images
+    assert 0 <= u.min() and u.max() <= 1 and u.mean() == pytest.approx(0.5, abs=0.01)
+    b = noise("blobs", 500, (3, 32, 32), seed=0).images
+    assert b.min() == -1 and b.max() <= 1 and (b == -1).float().mean() > 0.3  # zeroed below 0.75
+    assert ((b > -1) & (b < 0.5)).sum() == 0  # kept values were >= 0.75 before mapping
+    assert noise("gaussian", 4, (1, 8, 8), value_range=(0, 1)).images.min() >= 0

@@ -1,0 +1,134 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from oe_lightning.metrics import OODMetrics, ood_metrics, rms_calibration_error
+
+
+def _tied_scores(rng, scale):
+    """Integer-valued scores (many ties) scaled up to ``scale``; OOD shifted upwards."""
+    s_in = rng.integers(0, 30, rng.integers(50, 400)).astype(np.float64)
+    s_out = rng.integers(8, 40, rng.integers(50, 400)).astype(np.float64)
+    return s_in * scale, s_out * scale
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e4])
+def test_auroc_and_aupr_match_sklearn_with_ties_at_any_scale(scale):
+    rng = np.random.default_rng(int(scale * 1000) % 97)
+    for _ in range(25):
+        s_in, s_out = _tied_scores(rng, scale)
+        y = np.r_[np.zeros(len(s_in)), np.ones(len(s_out))]
+        s = np.r_[s_in, s_out]
+        m = ood_metrics(torch.from_numpy(s_in), torch.from_numpy(s_out))
+        assert m["auroc"] == pytest.approx(roc_auc_score(y, s), abs=1e-6)
+        assert m["aupr_out"] == pytest.approx(average_precision_score(y, s), abs=1e-6)
+        assert m["aupr_in"] == pytest.approx(average_precision_score(1 - y, -s), abs=1e-6)
+
+
+def test_continuous_scores_of_large_magnitude_match_sklearn():
+    rng = np.random.default_rng(1)
+    s_in, s_out = rng.normal(0, 1e4, 1000), rng.normal(5e3, 1e4, 700)
+    y, s = np.r_[np.zeros(1000), np.ones(700)], np.r_[s_in, s_out]
+    m = ood_metrics(torch.from_numpy(s_in), torch.from_numpy(s_out))
+    assert m["auroc"] == pytest.approx(roc_auc_score(y, s), abs=1e-6)
+    assert m["aupr_out"] == pytest.approx(average_precision_score(y, s), abs=1e-6)
+
+
+def _pytorch_ood_metrics():
+    try:
+        from pytorch_ood.metrics import OODMetrics as Oracle
+    except ImportError:  # pytorch-ood < 0.3
+        from pytorch_ood.utils import OODMetrics as Oracle
+    return Oracle()
+
+
+def test_fpr95_and_auroc_match_pytorch_ood():
+    pytest.importorskip("pytorch_ood")
+    rng = np.random.default_rng(2)
+    for trial in range(20):
+        s_in, s_out = _tied_scores(rng, 10.0 ** (trial % 5 - 1))
+        oracle = _pytorch_ood_metrics()
+        scores = torch.from_numpy(np.r_[s_in, s_out])
+        labels = torch.cat([torch.zeros(len(s_in), dtype=torch.long),
+                            -torch.ones(len(s_out), dtype=torch.long)])  # < 0 marks OOD
+        oracle.update(scores, labels)
+        expected = oracle.compute()
+        m = ood_metrics(torch.from_numpy(s_in), torch.from_numpy(s_out), fpr_rule="first")
+        assert m["fpr95"] == pytest.approx(float(expected["FPR95TPR"]), abs=1e-9)
+        assert m["auroc"] == pytest.approx(float(expected["AUROC"]), abs=1e-9)
+
+
+def test_fpr_rules_on_a_hand_made_example():
+    # 20 OOD scores 1..20, ID scores 0.5, 2.5, 4.5, ... : at TPR 19/20 = 0.95 exactly the
+    # threshold is 2 (OOD 2..20 detected), ID above 2: 2.5..., count them by hand.
+    s_out = torch.arange(1, 21, dtype=torch.float64)
+    s_in = torch.tensor([0.5, 2.5, 4.5, 6.5, 30.0])
+    first = ood_metrics(s_in, s_out, fpr_rule="first")["fpr95"]
+    assert first == pytest.approx(4 / 5)  # 2.5, 4.5, 6.5, 30 score >= 2
+    # TPR never hits 0.9 exactly between 17/20 and 18/20? It does: 18/20 = 0.9 at threshold 3
+    assert ood_metrics(s_in, s_out, recall=0.9)["fpr90"] == pytest.approx(3 / 5)
+
+
+def test_nearest_rule_differs_from_first_as_the_papers_code():
+    # OOD 10..19 (TPR moves in steps of 0.1); ID 12.5 and 10.5 sit between OOD scores.
+    # recall 0.88: "first" takes the first threshold with TPR >= 0.88, i.e. TPR 0.9 at score 11
+    # (ID above: 12.5 -> FPR 1/4). "nearest" takes TPR 0.9 too, but of the thresholds with that
+    # TPR the paper's code takes the lowest, 10.5, which also flags ID 10.5 -> FPR 2/4.
+    s_out = torch.arange(10, 20, dtype=torch.float64)
+    s_in = torch.tensor([12.5, 10.5, 0.0, 1.0])
+    assert ood_metrics(s_in, s_out, recall=0.88, fpr_rule="first")["fpr88"] == pytest.approx(1 / 4)
+    assert ood_metrics(s_in, s_out, recall=0.88, fpr_rule="nearest")["fpr88"] == pytest.approx(2 / 4)
+    # recall 0.95 lies between TPR 0.9 and 1.0, equally far: both rules end at FPR 2/4
+    assert ood_metrics(s_in, s_out, fpr_rule="nearest")["fpr95"] == pytest.approx(2 / 4)
+    assert ood_metrics(s_in, s_out, fpr_rule="first")["fpr95"] == pytest.approx(2 / 4)
+
+
+def test_nearest_rule_ties_in_tpr_take_the_lowest_threshold():
+    # OOD: 3, 2, 1 ; ID: 2.5 and 1.5 sit between. TPR 2/3 is reached at threshold 2 and stays
+    # 2/3 at threshold 1.5 (one more ID sample): the paper's code reports the latter (FPR 2/2).
+    s_out = torch.tensor([3.0, 2.0, 1.0])
+    s_in = torch.tensor([2.5, 1.5])
+    assert ood_metrics(s_in, s_out, recall=0.7, fpr_rule="nearest")["fpr70"] == pytest.approx(1.0)
+    assert ood_metrics(s_in, s_out, recall=0.6, fpr_rule="first")["fpr60"] == pytest.approx(0.5)
+
+
+def test_perfect_and_inverted_separation():
+    s_in, s_out = torch.zeros(50), torch.ones(30)
+    assert ood_metrics(s_in, s_out) == {"fpr95": 0.0, "auroc": 1.0, "aupr_in": 1.0, "aupr_out": 1.0}
+    inverted = ood_metrics(s_out, s_in)
+    assert inverted["fpr95"] == 1.0 and inverted["auroc"] == 0.0
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match="NaN among the OOD scores"):
+        ood_metrics(torch.zeros(3), torch.tensor([1.0, float("nan")]))
+    with pytest.raises(ValueError, match="no ID scores"):
+        ood_metrics(torch.zeros(0), torch.ones(3))
+    with pytest.raises(ValueError, match="fpr_rule"):
+        ood_metrics(torch.zeros(3), torch.ones(3), fpr_rule="closest")
+
+
+def test_torchmetrics_wrapper_equals_functional_over_batches():
+    rng = np.random.default_rng(3)
+    s_in, s_out = (torch.from_numpy(a) for a in _tied_scores(rng, 1.0))
+    metric = OODMetrics(fpr_rule="nearest")
+    for chunk in torch.split(s_in, 37):
+        metric.update(chunk, False)
+    for chunk in torch.split(s_out, 41):
+        metric.update(chunk, torch.ones(len(chunk), dtype=torch.bool))
+    assert metric.compute() == ood_metrics(s_in, s_out, fpr_rule="nearest")
+    metric.reset()
+    assert metric.scores == []
+
+
+def test_rms_calibration_error():
+    # one bin (n < 100): |mean confidence - accuracy|
+    conf = torch.tensor([0.9, 0.9, 0.9, 0.9])
+    correct = torch.tensor([1.0, 1.0, 0.0, 1.0])
+    assert rms_calibration_error(conf, correct) == pytest.approx(0.15)
+    # two bins of 2: errors 0.4 and 0.1 -> sqrt((0.4^2 + 0.1^2) / 2)
+    conf = torch.tensor([0.6, 0.6, 0.9, 0.9])
+    correct = torch.tensor([1.0, 1.0, 1.0, 1.0])
+    assert rms_calibration_error(conf, correct, bin_size=2) == pytest.approx(((0.16 + 0.01) / 2) ** 0.5)
+    assert rms_calibration_error(torch.ones(10), torch.ones(10)) == 0.0

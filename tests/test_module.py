@@ -1,0 +1,134 @@
+import functools
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from oe_lightning.data import OEDataModule
+from oe_lightning.data.embedded import TensorImages
+from oe_lightning.errors import NonFiniteLossError, OEUserError
+from oe_lightning.losses import EnergyMargin, UniformCrossEntropy
+from oe_lightning.models import SmallCNN
+from oe_lightning.module import OutlierExposureModule
+from oe_lightning.optim import cosine_annealing
+
+
+class CountingLinear(nn.Module):
+    def __init__(self, num_classes=3):
+        super().__init__()
+        self.fc = nn.Linear(4, num_classes)
+        self.calls = []
+
+    def forward(self, x):
+        self.calls.append(x.shape[0])
+        return self.fc(x.flatten(1))
+
+
+def batch(n_in=5, n_oe=7, num_classes=3):
+    torch.manual_seed(0)
+    return {"in": (torch.randn(n_in, 1, 2, 2), torch.randint(0, num_classes, (n_in,))),
+            "oe": torch.randn(n_oe, 1, 2, 2)}
+
+
+@pytest.mark.parametrize("oe_loss", [UniformCrossEntropy(), EnergyMargin(m_in=-1.0, m_out=1.0)])
+def test_training_loss_is_id_ce_plus_lambda_times_oe_term_in_one_forward(oe_loss):
+    backbone = CountingLinear()
+    module = OutlierExposureModule(backbone, num_classes=3, oe_loss=oe_loss, lambda_oe=0.7)
+    b = batch()
+    loss = module.training_step(b, 0)
+    assert backbone.calls == [12]  # one forward over cat(x_in, x_oe)
+    with torch.no_grad():
+        logits_in, logits_oe = backbone.fc(b["in"][0].flatten(1)), backbone.fc(b["oe"].flatten(1))
+    expected = F.cross_entropy(logits_in, b["in"][1]) + 0.7 * oe_loss(logits_oe, logits_in, b["in"][1])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_lambda_zero_is_plain_cross_entropy_without_touching_oe_data():
+    backbone = CountingLinear()
+    module = OutlierExposureModule(backbone, num_classes=3, lambda_oe=0.0)
+    b = batch()
+    loss = module.training_step(b, 0)
+    assert backbone.calls == [5]
+    assert loss.item() == pytest.approx(F.cross_entropy(backbone.fc(b["in"][0].flatten(1)),
+                                                        b["in"][1]).item(), rel=1e-6)
+
+
+def test_negative_lambda_is_refused_with_the_fix():
+    with pytest.raises(OEUserError, match=r"lambda_oe must be >= 0.*got -0.5.*loss.lambda_oe=0"):
+        OutlierExposureModule(CountingLinear(), num_classes=3, lambda_oe=-0.5)
+
+
+def test_non_finite_loss_stops_training_step():
+    module = OutlierExposureModule(CountingLinear(), num_classes=3)
+    b = batch()
+    b["oe"][0, 0, 0, 0] = float("inf")
+    with pytest.raises(NonFiniteLossError, match="loss became nan"):
+        module.training_step(b, 0)
+
+
+def test_wrong_number_of_outputs_is_explained():
+    module = OutlierExposureModule(CountingLinear(num_classes=5), num_classes=3)
+    with pytest.raises(OEUserError, match=r"logits of shape \(12, 5\).*3 classes"):
+        module.training_step(batch(), 0)
+
+
+def test_cosine_schedule_goes_from_lr_to_1e6_lr():
+    assert cosine_annealing(0, 100) == 1.0
+    assert cosine_annealing(50, 100) == pytest.approx(0.5, abs=1e-6)
+    assert cosine_annealing(100, 100) == pytest.approx(1e-6)
+
+
+def _random_images(n, label_max, shape, seed, transform=None):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, label_max, (n,), generator=g) if label_max else torch.full((n,), -1)
+    return TensorImages(torch.rand(n, *shape, generator=g), labels, transform)
+
+
+def test_any_torchvision_backbone_trains_and_is_scored(tmp_path):
+    shape = (3, 32, 32)
+    dm = OEDataModule(
+        train=functools.partial(_random_images, 24, 10, shape, 0),
+        test=functools.partial(_random_images, 12, 10, shape, 1), num_classes=10,
+        ood={"noise": functools.partial(_random_images, 10, 0, shape, 2)},
+        oe=functools.partial(_random_images, 40, 0, shape, 3), batch_size=8, val_fraction=0.0)
+    backbone = torchvision.models.resnet18(num_classes=10)
+    optimizer = functools.partial(torch.optim.SGD, lr=0.01)
+    module = OutlierExposureModule(backbone, num_classes=10, optimizer=optimizer)
+    before = backbone.fc.weight.detach().clone()
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.fit(module, dm)
+    assert trainer.global_step == 3 and not torch.equal(before, backbone.fc.weight)
+    trainer.test(module, dm, verbose=False)
+    res = module.test_results
+    assert set(res["ood"]) == {"noise"}
+    assert set(res["ood"]["noise"]) == {"fpr95", "auroc", "aupr_in", "aupr_out"}
+    assert 0.0 <= res["id_accuracy"] <= 1.0 and res["mean"] == res["ood"]["noise"]
+
+
+def test_fine_tuning_loads_backbone_weights_from_both_checkpoint_kinds(tmp_path):
+    source = SmallCNN(num_classes=10, width=8)
+    plain = tmp_path / "plain.pt"
+    torch.save(source.state_dict(), plain)
+    lightning_style = tmp_path / "run.ckpt"
+    torch.save({"state_dict": {f"backbone.{k}": v for k, v in source.state_dict().items()},
+                "epoch": 3}, lightning_style)
+    old = tmp_path / "old.pt"  # a pre-1.0 PyTorch checkpoint: no num_batches_tracked buffers
+    torch.save({k: v for k, v in source.state_dict().items() if "num_batches" not in k}, old)
+    for path in (plain, lightning_style, old):
+        target = SmallCNN(num_classes=10, width=8)
+        OutlierExposureModule(target, num_classes=10, pretrained=str(path))
+        assert torch.equal(target.fc.weight, source.fc.weight), path
+
+
+def test_checkpoint_with_other_class_count_or_missing_file_is_explained(tmp_path):
+    five = tmp_path / "five.pt"
+    torch.save(SmallCNN(num_classes=5, width=8).state_dict(), five)
+    with pytest.raises(OEUserError, match="checkpoint has 5 output classes but the data has 10"):
+        OutlierExposureModule(SmallCNN(num_classes=10, width=8), num_classes=10, pretrained=str(five))
+    with pytest.raises(OEUserError, match="does not exist"):
+        OutlierExposureModule(SmallCNN(num_classes=10), num_classes=10,
+                              pretrained=str(tmp_path / "nope.ckpt"))
