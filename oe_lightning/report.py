@@ -29,9 +29,9 @@ def results_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def _title(results: dict[str, Any]) -> str:
     c = results.get("config", {})
-    parts = [f"{c.get('data')}", f"{c.get('loss')} λ={c.get('lambda_oe')}",
-             f"score={c.get('score')}", f"seed={c.get('seed')}"]
-    return "OOD detection: " + ", ".join(str(p) for p in parts if p)
+    loss = c.get("loss") if c.get("lambda_oe") else "baseline"
+    parts = [c.get("data"), f"{loss} λ={c.get('lambda_oe')}", c.get("score"), f"seed {c.get('seed')}"]
+    return " · ".join(str(p) for p in parts if p)
 
 
 def results_table(results: dict[str, Any]) -> Table:

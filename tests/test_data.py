@@ -96,7 +96,7 @@ def test_bad_batch_size_and_val_fraction_are_named():
 def test_digits_split_is_fixed_disjoint_and_complete():
     train, test = digits("train"), digits("test")
     assert len(train) + len(test) == 1797 and len(test) == 539
-    assert train.images.shape[1:] == (1, 8, 8) and 0 <= train.images.min() and train.images.max() <= 1
+    assert train.images.shape[1:] == (1, 8, 8) and train.images.min() >= 0 and train.images.max() <= 1
     assert torch.equal(digits("test").images, test.images)
     assert not torch.equal(digits("test", split_seed=1).images, test.images)
     assert set(train.labels.tolist()) == set(range(10))
@@ -121,7 +121,7 @@ def test_synthetic_sets_have_the_papers_ranges_and_statistics():
     r = noise("rademacher", 2000, (3, 8, 8), seed=0).images
     assert set(r.unique().tolist()) == {-1.0, 1.0} and abs(r.mean()) < 0.01
     u = noise("uniform", 2000, (1, 8, 8), value_range=(0, 1)).images
-    assert 0 <= u.min() and u.max() <= 1 and u.mean() == pytest.approx(0.5, abs=0.01)
+    assert u.min() >= 0 and u.max() <= 1 and u.mean() == pytest.approx(0.5, abs=0.01)
     b = noise("blobs", 500, (3, 32, 32), seed=0).images
     assert b.min() == -1 and b.max() <= 1 and (b == -1).float().mean() > 0.3  # zeroed below 0.75
     assert ((b > -1) & (b < 0.5)).sum() == 0  # kept values were >= 0.75 before mapping

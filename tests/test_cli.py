@@ -1,0 +1,129 @@
+"""End-to-end: oe-train / oe-eval as a user runs them (subprocesses, W&B offline)."""
+
+import json
+
+import pytest
+import torch
+
+from oe_lightning.models import SmallCNN
+from oe_lightning.results import is_complete
+from tests.conftest import results_files, run_cli
+from tests.wandb_offline import read_offline_run
+
+
+def test_default_benchmark_accuracy_and_oe_halves_the_baseline_fpr95(lambda_sweep):
+    runs = lambda_sweep["runs"]
+    assert sorted(runs) == [0.0, 0.5, 1.0]
+    baseline, oe = runs[0.0]["results"], runs[0.5]["results"]
+    assert baseline["id_accuracy"] >= 0.95 and oe["id_accuracy"] >= 0.95
+    assert oe["mean"]["fpr95"] <= 0.5 * baseline["mean"]["fpr95"], (baseline["mean"], oe["mean"])
+    assert set(oe["ood"]) == {"flower_crops", "gaussian", "rademacher", "blobs", "uniform"}
+    assert oe["test_set_sizes"] == {"in": 539, "flower_crops": 500, "gaussian": 500,
+                                    "rademacher": 500, "blobs": 500, "uniform": 500}
+
+
+def test_each_sweep_job_has_its_own_directory_with_config_checkpoint_logs_and_results(lambda_sweep):
+    dirs = [run["dir"] for run in lambda_sweep["runs"].values()]
+    assert len(set(dirs)) == 3 and len(results_files(lambda_sweep["dir"])) == 3
+    for lam, run in lambda_sweep["runs"].items():
+        d, res = run["dir"], run["results"]
+        assert f"loss.lambda_oe:{lam}" in d.name.split("+")
+        assert (d / ".hydra" / "config.yaml").is_file()
+        assert (d / "checkpoints" / "last.ckpt").is_file()
+        metrics_csv = (d / "csv" / "metrics.csv").read_text()
+        assert "train/loss_oe_epoch" in metrics_csv and "test/mean/fpr95" in metrics_csv
+        assert is_complete(res) and res["config"]["lambda_oe"] == lam
+        assert res["mean"]["fpr95"] == pytest.approx(
+            sum(m["fpr95"] for m in res["ood"].values()) / 5)
+
+
+def test_end_of_run_prints_a_results_table(lambda_sweep):
+    out = lambda_sweep["stdout"]
+    assert out.count("FPR95") >= 3 and "AUPR-Out" in out and "flower_crops" in out
+    assert "ID accuracy" in out
+
+
+def test_wandb_offline_run_per_job_with_the_logged_metrics(lambda_sweep):
+    for run in lambda_sweep["runs"].values():
+        offline = list((run["dir"] / "wandb").glob("offline-run-*"))
+        assert len(offline) == 1, offline  # one run per job: finished between jobs
+        logged = read_offline_run(offline[0])
+        assert logged["exit_code"] == 0  # finished, so the next job starts a run of its own
+        for name, metrics in run["results"]["ood"].items():
+            assert logged["history"][f"test/{name}/auroc"] == pytest.approx(metrics["auroc"])
+        assert logged["history"]["test/mean/fpr95"] == pytest.approx(run["results"]["mean"]["fpr95"])
+        assert logged["config"]["loss.lambda_oe"] == run["results"]["config"]["lambda_oe"]
+
+
+def test_oe_eval_reproduces_the_training_results_from_the_checkpoint(lambda_sweep, tmp_path):
+    run = lambda_sweep["runs"][0.5]
+    ckpt = run["dir"] / "checkpoints" / "last.ckpt"
+    proc = run_cli("oe-eval", f"ckpt_path={ckpt}", "hydra.run.dir=evalrun", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads((tmp_path / "evalrun" / "results.json").read_text())
+    assert res["task"] == "eval" and res["config"]["lambda_oe"] == 0.5
+    assert res["mean"] == pytest.approx(run["results"]["mean"], abs=1e-9)
+    assert res["id_accuracy"] == pytest.approx(run["results"]["id_accuracy"])
+
+
+def test_oe_eval_with_another_score_and_the_papers_fpr_rule(lambda_sweep, tmp_path):
+    ckpt = lambda_sweep["runs"][0.5]["dir"] / "checkpoints" / "last.ckpt"
+    proc = run_cli("oe-eval", f"ckpt_path={ckpt}", "score=energy", "fpr_rule=nearest",
+                   "hydra.run.dir=evalrun", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads((tmp_path / "evalrun" / "results.json").read_text())
+    assert res["config"]["score"] == "Energy" and res["config"]["fpr_rule"] == "nearest"
+
+
+def _assert_clean_error(proc, *fragments):
+    assert proc.returncode != 0
+    err = proc.stderr
+    assert "Traceback" not in err, err[-3000:]
+    for fragment in fragments:
+        assert fragment in err, err[-3000:]
+
+
+def test_unknown_config_option_is_a_clean_error(tmp_path):
+    proc = run_cli("oe-train", "trainer.max_epoch=3", tmp_path=tmp_path)
+    _assert_clean_error(proc, "max_epoch")
+    proc = run_cli("oe-train", "loss=focal", tmp_path=tmp_path)
+    _assert_clean_error(proc, "loss/focal", "uniform_ce")
+
+
+def test_negative_lambda_is_a_clean_error(tmp_path):
+    proc = run_cli("oe-train", "loss.lambda_oe=-1", tmp_path=tmp_path)
+    assert proc.returncode == 2
+    _assert_clean_error(proc, "loss.lambda_oe must be >= 0", "got -1")
+
+
+def test_missing_checkpoints_are_clean_errors(tmp_path):
+    proc = run_cli("oe-eval", "ckpt_path=/no/such/last.ckpt", tmp_path=tmp_path)
+    assert proc.returncode == 2
+    _assert_clean_error(proc, "/no/such/last.ckpt", "does not exist")
+    proc = run_cli("oe-train", "module.pretrained=/no/such/base.pt", tmp_path=tmp_path)
+    assert proc.returncode == 2
+    _assert_clean_error(proc, "/no/such/base.pt")
+    proc = run_cli("oe-train", "ckpt_path=/no/such/resume.ckpt", tmp_path=tmp_path)
+    assert proc.returncode == 2
+    _assert_clean_error(proc, "/no/such/resume.ckpt")
+
+
+def test_checkpoint_with_another_number_of_classes_is_a_clean_error(tmp_path):
+    ckpt = tmp_path / "cifar100_like.pt"
+    torch.save(SmallCNN(num_classes=100).state_dict(), ckpt)
+    proc = run_cli("oe-train", f"module.pretrained={ckpt}", tmp_path=tmp_path)
+    assert proc.returncode == 2
+    _assert_clean_error(proc, "100 output classes but the data has 10")
+
+
+def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path):
+    # 9 steps an epoch: NaN logits from the 12th training forward, in the second epoch
+    proc = run_cli("oe-train", "model._target_=tests.helpers.NaNAfterSteps", "+model.nan_after=11",
+                   "trainer.max_epochs=5", "hydra.run.dir=nanrun", tmp_path=tmp_path)
+    assert proc.returncode == 2
+    _assert_clean_error(proc, "loss became nan at epoch 1", "last good checkpoint")
+    ckpt = tmp_path / "nanrun" / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=True)
+    assert state["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+    assert not (tmp_path / "nanrun" / "results.json").exists()
