@@ -127,3 +127,27 @@ def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path):
     assert state["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
     assert not (tmp_path / "nanrun" / "results.json").exists()
+
+
+def test_oe_fine_tuning_starts_from_the_baseline_checkpoint(lambda_sweep, tmp_path):
+    baseline = lambda_sweep["runs"][0.0]
+    ckpt = baseline["dir"] / "checkpoints" / "last.ckpt"
+    proc = run_cli("oe-train", "experiment=digits_oe_tune", f"module.pretrained={ckpt}",
+                   "logger=none", "hydra.run.dir=tune", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads((tmp_path / "tune" / "results.json").read_text())
+    # 5 epochs from scratch reach ~90% accuracy; from the baseline's weights it stays high
+    assert res["id_accuracy"] >= 0.95
+    assert res["mean"]["fpr95"] < baseline["results"]["mean"]["fpr95"]
+    assert res["config"]["pretrained"] == str(ckpt)
+
+
+def test_a_failing_sweep_job_is_reported_and_the_other_jobs_run(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("oe-train", "-m", "loss.lambda_oe=-1,0", "trainer.max_epochs=1", "logger=none",
+                   f"hydra.sweep.dir={sweep}", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (error,) = sweep.rglob("error.txt")
+    assert "lambda_oe:-1" in error.parent.name and "must be >= 0" in error.read_text()
+    (results,) = results_files(sweep)
+    assert "lambda_oe:0" in results.parent.name

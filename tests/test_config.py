@@ -1,0 +1,69 @@
+"""Every config option composes, and the pieces it names instantiate."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from oe_lightning.config import config_dir
+from oe_lightning.train import build_datamodule, build_module
+
+CONF = Path(config_dir())
+
+
+def options(group):
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def compose_train(*overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("group", ["model", "loss", "score", "optim", "data", "oe", "ood"])
+def test_every_option_of_a_group_composes_and_builds(group):
+    for option in options(group):
+        cfg = compose_train(f"{group}={option}")
+        module = build_module(cfg)
+        assert module.lambda_oe == cfg.loss.lambda_oe
+        datamodule = build_datamodule(cfg, with_oe=True)
+        assert datamodule.num_classes == cfg.data.num_classes
+
+
+@pytest.mark.parametrize("group", ["trainer", "logger", "callbacks"])
+def test_runtime_groups_compose(group):
+    for option in options(group):
+        cfg = compose_train(f"{group}={option}")
+        assert OmegaConf.select(cfg, group) is not None
+
+
+def test_experiment_presets_compose():
+    energy = compose_train("experiment=digits_energy")
+    assert energy.loss.fn._target_.endswith("EnergyMargin") and energy.loss.lambda_oe == 0.1
+    assert energy.score._target_.endswith("Energy")
+    tune = compose_train("experiment=digits_oe_tune", "module.pretrained=base.ckpt")
+    assert tune.module.optimizer.lr == 0.01 and tune.trainer.max_epochs == 5
+
+
+def test_baseline_instantiates_no_oe_dataset():
+    cfg = compose_train("loss.lambda_oe=0")
+    module = build_module(cfg)
+    assert module.lambda_oe == 0
+    assert build_datamodule(cfg, with_oe=module.lambda_oe > 0).oe_factory is None
+
+
+def test_defaults_are_the_papers():
+    cfg = compose_train()
+    assert cfg.loss.lambda_oe == 0.5 and cfg.loss.fn._target_.endswith("UniformCrossEntropy")
+    opt = cfg.module.optimizer
+    assert (opt._target_, opt.momentum, opt.nesterov, opt.weight_decay) == ("torch.optim.SGD", 0.9, True, 5e-4)
+    assert cfg.module.scheduler.min_factor == 1e-6
+    assert cfg.data.oe_batch_size == 2 * cfg.data.batch_size
+    assert cfg.score._target_.endswith("MaxSoftmax")
+
+
+def test_the_oe_photo_never_appears_in_the_ood_suite():
+    cfg = compose_train()
+    assert cfg.oe.image == "china.jpg"
+    assert all(node.get("image") != cfg.oe.image for node in cfg.ood.values())
