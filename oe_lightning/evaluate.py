@@ -50,13 +50,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(cfg, with_oe=False)
     loggers = build_loggers(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False)
-    trainer.test(module, datamodule=datamodule, verbose=False)
-    trained_with = (checkpoint.get("oe_lightning") or {}).get("run_config")
-    results = build_results(module.test_results, cfg, trained_with, test_set_sizes=datamodule.test_set_sizes(),
-                            overrides=overrides(), checkpoint=str(cfg.ckpt_path),
-                            wall_time_s=round(time.perf_counter() - started, 2))
-    path = write_results(results, run_dir())
-    finish_loggers(loggers)
+    ok = False
+    try:
+        trainer.test(module, datamodule=datamodule, verbose=False)
+        trained_with = (checkpoint.get("oe_lightning") or {}).get("run_config")
+        results = build_results(module.test_results, cfg, trained_with,
+                                test_set_sizes=datamodule.test_set_sizes(), overrides=overrides(),
+                                checkpoint=str(cfg.ckpt_path),
+                                wall_time_s=round(time.perf_counter() - started, 2))
+        path = write_results(results, run_dir())
+        ok = True
+    finally:
+        finish_loggers(loggers, exit_code=0 if ok else 1)
     print_results(results)
     log.info("results: %s", path)
     return results

@@ -36,8 +36,8 @@ def build_loggers(group: DictConfig | None) -> list[Logger]:
     return instantiate_group(group)
 
 
-def finish_loggers(loggers: list[Logger]) -> None:
-    """Close W&B runs so that the next job of a sweep starts its own run."""
+def finish_loggers(loggers: list[Logger], exit_code: int = 0) -> None:
+    """Close W&B runs (marked failed when ``exit_code`` != 0) so the next sweep job starts its own."""
     for logger in loggers:
         if isinstance(logger, WandbLogger) and logger._experiment is not None:
-            logger.experiment.finish()
+            logger.experiment.finish(exit_code=exit_code)

@@ -37,6 +37,13 @@ def overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
+def last_checkpoint(trainer: pl.Trainer) -> str | None:
+    """The newest checkpoint the run wrote (``last.ckpt``), if any."""
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "last_model_path", "") if callback else ""
+    return path if path and Path(path).exists() else None
+
+
 def build_datamodule(cfg: DictConfig, with_oe: bool) -> OEDataModule:
     """The DataModule of ``cfg.data`` with the OE set (only if used) and the OOD suite."""
     return instantiate(cfg.data, oe=cfg.oe if with_oe else None, ood=cfg.get("ood"),
@@ -66,24 +73,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     for logger in loggers:
         logger.log_hyperparams(flat_config(cfg))
+    ok = False
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-        last = Path(trainer.checkpoint_callback.dirpath or "") / "last.ckpt" \
-            if trainer.checkpoint_callback else None
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        except NonFiniteLossError as err:
+            last = last_checkpoint(trainer)
+            kept = (f"The last good checkpoint is {last}." if last
+                    else "No epoch finished, so no checkpoint was written.")
+            raise NonFiniteLossError(f"{err} {kept}") from err
         trainer.test(module, datamodule=datamodule, verbose=False)
-    except NonFiniteLossError as err:
-        ckpt = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt" \
-            if trainer.checkpoint_callback else None
-        kept = (f"The last good checkpoint is {ckpt}." if ckpt and ckpt.is_file()
-                else "No epoch finished, so no checkpoint was written.")
-        finish_loggers(loggers)
-        raise NonFiniteLossError(f"{err} {kept}") from err
-    results = build_results(
-        module.test_results, cfg, test_set_sizes=datamodule.test_set_sizes(),
-        overrides=overrides(), checkpoint=str(last) if last and last.is_file() else None,
-        wall_time_s=round(time.perf_counter() - started, 2))
-    path = write_results(results, run_dir())
-    finish_loggers(loggers)
+        results = build_results(
+            module.test_results, cfg, test_set_sizes=datamodule.test_set_sizes(),
+            overrides=overrides(), checkpoint=last_checkpoint(trainer),
+            wall_time_s=round(time.perf_counter() - started, 2))
+        path = write_results(results, run_dir())
+        ok = True
+    finally:
+        finish_loggers(loggers, exit_code=0 if ok else 1)
     print_results(results)
     log.info("results: %s", path)
     return results
