@@ -8,8 +8,9 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import CombinedLoader
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
+from oe_lightning.data.samplers import OESampler
 from oe_lightning.errors import OEUserError
 
 DatasetFactory = Callable[..., Dataset]
@@ -51,7 +52,8 @@ class OEDataModule(pl.LightningDataModule):
                  train_transform: Callable | None = None, test_transform: Callable | None = None,
                  batch_size: int = 128, oe_batch_size: int | None = None,
                  val_fraction: float = 0.1, split_seed: int = 0, num_workers: int = 0,
-                 pin_memory: bool = False, drop_last: bool = False, **info: Any):
+                 pin_memory: bool = False, drop_last: bool = False, oe_sampling: str = "shuffle",
+                 **info: Any):
         super().__init__()
         if batch_size < 1:
             raise OEUserError(f"data.batch_size must be a positive integer, got {batch_size}.")
@@ -68,6 +70,7 @@ class OEDataModule(pl.LightningDataModule):
         self.oe_batch_size = oe_batch_size or 2 * batch_size
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.num_workers, self.pin_memory, self.drop_last = num_workers, pin_memory, drop_last
+        self.oe_sampling = oe_sampling
         self.info = info  # descriptive keys from the config (name, image_shape, ...)
         self.train_set = self.val_set = self.test_set = self.oe_set = None
         self.ood_sets: dict[str, Dataset] = {}
@@ -115,8 +118,7 @@ class OEDataModule(pl.LightningDataModule):
         loaders = {"in": in_loader}
         if self.oe_set is not None:
             steps = len(in_loader)
-            sampler = RandomSampler(self.oe_set, replacement=False,
-                                    num_samples=steps * self.oe_batch_size)
+            sampler = OESampler(len(self.oe_set), steps * self.oe_batch_size, self.oe_sampling)
             loaders["oe"] = self._loader(self.oe_set, sampler=sampler,
                                          batch_size=self.oe_batch_size)
         # min_size: the epoch ends with the ID loader (both have `steps` batches by construction)

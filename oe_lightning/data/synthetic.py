@@ -41,9 +41,15 @@ def noise_images(kind: str, num_samples: int, shape: Sequence[int], seed: int = 
 
 
 def noise(kind: str, num_samples: int = 500, shape: Sequence[int] = (3, 32, 32), seed: int = 0,
-          value_range: Sequence[float] = (-1.0, 1.0), transform: Callable | None = None) -> TensorImages:
-    """A synthetic OOD dataset (labels -1) of the given kind, shape and value range."""
+          value_range: Sequence[float] = (-1.0, 1.0), input_space: bool = False,
+          transform: Callable | None = None) -> TensorImages:
+    """A synthetic OOD dataset (labels -1) of the given kind, shape and value range.
+
+    ``input_space=True`` feeds the images to the model as they are, ignoring the test transform
+    (the paper's CIFAR and SVHN code does this: its noise never passes through Normalize).
+    """
     lo, hi = value_range
     images = (noise_images(kind, num_samples, shape, seed) + 1) / 2 * (hi - lo) + lo
     labels = torch.full((num_samples,), -1, dtype=torch.long)
-    return TensorImages(images, labels, transform, source=f"synthetic:{kind}")
+    return TensorImages(images, labels, None if input_space else transform,
+                        source=f"synthetic:{kind}")

@@ -2,5 +2,6 @@
 
 from oe_lightning.models.small_cnn import SmallCNN
 from oe_lightning.models.torchvision_models import torchvision_classifier
+from oe_lightning.models.wrn import WideResNet, wrn_16_4, wrn_40_2
 
-__all__ = ["SmallCNN", "torchvision_classifier"]
+__all__ = ["SmallCNN", "WideResNet", "torchvision_classifier", "wrn_16_4", "wrn_40_2"]

@@ -1,0 +1,104 @@
+"""The paper's large outlier sets, read lazily: 80M Tiny Images (``tiny_images.bin``) and the
+300K random images (``300K_random_images.npy``). Neither is ever loaded whole into memory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from oe_lightning.data.missing import missing_dataset
+
+RECORD_BYTES = 32 * 32 * 3
+
+
+class TinyImages(Dataset):
+    """80 Million Tiny Images: 3,072-byte records (32×32×3 uint8, column-major), read by seek.
+
+    ``exclude_file`` lists record indices to skip (e.g. the images overlapping CIFAR); a
+    skipped index is replaced by a random other record, as the paper's loader does. The file is
+    opened once per process, so DataLoader workers each have their own handle.
+    """
+
+    def __init__(self, path: str | Path, transform: Callable | None = None,
+                 exclude_file: str | Path | None = None, seed: int = 0):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise missing_dataset("tiny_images", self.path, "one file of 79,302,017 records of 3,072 bytes",
+                                  "the 80M Tiny Images binary is no longer distributed by its authors; "
+                                  "use oe=random_300k (300K_random_images.npy) if you lack it")
+        self.num_records = self.path.stat().st_size // RECORD_BYTES
+        self.transform = transform
+        self.excluded = (np.unique(np.loadtxt(exclude_file, dtype=np.int64).reshape(-1))
+                         if exclude_file else np.empty(0, dtype=np.int64))
+        self._rng = np.random.default_rng(seed)
+        self._file, self._pid = None, None
+        self.source = "tiny_images"
+
+    def __len__(self) -> int:
+        return self.num_records
+
+    def is_excluded(self, index: int) -> bool:
+        i = np.searchsorted(self.excluded, index)
+        return bool(i < len(self.excluded) and self.excluded[i] == index)
+
+    def read(self, index: int) -> np.ndarray:
+        if self._file is None or self._pid != os.getpid():
+            self._file, self._pid = open(self.path, "rb"), os.getpid()  # noqa: SIM115
+        self._file.seek(index * RECORD_BYTES)
+        raw = np.frombuffer(self._file.read(RECORD_BYTES), dtype=np.uint8)
+        return raw.reshape(32, 32, 3, order="F")
+
+    def __getitem__(self, index: int) -> tuple:
+        index %= self.num_records
+        while self.is_excluded(index):
+            index = int(self._rng.integers(self.num_records))
+        image = Image.fromarray(np.ascontiguousarray(self.read(index)))
+        return (self.transform(image) if self.transform else image), -1
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_file": None, "_pid": None}
+
+
+class NpyImages(Dataset):
+    """Images in one ``.npy`` array (N, H, W, C) of uint8, memory-mapped: one image is read per item.
+
+    The map is opened lazily in each process, so forked or spawned DataLoader workers share the
+    page cache and never copy the array (nor convert it to float as a whole).
+    """
+
+    def __init__(self, path: str | Path, transform: Callable | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise missing_dataset(self.path.name, self.path, "a (N, 32, 32, 3) uint8 .npy array",
+                                  "download 300K_random_images.npy as linked from the Outlier "
+                                  "Exposure repository (hendrycks/outlier-exposure)")
+        header = np.load(self.path, mmap_mode="r")
+        if header.dtype != np.uint8 or header.ndim != 4:
+            raise missing_dataset(self.path.name, self.path, "a (N, H, W, C) uint8 .npy array",
+                                  "re-create the file", f"found {header.dtype} {header.shape}")
+        self.shape = header.shape
+        self.transform = transform
+        self._data, self._pid = None, None
+        self.source = f"npy:{self.path.name}"
+
+    @property
+    def data(self) -> np.ndarray:
+        if self._data is None or self._pid != os.getpid():
+            self._data, self._pid = np.load(self.path, mmap_mode="r"), os.getpid()
+        return self._data
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: int) -> tuple:
+        image = Image.fromarray(np.array(self.data[index]))  # copies one image only
+        return (self.transform(image) if self.transform else image), -1
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_data": None, "_pid": None}

@@ -1,0 +1,132 @@
+"""Loaders read tiny files written in each real on-disk format."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+from oe_lightning.data.large_oe import NpyImages, TinyImages
+from oe_lightning.data.samplers import OESampler
+from oe_lightning.data.vision import CIFAR_MEAN, CIFAR_STD, cifar, image_folder, svhn
+from oe_lightning.errors import OEUserError
+from tests.formats import write_cifar10, write_cifar100, write_svhn, write_tiny_images
+
+TO_TENSOR = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
+CIFAR_TEST = v2.Compose([TO_TENSOR, v2.Normalize(CIFAR_MEAN, CIFAR_STD)])
+
+
+def test_cifar10_reads_the_python_pickles_with_labels_and_normalisation(tmp_path):
+    sums = write_cifar10(tmp_path)
+    train = cifar(tmp_path, "cifar10", "train", transform=CIFAR_TEST, checksums=sums)
+    test = cifar(tmp_path, "cifar10", "test", transform=CIFAR_TEST, checksums=sums)
+    assert len(train) == 20 and len(test) == 6
+    x, y = test[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32
+    raw = test.data[0]  # (32, 32, 3) uint8 as decoded by torchvision
+    expected = (torch.tensor(raw[0, 0] / 255.0) - torch.tensor(CIFAR_MEAN)) / torch.tensor(CIFAR_STD)
+    assert torch.allclose(x[:, 0, 0], expected.float(), atol=1e-5)
+    assert y == test.targets[0] and 0 <= y < 10
+
+
+def test_cifar_integrity_check_still_runs_on_the_files(tmp_path):
+    write_cifar10(tmp_path)  # torchvision's published md5s do not match these tiny files
+    with pytest.raises(OEUserError, match=r"cifar10 was not found or failed its integrity check.*"
+                                          r"cifar-10-batches-py.*prepare_data.py cifar10"):
+        cifar(tmp_path, "cifar10", "train")
+
+
+def test_cifar100_fine_labels(tmp_path):
+    sums = write_cifar100(tmp_path)
+    train = cifar(tmp_path, "cifar100", "train", transform=CIFAR_TEST, checksums=sums)
+    assert len(train) == 8 and train[3][1] == train.targets[3] and max(train.targets) < 100
+
+
+def test_svhn_reads_mat_files_and_maps_label_10_to_0(tmp_path):
+    sums = write_svhn(tmp_path, "train", n=7)
+    sums |= write_svhn(tmp_path, "extra", n=3, seed=5)
+    train = svhn(tmp_path, "train", transform=TO_TENSOR, checksums=sums)
+    assert len(train) == 7 and train[0][1] == 0 and set(train.labels.tolist()) <= set(range(10))
+    x, _ = train[1]
+    assert x.shape == (3, 32, 32) and 0 <= x.min() and x.max() <= 1  # SVHN stays unnormalised
+    assert len(svhn(tmp_path, "train+extra", transform=TO_TENSOR, checksums=sums)) == 10
+    with pytest.raises(OEUserError, match="test_32x32.mat|svhn"):
+        svhn(tmp_path, "test", checksums=sums)
+
+
+def test_image_folder_and_its_missing_error(tmp_path):
+    for cls in ("a", "b"):
+        (tmp_path / "lsun" / cls).mkdir(parents=True)
+        Image.fromarray(np.full((36, 36, 3), 200, np.uint8)).save(tmp_path / "lsun" / cls / "0.png")
+    folder = image_folder(tmp_path / "lsun", transform=v2.Compose([v2.CenterCrop(32), TO_TENSOR]))
+    assert len(folder) == 2 and folder[0][0].shape == (3, 32, 32)
+    assert folder[1][0].mean().item() == pytest.approx(200 / 255, abs=1e-6)
+    with pytest.raises(OEUserError, match="iSUN was not found"):
+        image_folder(tmp_path / "iSUN")
+
+
+def test_tiny_images_reads_column_major_records_by_seek_and_skips_excluded(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    path = tmp_path / "tiny_images.bin"
+    write_tiny_images(path, images)
+    exclude = tmp_path / "80mn_cifar_idxs.txt"
+    exclude.write_text("3\n5\n")
+    tiny = TinyImages(path, exclude_file=exclude)
+    assert len(tiny) == 12
+    assert np.array_equal(np.asarray(tiny[0][0]), images[0]) and tiny[0][1] == -1
+    assert np.array_equal(np.asarray(tiny[13][0]), images[1])  # indices wrap around
+    for _ in range(20):
+        got = np.asarray(tiny[3][0])  # excluded: replaced by a random other record
+        assert not np.array_equal(got, images[3]) and not np.array_equal(got, images[5])
+    with pytest.raises(OEUserError, match="tiny_images was not found"):
+        TinyImages(tmp_path / "nope.bin")
+
+
+def test_oe_sampler_modes():
+    torch.manual_seed(0)
+    cycled = list(OESampler(10, 25))
+    assert len(cycled) == 25 and sorted(cycled[:10]) == list(range(10))
+    offset = list(OESampler(100, 7, mode="offset"))
+    assert [(b - a) % 100 for a, b in zip(offset, offset[1:], strict=False)] == [1] * 6
+    huge = list(OESampler(79_302_017, 1000))
+    assert len(huge) == 1000 and max(huge) < 79_302_017
+    sampler = OESampler(1000, 50)
+    assert list(sampler) != list(sampler)  # a fresh draw every epoch
+    with pytest.raises(ValueError, match="shuffle' or 'offset'"):
+        OESampler(10, 5, mode="random")
+
+
+def test_npy_images_iterate_with_two_workers_without_materialising_the_array(tmp_path):
+    """A 123 MB uint8 array (491 MB as float32): worker memory must stay far below that."""
+    path = tmp_path / "300K_random_images.npy"
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(40000, 32, 32, 3))
+    arr[:] = 7
+    arr.flush()
+    del arr
+    script = textwrap.dedent(f"""
+        import resource, torch
+        from torch.utils.data import DataLoader
+        from torchvision.transforms import v2
+        from oe_lightning.data.large_oe import NpyImages
+        t = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
+        ds = NpyImages({str(path)!r}, transform=t)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        total = 0.0
+        for x, _ in DataLoader(ds, batch_size=500, num_workers=2):
+            total += float(x.sum())
+        child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        print(before // 1024, child // 1024, round(total / (40000 * 3072) * 255))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    parent_mb, worker_peak_mb, mean_pixel = map(int, out.stdout.split())
+    assert mean_pixel == 7  # every image was read
+    # a worker starts as a fork of the parent; touching its half of the map adds ~62 MB
+    assert worker_peak_mb - parent_mb < 200, (parent_mb, worker_peak_mb)  # float32 copy: +491
+    ds = NpyImages(path)
+    assert isinstance(ds.data, np.memmap) and len(ds) == 40000
