@@ -46,7 +46,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     backbone = instantiate(model_config_for(cfg, checkpoint))
     module = OutlierExposureModule(backbone, num_classes=cfg.data.num_classes,
                                    score=instantiate(cfg.score), pretrained=cfg.ckpt_path,
-                                   recall=cfg.recall, fpr_rule=cfg.fpr_rule)
+                                   recall=cfg.recall, fpr_rule=cfg.fpr_rule,
+                                   protocol=cfg.protocol, num_to_avg=cfg.num_to_avg)
     datamodule = build_datamodule(cfg, with_oe=False)
     loggers = build_loggers(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False)

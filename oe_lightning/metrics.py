@@ -17,6 +17,7 @@ from torchmetrics.utilities.data import dim_zero_cat
 
 FprRule = Literal["first", "nearest"]
 METRIC_NAMES = ("fpr95", "auroc", "aupr_in", "aupr_out")
+PROTOCOLS = ("full", "paper")
 
 
 def _as_1d_float64(name: str, values: Tensor | object) -> Tensor:
@@ -110,6 +111,24 @@ def ood_metrics(scores_in: Tensor, scores_out: Tensor, recall: float = 0.95,
     }
 
 
+def subsampled_ood_metrics(scores_in: Tensor, scores_out: Tensor, num_out: int, repeats: int = 10,
+                           seed: int = 0, recall: float = 0.95,
+                           fpr_rule: FprRule = "first") -> dict[str, float]:
+    """The paper's protocol: ``repeats`` random subsets of ``num_out`` OOD scores, each against
+    all ID scores; returns the mean of every metric and its standard deviation (``<name>_std``).
+    """
+    s_out = _as_1d_float64("OOD scores", scores_out)
+    g = torch.Generator().manual_seed(seed)
+    runs = [ood_metrics(scores_in, s_out[torch.randperm(s_out.numel(), generator=g)[:num_out]],
+                        recall, fpr_rule) for _ in range(repeats)]
+    out: dict[str, float] = {}
+    for key in runs[0]:
+        values = torch.tensor([r[key] for r in runs], dtype=torch.float64)
+        out[key] = float(values.mean())
+        out[f"{key}_std"] = float(values.std(unbiased=False)) if repeats > 1 else 0.0
+    return out
+
+
 def rms_calibration_error(confidence: Tensor, correct: Tensor, bin_size: int = 100) -> float:
     """Root-mean-square calibration error with adaptive bins of ``bin_size`` samples.
 
@@ -135,18 +154,24 @@ class OODMetrics(Metric):
     """torchmetrics wrapper of :func:`ood_metrics`: ``update(scores, is_ood)``, then ``compute()``.
 
     Scores are kept (one float per sample) and concatenated across processes before the exact
-    computation; ``compute`` returns the same dict as :func:`ood_metrics`.
+    computation; ``compute`` returns the same dict as :func:`ood_metrics`. With
+    ``protocol="paper"`` it instead averages ``num_to_avg`` random subsets of len(ID) // 5 OOD
+    samples (:func:`subsampled_ood_metrics`), as the paper's evaluation code.
     """
 
     is_differentiable = False
     higher_is_better = None
     full_state_update = False
 
-    def __init__(self, recall: float = 0.95, fpr_rule: FprRule = "first", **kwargs):
+    def __init__(self, recall: float = 0.95, fpr_rule: FprRule = "first", protocol: str = "full",
+                 num_to_avg: int = 10, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
         if fpr_rule not in ("first", "nearest"):
             raise ValueError(f"fpr_rule must be 'first' or 'nearest', got {fpr_rule!r}.")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}.")
         self.recall, self.fpr_rule = recall, fpr_rule
+        self.protocol, self.num_to_avg, self.seed = protocol, num_to_avg, seed
         self.add_state("scores", default=[], dist_reduce_fx="cat")
         self.add_state("is_ood", default=[], dist_reduce_fx="cat")
 
@@ -158,4 +183,9 @@ class OODMetrics(Metric):
 
     def compute(self) -> dict[str, float]:
         scores, is_ood = dim_zero_cat(self.scores), dim_zero_cat(self.is_ood).to(torch.bool)
-        return ood_metrics(scores[~is_ood], scores[is_ood], self.recall, self.fpr_rule)
+        s_in, s_out = scores[~is_ood], scores[is_ood]
+        if self.protocol == "paper":
+            num_out = min(max(s_in.numel() // 5, 1), s_out.numel())
+            return subsampled_ood_metrics(s_in, s_out, num_out, self.num_to_avg, self.seed,
+                                          self.recall, self.fpr_rule)
+        return ood_metrics(s_in, s_out, self.recall, self.fpr_rule)

@@ -38,13 +38,16 @@ class OutlierExposureModule(pl.LightningModule):
         scheduler: ``(optimizer, total_steps) -> LR scheduler`` stepped every step, or None.
         pretrained: checkpoint whose backbone weights to start from (fine-tuning).
         recall, fpr_rule: the FPR@TPR operating point and rule, see :mod:`oe_lightning.metrics`.
+        protocol, num_to_avg: ``full`` (every OOD sample once) or ``paper`` (``num_to_avg``
+            subsets of len(ID test) // 5 OOD samples, mean and std), see :class:`OODMetrics`.
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, oe_loss: nn.Module | None = None,
                  lambda_oe: float = 0.5, score: nn.Module | None = None,
                  optimizer: Callable[..., torch.optim.Optimizer] | None = None,
                  scheduler: Callable[..., Any] | None = None, pretrained: str | None = None,
-                 recall: float = 0.95, fpr_rule: str = "first"):
+                 recall: float = 0.95, fpr_rule: str = "first", protocol: str = "full",
+                 num_to_avg: int = 10):
         super().__init__()
         if lambda_oe is None or not lambda_oe >= 0:
             raise OEUserError(
@@ -60,6 +63,7 @@ class OutlierExposureModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.recall, self.fpr_rule = recall, fpr_rule
+        self.protocol, self.num_to_avg = protocol, num_to_avg
         if pretrained:
             load_backbone_weights(self.backbone, pretrained, num_classes)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -141,7 +145,8 @@ class OutlierExposureModule(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         self.ood_names = list(getattr(datamodule, "ood_names", []))
         self.ood_metrics = nn.ModuleDict({
-            name: OODMetrics(self.recall, self.fpr_rule) for name in self.ood_names
+            name: OODMetrics(self.recall, self.fpr_rule, self.protocol, self.num_to_avg)
+            for name in self.ood_names
         }).to(self.device)
         self.test_results = {}
 
@@ -162,7 +167,7 @@ class OutlierExposureModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         per_set = {name: metric.compute() for name, metric in self.ood_metrics.items()}
-        keys = next(iter(per_set.values())).keys() if per_set else ()
+        keys = [k for k in next(iter(per_set.values())) if not k.endswith("_std")] if per_set else []
         mean = {k: sum(m[k] for m in per_set.values()) / len(per_set) for k in keys}
         self.test_results = {
             "id_accuracy": float(self.test_acc.compute()),

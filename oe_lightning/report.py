@@ -17,12 +17,17 @@ def _label(key: str) -> str:
     return f"{key.upper()} ↓" if key.startswith("fpr") else key
 
 
+def _cell(metrics: dict[str, float], key: str) -> str:
+    std = metrics.get(f"{key}_std")
+    return f"{100 * metrics[key]:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+
+
 def results_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows (per OOD set, then the mean) in percent with two decimals."""
     per_set = results["ood"]
     keys = list(results["mean"])
     header = ["OOD set"] + [_label(k) for k in keys]
-    rows = [[name] + [f"{100 * m[k]:.2f}" for k in keys] for name, m in per_set.items()]
+    rows = [[name] + [_cell(m, k) for k in keys] for name, m in per_set.items()]
     rows.append(["mean"] + [f"{100 * results['mean'][k]:.2f}" for k in keys])
     return header, rows
 

@@ -32,6 +32,7 @@ def key_config(cfg: DictConfig) -> dict[str, Any]:
         "pretrained": get("module.pretrained"),
         "fpr_rule": get("module.fpr_rule", get("fpr_rule")),
         "recall": get("module.recall", get("recall")),
+        "protocol": get("module.protocol", get("protocol")),
     }
 
 

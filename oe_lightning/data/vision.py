@@ -12,6 +12,7 @@ from pathlib import Path
 
 from torch.utils.data import ConcatDataset, Dataset
 from torchvision import datasets
+from torchvision.transforms import v2
 
 from oe_lightning.data.missing import missing_dataset
 
@@ -69,9 +70,17 @@ def svhn(root: str | Path, split: str = "train", transform: Callable | None = No
     return dataset
 
 
-def image_folder(root: str | Path, transform: Callable | None = None, name: str = "") -> Dataset:
-    """Images in class sub-folders (``root/<class>/*.jpg``), e.g. Textures, Places, LSUN, iSUN."""
+def image_folder(root: str | Path, transform: Callable | None = None, name: str = "",
+                 resize: int | None = None) -> Dataset:
+    """Images in class sub-folders (``root/<class>/*.jpg``), e.g. Textures, Places, LSUN, iSUN.
+
+    ``resize`` first resizes the shorter side and centre-crops to ``resize`` pixels (the paper's
+    treatment of Textures and Places365), then ``transform`` applies.
+    """
     root = Path(root)
+    if resize:
+        transform = v2.Compose([v2.Resize(resize), v2.CenterCrop(resize)]
+                               + ([transform] if transform else []))
     try:
         dataset = datasets.ImageFolder(str(root), transform=transform)
     except (FileNotFoundError, RuntimeError) as err:
