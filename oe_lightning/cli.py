@@ -48,7 +48,8 @@ def report_user_errors(task: Callable[[DictConfig], Any], cfg: DictConfig) -> An
         found = user_error(err)
         if found is None:
             raise
-        message = textwrap.fill(" ".join(str(found).split()), width=100)
+        message = textwrap.fill(" ".join(str(found).split()), width=100, break_on_hyphens=False,
+                                break_long_words=False)
         print(f"\nError: {message}\n", file=sys.stderr)
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             job_dir = Path(HydraConfig.get().runtime.output_dir)

@@ -52,7 +52,7 @@ class OEDataModule(pl.LightningDataModule):
                  train_transform: Callable | None = None, test_transform: Callable | None = None,
                  batch_size: int = 128, oe_batch_size: int | None = None,
                  val_fraction: float = 0.1, split_seed: int = 0, num_workers: int = 0,
-                 pin_memory: bool = False, drop_last: bool = False, oe_sampling: str = "shuffle",
+                 pin_memory: bool = False, drop_last: bool = False, oe_sampling: str | None = None,
                  **info: Any):
         super().__init__()
         if batch_size < 1:
@@ -118,7 +118,8 @@ class OEDataModule(pl.LightningDataModule):
         loaders = {"in": in_loader}
         if self.oe_set is not None:
             steps = len(in_loader)
-            sampler = OESampler(len(self.oe_set), steps * self.oe_batch_size, self.oe_sampling)
+            mode = self.oe_sampling or getattr(self.oe_set.dataset, "preferred_sampling", "shuffle")
+            sampler = OESampler(len(self.oe_set), steps * self.oe_batch_size, mode)
             loaders["oe"] = self._loader(self.oe_set, sampler=sampler,
                                          batch_size=self.oe_batch_size)
         # min_size: the epoch ends with the ID loader (both have `steps` batches by construction)

@@ -25,6 +25,8 @@ class TinyImages(Dataset):
     opened once per process, so DataLoader workers each have their own handle.
     """
 
+    preferred_sampling = "offset"  # the paper reads consecutive records from a random offset
+
     def __init__(self, path: str | Path, transform: Callable | None = None,
                  exclude_file: str | Path | None = None, seed: int = 0):
         self.path = Path(path)

@@ -1,0 +1,88 @@
+"""The paper's presets: compose, and run (fast_dev_run) on tiny files in the real formats."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from oe_lightning.models import wrn_16_4, wrn_40_2
+from tests.conftest import run_cli
+from tests.formats import write_cifar10, write_cifar100, write_svhn, write_tiny_images
+from tests.test_config import compose_train, options
+
+PRESETS = [f"paper/{p}" for p in options("experiment/paper")]
+
+
+def test_every_paper_preset_composes_with_the_papers_hyperparameters():
+    assert len(PRESETS) == 10
+    for preset in PRESETS:
+        cfg = compose_train(f"experiment={preset}", "module.pretrained=x.ckpt")
+        assert cfg.module.optimizer.nesterov and cfg.module.optimizer.momentum == 0.9
+        assert cfg.module.optimizer.weight_decay == 5e-4 and cfg.module.protocol == "paper"
+        assert (cfg.data.batch_size, cfg.data.oe_batch_size) == (128, 256)
+    c10 = compose_train("experiment=paper/cifar10_oe_tune", "module.pretrained=x.ckpt")
+    assert (c10.trainer.max_epochs, c10.module.optimizer.lr, c10.loss.lambda_oe) == (10, 0.001, 0.5)
+    assert c10.model._target_.endswith("wrn_40_2") and c10.model.drop_rate == 0.3
+    assert c10.oe._target_.endswith("TinyImages") and "cifar100" in c10.ood
+    base = compose_train("experiment=paper/cifar10_baseline")
+    assert (base.trainer.max_epochs, base.module.optimizer.lr, base.loss.lambda_oe) == (100, 0.1, 0)
+    sv = compose_train("experiment=paper/svhn_oe_tune", "module.pretrained=x.ckpt")
+    assert (sv.trainer.max_epochs, sv.module.optimizer.lr) == (5, 1e-4)
+    assert sv.model._target_.endswith("wrn_16_4") and sv.model.drop_rate == 0.4
+    assert sv.ood.gaussian.value_range == [0, 1] and sv.data.train.split == "train+extra"
+    energy = compose_train("experiment=paper/cifar10_energy_tune", "module.pretrained=x.ckpt")
+    assert (energy.loss.fn.m_in, energy.loss.fn.m_out, energy.loss.lambda_oe) == (-23.0, -5.0, 0.1)
+
+
+def _folder(root: Path, n: int = 3, size: int = 40) -> None:
+    (root / "class0").mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(np.full((size, size, 3), 30 * i, np.uint8)).save(root / "class0" / f"{i}.png")
+
+
+@pytest.fixture(scope="module")
+def paper_data_dir(tmp_path_factory) -> tuple[Path, dict]:
+    """Every file the CIFAR and SVHN presets read, tiny, in its real format."""
+    root = tmp_path_factory.mktemp("data")
+    sums = write_cifar10(root) | write_cifar100(root)
+    for split in ("train", "extra", "test"):
+        sums |= write_svhn(root, split, n=6, seed=len(split))
+    write_tiny_images(root / "tiny_images.bin",
+                      np.random.default_rng(0).integers(0, 256, (50, 32, 32, 3), dtype=np.uint8))
+    (root / "80mn_cifar_idxs.txt").write_text("0\n7\n")
+    for folder, size in (("dtd/images", 60), ("places365", 48), ("LSUN_C", 36), ("LSUN_resize", 32),
+                         ("iSUN", 32)):
+        _folder(root / folder, size=size)
+    return root, sums
+
+
+@pytest.mark.parametrize("dataset,builder", [("cifar10", wrn_40_2), ("svhn", wrn_16_4)])
+def test_oe_tune_preset_runs_on_tiny_files_from_a_papers_baseline_checkpoint(
+        paper_data_dir, dataset, builder, tmp_path):
+    root, sums = paper_data_dir
+    baseline = tmp_path / f"{dataset}_wrn_baseline_epoch_99.pt"  # a plain state_dict, as released
+    torch.save(builder(num_classes=10).state_dict(), baseline)
+    checksums = "{" + ",".join(f"{k}:{v}" for k, v in sums.items()) + "}"
+    proc = run_cli("oe-train", f"experiment=paper/{dataset}_oe_tune", f"module.pretrained={baseline}",
+                   f"paths.data_dir={root}", f"data.checksums={checksums}", "+trainer.fast_dev_run=1",
+                   "data.batch_size=8", "data.oe_batch_size=16", "data.num_workers=0",
+                   "data.pin_memory=false", "logger=none", "hydra.run.dir=run", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    expected = {"cifar10": {"gaussian", "rademacher", "blobs", "textures", "svhn", "places365",
+                            "lsun_crop", "lsun_resize", "isun", "cifar100"},
+                "svhn": {"gaussian", "rademacher", "blobs", "textures", "places365", "lsun_crop",
+                         "cifar10"}}[dataset]
+    assert set(res["ood"]) == expected
+    assert res["config"]["protocol"] == "paper" and "fpr95_std" in res["ood"]["textures"]
+    assert res["config"]["pretrained"] == str(baseline)
+
+
+def test_missing_paper_data_names_the_path_and_how_to_get_it(tmp_path):
+    proc = run_cli("oe-train", "experiment=paper/cifar10_baseline", f"paths.data_dir={tmp_path}/none",
+                   "logger=none", tmp_path=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "cifar-10-batches-py" in proc.stderr and "prepare_data.py cifar10" in proc.stderr
