@@ -17,12 +17,13 @@ PRESETS = [f"paper/{p}" for p in options("experiment/paper")]
 
 
 def test_every_paper_preset_composes_with_the_papers_hyperparameters():
-    assert len(PRESETS) == 10
+    assert len(PRESETS) == 13
     for preset in PRESETS:
         cfg = compose_train(f"experiment={preset}", "module.pretrained=x.ckpt")
         assert cfg.module.optimizer.nesterov and cfg.module.optimizer.momentum == 0.9
         assert cfg.module.optimizer.weight_decay == 5e-4 and cfg.module.protocol == "paper"
-        assert (cfg.data.batch_size, cfg.data.oe_batch_size) == (128, 256)
+        oe_batch = 180 if "tiny_imagenet" in preset else 256
+        assert (cfg.data.batch_size, cfg.data.oe_batch_size) == (128, oe_batch)
     c10 = compose_train("experiment=paper/cifar10_oe_tune", "module.pretrained=x.ckpt")
     assert (c10.trainer.max_epochs, c10.module.optimizer.lr, c10.loss.lambda_oe) == (10, 0.001, 0.5)
     assert c10.model._target_.endswith("wrn_40_2") and c10.model.drop_rate == 0.3
@@ -33,6 +34,9 @@ def test_every_paper_preset_composes_with_the_papers_hyperparameters():
     assert (sv.trainer.max_epochs, sv.module.optimizer.lr) == (5, 1e-4)
     assert sv.model._target_.endswith("wrn_16_4") and sv.model.drop_rate == 0.4
     assert sv.ood.gaussian.value_range == [0, 1] and sv.data.train.split == "train+extra"
+    tin = compose_train("experiment=paper/tiny_imagenet_oe_tune", "module.pretrained=x.ckpt")
+    assert tin.data.oe_batch_size == 180 and tin.data.num_classes == 200
+    assert tin.oe.root.endswith("imagenet22k_minus_1k")
     energy = compose_train("experiment=paper/cifar10_energy_tune", "module.pretrained=x.ckpt")
     assert (energy.loss.fn.m_in, energy.loss.fn.m_out, energy.loss.lambda_oe) == (-23.0, -5.0, 0.1)
 
@@ -79,6 +83,34 @@ def test_oe_tune_preset_runs_on_tiny_files_from_a_papers_baseline_checkpoint(
     assert set(res["ood"]) == expected
     assert res["config"]["protocol"] == "paper" and "fpr95_std" in res["ood"]["textures"]
     assert res["config"]["pretrained"] == str(baseline)
+
+
+def test_tiny_imagenet_reads_train_folders_and_val_annotations(tmp_path):
+    from oe_lightning.data.vision import TinyImageNet
+
+    base = tmp_path / "tiny-imagenet-200"
+    wnids = ["n02", "n01", "n03"]
+    (base).mkdir()
+    (base / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    for w in wnids:
+        (base / "train" / w / "images").mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((64, 64, 3), 10 * i, np.uint8)).save(
+                base / "train" / w / "images" / f"{w}_{i}.JPEG", format="JPEG")
+    (base / "val" / "images").mkdir(parents=True)
+    rows = []
+    for i, w in enumerate(["n03", "n01"]):
+        Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(base / "val" / "images" / f"val_{i}.JPEG",
+                                                               format="JPEG")
+        rows.append(f"val_{i}.JPEG\t{w}\t0\t0\t63\t63")
+    (base / "val" / "val_annotations.txt").write_text("\n".join(rows) + "\n")
+    train, val = TinyImageNet(tmp_path, "train"), TinyImageNet(tmp_path, "val")
+    assert train.classes == ["n01", "n02", "n03"] and len(train) == 6
+    assert [label for _, label in train.samples] == [0, 0, 1, 1, 2, 2]
+    assert [val[i][1] for i in range(2)] == [2, 0] and val[0][0].size == (64, 64)
+    from oe_lightning.errors import OEUserError
+    with pytest.raises(OEUserError, match="val_annotations.txt"):
+        TinyImageNet(tmp_path / "nowhere", "val")
 
 
 def test_missing_paper_data_names_the_path_and_how_to_get_it(tmp_path):

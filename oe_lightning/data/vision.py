@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset
 from torchvision import datasets
 from torchvision.transforms import v2
@@ -89,3 +90,45 @@ def image_folder(root: str | Path, transform: Callable | None = None, name: str 
                               str(err).splitlines()[0]) from err
     dataset.source = f"folder:{root.resolve()}"
     return dataset
+
+
+class TinyImageNet(Dataset):
+    """Tiny ImageNet (``tiny-imagenet-200``): 200 classes of 64×64 images.
+
+    Train images are ``train/<wnid>/images/*.JPEG``; validation images (the usual test set) are
+    ``val/images/*.JPEG`` labelled by ``val/val_annotations.txt``. Class indices follow the sorted
+    WordNet ids of ``wnids.txt``.
+    """
+
+    def __init__(self, root: str | Path, split: str = "train", transform: Callable | None = None):
+        base = Path(root) / "tiny-imagenet-200"
+        layout = (f"{base}/wnids.txt, {base}/train/<wnid>/images/*.JPEG, {base}/val/images/*.JPEG "
+                  f"and {base}/val/val_annotations.txt")
+        how = "download tiny-imagenet-200.zip from the CS231n page and unzip it into paths.data_dir"
+        if split not in ("train", "val"):
+            raise ValueError(f"TinyImageNet split must be 'train' or 'val', got {split!r}.")
+        if not (base / "wnids.txt").is_file():
+            raise missing_dataset("tiny_imagenet", base, layout, how)
+        self.classes = sorted((base / "wnids.txt").read_text().split())
+        index = {wnid: i for i, wnid in enumerate(self.classes)}
+        if split == "train":
+            self.samples = [(p, index[p.parent.parent.name])
+                            for p in sorted((base / "train").glob("*/images/*.JPEG"))]
+        else:
+            annotations = base / "val" / "val_annotations.txt"
+            if not annotations.is_file():
+                raise missing_dataset("tiny_imagenet", base, layout, how, "no val_annotations.txt")
+            rows = [line.split("\t") for line in annotations.read_text().splitlines() if line.strip()]
+            self.samples = [(base / "val" / "images" / r[0], index[r[1]]) for r in rows]
+        if not self.samples:
+            raise missing_dataset("tiny_imagenet", base, layout, how, f"no {split} images")
+        self.transform = transform
+        self.source = f"tiny_imagenet:{split}"
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple:
+        path, label = self.samples[i]
+        image = Image.open(path).convert("RGB")
+        return (self.transform(image) if self.transform else image), label
