@@ -130,3 +130,34 @@ def test_npy_images_iterate_with_two_workers_without_materialising_the_array(tmp
     assert worker_peak_mb - parent_mb < 200, (parent_mb, worker_peak_mb)  # float32 copy: +491
     ds = NpyImages(path)
     assert isinstance(ds.data, np.memmap) and len(ds) == 40000
+
+
+def test_prepare_reports_what_is_present_and_how_to_get_the_rest(tmp_path):
+    from oe_lightning.data.prepare import prepare
+
+    (tmp_path / "dtd" / "images" / "banded").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "dtd" / "images" / "banded" / "a.png")
+    rows = {name: (status, detail) for name, status, detail in
+            prepare(["textures", "random_300k", "cifar10"], tmp_path, download=False)}
+    assert rows["textures"] == ("ok", "")
+    assert rows["random_300k"][0] == "missing" and "300K_random_images.npy" in rows["random_300k"][1]
+    assert rows["cifar10"][0] == "missing" and "cifar-10-batches-py" in rows["cifar10"][1]
+    with pytest.raises(OEUserError, match="Unknown dataset"):
+        prepare(["mnist"], tmp_path)
+
+
+def test_datamodule_prepare_data_builds_only_datasets_set_to_download():
+    import functools
+
+    from oe_lightning.data import OEDataModule
+
+    calls = []
+
+    def factory(name, transform=None, download=False):
+        calls.append(name)
+
+    dm = OEDataModule(train=functools.partial(factory, "train", download=True),
+                      test=functools.partial(factory, "test"), num_classes=2,
+                      ood={"svhn": functools.partial(factory, "svhn", download=True)})
+    dm.prepare_data()
+    assert calls == ["train", "svhn"]

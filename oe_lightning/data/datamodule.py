@@ -79,6 +79,13 @@ class OEDataModule(pl.LightningDataModule):
     def ood_names(self) -> list[str]:
         return list(self.ood_factories)
 
+    def prepare_data(self) -> None:
+        """Download, once per node, every dataset configured with ``download=True``."""
+        factories = [*self.factories.values(), *self.ood_factories.values(), self.oe_factory]
+        for make in factories:
+            if make is not None and getattr(make, "keywords", {}).get("download"):
+                make(transform=None)
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None and stage in (None, "fit", "validate"):
             train_aug = self.factories["train"](transform=self.train_transform)

@@ -1,0 +1,82 @@
+"""Getting the paper's datasets into ``data_dir``: torchvision downloads what it can, the rest is
+checked where the configs expect it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from oe_lightning.errors import OEUserError
+
+# name -> (what it is, how to get it, check(data_dir) -> problem or "")
+Check = Callable[[Path], str]
+
+
+def _file(rel: str) -> Check:
+    return lambda d: "" if (d / rel).is_file() else f"missing {d / rel}"
+
+
+def _folder(rel: str) -> Check:
+    def check(d: Path) -> str:
+        root = d / rel
+        if not root.is_dir():
+            return f"missing {root}/<class>/<images>"
+        return "" if any(p.is_file() for p in root.rglob("*")) else f"no images under {root}"
+    return check
+
+
+def _torchvision(name: str, download: bool) -> Check:
+    from oe_lightning.data.vision import cifar, svhn
+
+    def check(d: Path) -> str:
+        try:
+            if name == "svhn":
+                for split in ("train", "test", "extra"):
+                    svhn(d, split, download=download)
+            else:
+                for split in ("train", "test"):
+                    cifar(d, name, split, download=download)
+        except OEUserError as err:
+            return str(err)
+        return ""
+    return check
+
+
+MANUAL = {
+    "tiny_images": ("80M Tiny Images binary + CIFAR-overlap index list",
+                    "place tiny_images.bin and 80mn_cifar_idxs.txt in the data dir (no longer "
+                    "distributed; use random_300k instead)",
+                    lambda d: _file("tiny_images.bin")(d) or _file("80mn_cifar_idxs.txt")(d)),
+    "random_300k": ("300K random images", "download 300K_random_images.npy as linked from "
+                    "github.com/hendrycks/outlier-exposure", _file("300K_random_images.npy")),
+    "tiny_imagenet": ("Tiny ImageNet", "unzip tiny-imagenet-200.zip (CS231n) into the data dir",
+                      _file("tiny-imagenet-200/val/val_annotations.txt")),
+    "textures": ("Describable Textures (DTD)", "unpack dtd-r1.0.1.tar.gz: dtd/images/<class>/",
+                 _folder("dtd/images")),
+    "places365": ("Places365 test subset", "images in places365/<class>/", _folder("places365")),
+    "lsun_crop": ("LSUN (crop)", "unpack LSUN.tar.gz (ODIN release) as LSUN_C/<class>/", _folder("LSUN_C")),
+    "lsun_resize": ("LSUN (resize)", "unpack LSUN_resize.tar.gz (ODIN release)", _folder("LSUN_resize")),
+    "isun": ("iSUN", "unpack iSUN.tar.gz (ODIN release) as iSUN/<class>/", _folder("iSUN")),
+    "imagenet22k": ("ImageNet-22K minus ImageNet-1K", "images in imagenet22k_minus_1k/<class>/",
+                    _folder("imagenet22k_minus_1k")),
+}
+TORCHVISION = ("cifar10", "cifar100", "svhn")
+ALL = (*TORCHVISION, *MANUAL)
+
+
+def prepare(names: list[str], data_dir: Path, download: bool = True) -> list[tuple[str, str, str]]:
+    """For each dataset: ``(name, "ok" | "missing", detail)``; torchvision sets are downloaded."""
+    unknown = [n for n in names if n not in ALL]
+    if unknown:
+        raise OEUserError(f"Unknown dataset(s) {unknown}; known: {', '.join(ALL)}.")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in names:
+        if name in TORCHVISION:
+            problem = _torchvision(name, download)(data_dir)
+            how = "torchvision download" + ("" if download else " (run without --no-download)")
+        else:
+            _, how, check = MANUAL[name]
+            problem = check(data_dir)
+        rows.append((name, "missing" if problem else "ok", f"{problem} -> {how}" if problem else ""))
+    return rows
