@@ -15,11 +15,9 @@ from oe_lightning.checkpoints import read_checkpoint
 from oe_lightning.cli import report_user_errors
 from oe_lightning.config import config_dir
 from oe_lightning.errors import OEUserError
-from oe_lightning.loggers import build_loggers, finish_loggers
+from oe_lightning.loggers import build_loggers, finished_on_exit
 from oe_lightning.module import OutlierExposureModule
-from oe_lightning.report import print_results
-from oe_lightning.results import build_results, write_results
-from oe_lightning.train import build_datamodule, overrides, run_dir
+from oe_lightning.train import build_datamodule, test_and_write
 
 log = logging.getLogger("oe_lightning")
 
@@ -51,21 +49,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(cfg, with_oe=False)
     loggers = build_loggers(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False)
-    ok = False
-    try:
-        trainer.test(module, datamodule=datamodule, verbose=False)
-        trained_with = (checkpoint.get("oe_lightning") or {}).get("run_config")
-        results = build_results(module.test_results, cfg, trained_with,
-                                test_set_sizes=datamodule.test_set_sizes(), overrides=overrides(),
-                                checkpoint=str(cfg.ckpt_path),
-                                wall_time_s=round(time.perf_counter() - started, 2))
-        path = write_results(results, run_dir())
-        ok = True
-    finally:
-        finish_loggers(loggers, exit_code=0 if ok else 1)
-    print_results(results)
-    log.info("results: %s", path)
-    return results
+    trained_with = (checkpoint.get("oe_lightning") or {}).get("run_config")
+    with finished_on_exit(loggers):
+        return test_and_write(trainer, module, datamodule, cfg, started, str(cfg.ckpt_path),
+                              trained_with)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")

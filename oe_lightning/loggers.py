@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,17 @@ def build_loggers(group: DictConfig | None) -> list[Logger]:
         os.environ["WANDB_MODE"] = "offline"
         log.info("W&B: no API key configured, logging offline (upload later with `wandb sync`).")
     return instantiate_group(group)
+
+
+@contextmanager
+def finished_on_exit(loggers: list[Logger]) -> Iterator[None]:
+    """Finish the W&B runs when the block ends: exit code 0 if it succeeded, else 1."""
+    try:
+        yield
+    except BaseException:
+        finish_loggers(loggers, exit_code=1)
+        raise
+    finish_loggers(loggers, exit_code=0)
 
 
 def finish_loggers(loggers: list[Logger], exit_code: int = 0) -> None:

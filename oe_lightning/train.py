@@ -19,7 +19,7 @@ from oe_lightning.cli import report_user_errors
 from oe_lightning.config import config_dir, flat_config
 from oe_lightning.data import OEDataModule
 from oe_lightning.errors import NonFiniteLossError, OEUserError
-from oe_lightning.loggers import build_loggers, finish_loggers, instantiate_group
+from oe_lightning.loggers import build_loggers, finished_on_exit, instantiate_group
 from oe_lightning.module import OutlierExposureModule
 from oe_lightning.report import print_results
 from oe_lightning.results import build_results, key_config, write_results
@@ -73,8 +73,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     for logger in loggers:
         logger.log_hyperparams(flat_config(cfg))
-    ok = False
-    try:
+    with finished_on_exit(loggers):
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         except NonFiniteLossError as err:
@@ -82,15 +81,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             kept = (f"The last good checkpoint is {last}." if last
                     else "No epoch finished, so no checkpoint was written.")
             raise NonFiniteLossError(f"{err} {kept}") from err
-        trainer.test(module, datamodule=datamodule, verbose=False)
-        results = build_results(
-            module.test_results, cfg, test_set_sizes=datamodule.test_set_sizes(),
-            overrides=overrides(), checkpoint=last_checkpoint(trainer),
-            wall_time_s=round(time.perf_counter() - started, 2))
-        path = write_results(results, run_dir())
-        ok = True
-    finally:
-        finish_loggers(loggers, exit_code=0 if ok else 1)
+        return test_and_write(trainer, module, datamodule, cfg, started, last_checkpoint(trainer))
+
+
+def test_and_write(trainer: pl.Trainer, module: OutlierExposureModule, datamodule: OEDataModule,
+                   cfg: DictConfig, started: float, checkpoint: str | None,
+                   trained_with: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Test, then write ``results.json`` into the run directory and print its table."""
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    results = build_results(module.test_results, cfg, trained_with,
+                            test_set_sizes=datamodule.test_set_sizes(), overrides=overrides(),
+                            checkpoint=checkpoint,
+                            wall_time_s=round(time.perf_counter() - started, 2))
+    path = write_results(results, run_dir())
     print_results(results)
     log.info("results: %s", path)
     return results

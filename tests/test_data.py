@@ -82,6 +82,7 @@ def test_test_loaders_are_id_first_then_each_ood_set():
 def test_oe_source_used_as_ood_test_set_is_refused():
     dm = make_dm()
     dm.ood_factories["leak"] = functools.partial(tensor_set, 5, -1, source="oe")
+    dm.setup("fit")
     with pytest.raises(OEUserError, match=r"also the OOD test set \['leak'\]"):
         dm.setup("test")
 

@@ -106,7 +106,7 @@ class OEDataModule(pl.LightningDataModule):
             self._check_oe_not_in_tests()
 
     def _check_oe_not_in_tests(self) -> None:
-        oe_source = _source(self.oe_factory(transform=None)) if self.oe_factory else ""
+        oe_source = _source(self.oe_set.dataset) if self.oe_set is not None else ""
         leaked = [n for n, d in self.ood_sets.items() if oe_source and _source(d) == oe_source]
         if leaked:
             raise OEUserError(
