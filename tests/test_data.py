@@ -127,3 +127,7 @@ def test_synthetic_sets_have_the_papers_ranges_and_statistics():
     assert b.min() == -1 and b.max() <= 1 and (b == -1).float().mean() > 0.3  # zeroed below 0.75
     assert ((b > -1) & (b < 0.5)).sum() == 0  # kept values were >= 0.75 before mapping
     assert noise("gaussian", 4, (1, 8, 8), value_range=(0, 1)).images.min() >= 0
+    # the blur spans channels too (skimage's multichannel=False): channels are correlated
+    b3 = (noise("blobs", 200, (3, 32, 32), seed=1).images + 1) / 2
+    corr = torch.corrcoef(torch.stack([b3[:, 0].flatten(), b3[:, 1].flatten()]))[0, 1]
+    assert corr > 0.5

@@ -1,9 +1,10 @@
 """Synthetic OOD test sets as the Outlier Exposure paper generates them.
 
 The paper defines them on [-1, 1]: Gaussian ``clip(N(0, 0.5), -1, 1)``, Rademacher
-``2·Bernoulli(0.5) - 1``, Blobs (a Bernoulli(0.7) image, Gaussian blur σ = 1.5, values below
-0.75 set to 0, mapped to [-1, 1]) and uniform ``U(-1, 1)``. With ``value_range=(0, 1)`` the same
-images are mapped affinely onto [0, 1], the range of un-normalised image tensors.
+``2·Bernoulli(0.5) - 1``, Blobs (a Bernoulli(0.7) image, Gaussian blur σ = 1.5 over channels and
+pixels alike, values below 0.75 set to 0, mapped to [-1, 1]) and uniform ``U(-1, 1)``. With
+``value_range=(0, 1)`` the same images are mapped affinely onto [0, 1], the range of
+un-normalised image tensors.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
-from torchvision.transforms.v2.functional import gaussian_blur
 
 from oe_lightning.data.embedded import TensorImages
 
@@ -30,11 +30,13 @@ def noise_images(kind: str, num_samples: int, shape: Sequence[int], seed: int = 
     if kind == "uniform":
         return 2 * torch.rand(size, generator=g) - 1
     if kind == "blobs":
-        sigma = 1.5
-        kernel = 2 * int(4 * sigma + 0.5) + 1  # the support scipy/skimage use for σ = 1.5
-        kernel = min(kernel, 2 * min(shape[-2:]) - 1)  # reflect padding must fit the image
-        blobs = gaussian_blur(torch.bernoulli(torch.full(size, 0.7), generator=g),
-                              kernel_size=[kernel, kernel], sigma=[sigma, sigma])
+        from scipy.ndimage import gaussian_filter
+
+        # as skimage's gaussian(img, sigma=1.5, multichannel=False) in the paper's code: one
+        # isotropic blur over each image's channel and spatial axes, 'nearest' edges
+        bits = torch.bernoulli(torch.full(size, 0.7), generator=g).numpy()
+        blobs = torch.from_numpy(gaussian_filter(bits, sigma=1.5, mode="nearest", truncate=4.0,
+                                                 axes=tuple(range(1, bits.ndim))))
         blobs[blobs < 0.75] = 0.0
         return 2 * blobs - 1
     raise ValueError(f"noise kind must be one of {KINDS}, got {kind!r}.")
