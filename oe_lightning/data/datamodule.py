@@ -41,8 +41,10 @@ class OEDataModule(pl.LightningDataModule):
     and for OE images, ``test_transform`` for validation, ID test and every OOD set.
 
     Training batches are ``{"in": (x, y), "oe": x_oe}``. An epoch is one pass over the ID
-    loader; every step draws ``oe_batch_size`` OE images, a fresh random permutation each epoch,
-    cycling through the OE set when it is smaller than what an epoch needs. With ``oe=None``
+    loader; every step draws ``oe_batch_size`` OE images, afresh each epoch, by an
+    :class:`~oe_lightning.data.samplers.OESampler`: ``oe_sampling="shuffle"`` cycles through a
+    small OE set, ``"offset"`` reads on from a random start as the paper does for 80M Tiny
+    Images; by default the OE dataset's ``preferred_sampling``, else shuffle. With ``oe=None``
     (the λ = 0 baseline) no OE data is built and batches are ``{"in": (x, y)}``.
     Test loaders are the ID test set first, then one loader per OOD set in ``ood`` order.
     """
@@ -89,12 +91,13 @@ class OEDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None and stage in (None, "fit", "validate"):
             train_aug = self.factories["train"](transform=self.train_transform)
-            train_plain = self.factories["train"](transform=self.test_transform)
             perm = torch.randperm(len(train_aug), generator=torch.Generator().manual_seed(
                 self.split_seed)).tolist()
             n_val = int(round(len(perm) * self.val_fraction))
             self.train_set = Subset(train_aug, sorted(perm[n_val:]))
-            self.val_set = Subset(train_plain, sorted(perm[:n_val])) if n_val else None
+            if n_val:  # the held-out part, seen through the test transform
+                train_plain = self.factories["train"](transform=self.test_transform)
+                self.val_set = Subset(train_plain, sorted(perm[:n_val]))
             if self.oe_factory is not None:
                 self.oe_set = ImagesOnly(self.oe_factory(transform=self.train_transform))
                 if len(self.oe_set) == 0:
