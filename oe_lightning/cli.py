@@ -42,8 +42,13 @@ def report_user_errors(task: Callable[[DictConfig], Any], cfg: DictConfig) -> An
     In a multirun sweep the failing job writes ``error.txt`` into its directory and the sweep
     goes on with the next job.
     """
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    job_dir = Path(HydraConfig.get().runtime.output_dir) if multirun else None
     try:
-        return task(cfg)
+        value = task(cfg)
+        if job_dir is not None:  # an error from an earlier attempt of this job is stale now
+            (job_dir / "error.txt").unlink(missing_ok=True)
+        return value
     except Exception as err:
         found = user_error(err)
         if found is None:
@@ -51,8 +56,7 @@ def report_user_errors(task: Callable[[DictConfig], Any], cfg: DictConfig) -> An
         message = textwrap.fill(" ".join(str(found).split()), width=100, break_on_hyphens=False,
                                 break_long_words=False)
         print(f"\nError: {message}\n", file=sys.stderr)
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            job_dir = Path(HydraConfig.get().runtime.output_dir)
+        if job_dir is not None:
             (job_dir / "error.txt").write_text(message + "\n")
             log.error("job %s failed: %s", job_dir.name, message)
             return None

@@ -8,6 +8,26 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 
+def sweep_name(default: str = "") -> str:
+    """The sweep directory's name in a Hydra multirun (W&B groups runs by it), else ``default``."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return Path(HydraConfig.get().sweep.dir).name
+    return default
+
+
+def nonempty(value: Any, default: str) -> Any:
+    """``value``, or ``default`` when it is empty (a sweep job with no overrides)."""
+    return value if value not in (None, "") else default
+
+
+for _name, _fn in (("oe.sweep_name", sweep_name), ("oe.nonempty", nonempty)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _fn)
+
+
 def config_dir() -> str:
     """The ``conf/`` directory: inside the installed package (wheel) or at the repository top."""
     here = Path(__file__).resolve().parent

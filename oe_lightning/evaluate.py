@@ -14,9 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 from oe_lightning.checkpoints import read_checkpoint
 from oe_lightning.cli import report_user_errors
 from oe_lightning.config import config_dir
+from oe_lightning.distributed import distributed_job
 from oe_lightning.errors import OEUserError
 from oe_lightning.loggers import build_loggers, finished_on_exit
 from oe_lightning.module import OutlierExposureModule
+from oe_lightning.results import objective
 from oe_lightning.train import build_datamodule, test_and_write
 
 log = logging.getLogger("oe_lightning")
@@ -50,16 +52,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     loggers = build_loggers(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False)
     trained_with = (checkpoint.get("oe_lightning") or {}).get("run_config")
-    with finished_on_exit(loggers):
+    with distributed_job(), finished_on_exit(loggers):
         return test_and_write(trainer, module, datamodule, cfg, started, str(cfg.ckpt_path),
                               trained_with)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
 def main(cfg: DictConfig) -> float | None:
-    """Entry point of ``oe-eval``; returns the mean FPR95."""
-    results = report_user_errors(evaluate, cfg)
-    return None if results is None else results["mean"].get("fpr95")
+    """Entry point of ``oe-eval``; returns ``cfg.optimized_metric`` (default the mean FPR95)."""
+    return report_user_errors(lambda c: objective(evaluate(c), c.get("optimized_metric")), cfg)
 
 
 if __name__ == "__main__":

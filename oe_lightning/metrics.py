@@ -111,6 +111,40 @@ def ood_metrics(scores_in: Tensor, scores_out: Tensor, recall: float = 0.95,
     }
 
 
+def roc_curve(scores_in: Tensor, scores_out: Tensor, max_points: int = 201) -> dict[str, list[float]]:
+    """The ROC curve (OOD positive) as at most ``max_points`` ``(fpr, tpr)`` points, for plots.
+
+    The exact curve is reduced by keeping, for each of ``max_points - 1`` evenly spaced FPR
+    levels, the last point at or below it, plus both end points: the plotted curve stays on the
+    exact staircase. Returns ``{"fpr": [...], "tpr": [...]}`` starting at (0, 0).
+    """
+    s_in, s_out = _as_1d_float64("ID scores", scores_in), _as_1d_float64("OOD scores", scores_out)
+    scores = torch.cat([s_in, s_out])
+    is_ood = torch.cat([torch.zeros_like(s_in, dtype=torch.bool), torch.ones_like(s_out, dtype=torch.bool)])
+    fps, tps, _ = binary_clf_curve(scores, is_ood)
+    fpr = torch.cat([fps.new_zeros(1), fps / fps[-1]])
+    tpr = torch.cat([tps.new_zeros(1), tps / tps[-1]])
+    if fpr.numel() > max_points:
+        levels = torch.linspace(0, 1, max_points - 1, dtype=torch.float64)
+        keep = torch.searchsorted(fpr, levels, right=True) - 1
+        keep = torch.unique(torch.cat([torch.tensor([0, fpr.numel() - 1]), keep.clamp(min=0)]))
+        fpr, tpr = fpr[keep], tpr[keep]
+    return {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
+
+
+def score_histograms(scores_in: Tensor, scores_out: Tensor, bins: int = 50) -> dict[str, list[float]]:
+    """Histograms of ID and OOD scores over shared bin edges (counts, not raw scores)."""
+    s_in, s_out = _as_1d_float64("ID scores", scores_in), _as_1d_float64("OOD scores", scores_out)
+    both = torch.cat([s_in, s_out])
+    lo, hi = float(both.min()), float(both.max())
+    if hi <= lo:
+        hi = lo + 1.0
+    edges = torch.linspace(lo, hi, bins + 1, dtype=torch.float64)
+    return {"edges": edges.tolist(),
+            "in": torch.histc(s_in, bins, lo, hi).tolist(),
+            "out": torch.histc(s_out, bins, lo, hi).tolist()}
+
+
 def subsampled_ood_metrics(scores_in: Tensor, scores_out: Tensor, num_out: int, repeats: int = 10,
                            seed: int = 0, recall: float = 0.95,
                            fpr_rule: FprRule = "first") -> dict[str, float]:
@@ -189,3 +223,14 @@ class OODMetrics(Metric):
             return subsampled_ood_metrics(s_in, s_out, num_out, self.num_to_avg, self.seed,
                                           self.recall, self.fpr_rule)
         return ood_metrics(s_in, s_out, self.recall, self.fpr_rule)
+
+    def curves(self, max_points: int = 201, bins: int = 50) -> dict[str, dict[str, list[float]]]:
+        """Downsampled ROC curve and score histograms over all samples (gathered across ranks).
+
+        Like ``compute``, call it on every rank under DDP (it synchronises the states).
+        """
+        with self.sync_context(should_sync=self._to_sync, dist_sync_fn=self.dist_sync_fn):
+            scores, is_ood = dim_zero_cat(self.scores), dim_zero_cat(self.is_ood).to(torch.bool)
+            s_in, s_out = scores[~is_ood], scores[is_ood]
+            return {"roc": roc_curve(s_in, s_out, max_points),
+                    "histogram": score_histograms(s_in, s_out, bins)}

@@ -70,9 +70,11 @@ class OutlierExposureModule(pl.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_confidence, self.test_correct = CatMetric(), CatMetric()
+        self.val_ood = OODMetrics(recall, fpr_rule)
         self.ood_metrics = nn.ModuleDict()
         self.ood_names: list[str] = []
         self.test_results: dict[str, Any] = {}
+        self.test_curves: dict[str, Any] = {}  # per OOD set: downsampled ROC, score histograms
         # stored in checkpoints: the backbone's config (so oe-eval can rebuild it) and run info
         self.model_config: dict | None = None
         self.run_config: dict | None = None
@@ -121,12 +123,29 @@ class OutlierExposureModule(pl.LightningModule):
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def on_validation_epoch_start(self) -> None:
+        self.val_ood = OODMetrics(self.recall, self.fpr_rule).to(self.device)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int,
+                        dataloader_idx: int = 0) -> None:
+        """Loader 0: the ID validation split; loader 1 (if any): held-out OE images as OOD."""
         x, y = batch
         logits = self.backbone(x)
-        self.val_acc(logits, y)
-        self.log("val/loss", F.cross_entropy(logits, y), batch_size=x.shape[0], sync_dist=True)
-        self.log("val/acc", self.val_acc, prog_bar=True)
+        self.val_ood.update(self.score(logits), dataloader_idx == 1)
+        if dataloader_idx == 0:
+            self.val_acc(logits, y)
+            self.log("val/loss", F.cross_entropy(logits, y), batch_size=x.shape[0], sync_dist=True,
+                     add_dataloader_idx=False)
+            self.log("val/acc", self.val_acc, prog_bar=True, add_dataloader_idx=False)
+
+    def on_validation_epoch_end(self) -> None:
+        """Log ``val/fpr95`` and ``val/auroc`` (ID split vs held-out OE): what a λ search minimises."""
+        loaders = self.trainer.val_dataloaders
+        if isinstance(loaders, list | tuple) and len(loaders) > 1:
+            values = self.val_ood.compute()
+            self.log_dict({"val/fpr95": values["fpr95"], "val/auroc": values["auroc"]},
+                          add_dataloader_idx=False)
+        self.val_ood.reset()
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
@@ -167,6 +186,7 @@ class OutlierExposureModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         per_set = {name: metric.compute() for name, metric in self.ood_metrics.items()}
+        self.test_curves = {name: metric.curves() for name, metric in self.ood_metrics.items()}
         keys = [k for k in next(iter(per_set.values())) if not k.endswith("_std")] if per_set else []
         mean = {k: sum(m[k] for m in per_set.values()) / len(per_set) for k in keys}
         self.test_results = {

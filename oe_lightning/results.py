@@ -9,6 +9,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from oe_lightning.errors import OEUserError
+
 RESULTS_FILE = "results.json"
 SCHEMA_VERSION = 1
 
@@ -70,3 +72,22 @@ def is_complete(results: dict[str, Any]) -> bool:
     mean = results.get("mean") or {}
     return "id_accuracy" in results and bool(mean) and all(
         isinstance(v, int | float) and math.isfinite(v) for v in mean.values())
+
+
+def objective(results: dict[str, Any], metric: str | None) -> float | None:
+    """The value at a dotted path of a results dict (``mean.fpr95``, ``val.fpr95``), for sweepers.
+
+    A missing path raises a user error naming the keys there are.
+    """
+    if not metric:
+        return None
+    node: Any = results
+    for part in metric.split("."):
+        if not isinstance(node, dict) or part not in node:
+            have = sorted(node) if isinstance(node, dict) else []
+            raise OEUserError(
+                f"optimized_metric={metric!r} is not in results.json: at {part!r} the keys are "
+                f"{have}. Use e.g. optimized_metric=val.fpr95 (validation, held-out OE) or mean.fpr95."
+            )
+        node = node[part]
+    return float(node)

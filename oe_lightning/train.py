@@ -17,16 +17,28 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 
 from oe_lightning.cli import report_user_errors
 from oe_lightning.config import config_dir, flat_config
+from oe_lightning.dashboards import log_test_dashboard
 from oe_lightning.data import OEDataModule
+from oe_lightning.distributed import distributed_job
 from oe_lightning.errors import NonFiniteLossError, OEUserError
 from oe_lightning.loggers import build_loggers, finished_on_exit, instantiate_group
 from oe_lightning.module import OutlierExposureModule
 from oe_lightning.report import print_results
-from oe_lightning.results import build_results, key_config, write_results
+from oe_lightning.results import (
+    RESULTS_FILE,
+    build_results,
+    is_complete,
+    key_config,
+    objective,
+    read_results,
+    write_results,
+)
 
 log = logging.getLogger("oe_lightning")
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
+# test metrics are computed from scores gathered across ranks, so logging them needs no sync
+warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
 
 
 def run_dir() -> Path:
@@ -57,13 +69,45 @@ def build_module(cfg: DictConfig) -> OutlierExposureModule:
     return module
 
 
+def completed_results(cfg: DictConfig) -> dict[str, Any] | None:
+    """The run directory's complete ``results.json`` when ``skip_complete`` is on (resumable sweeps)."""
+    path = run_dir() / RESULTS_FILE
+    if not cfg.get("skip_complete") or not path.is_file():
+        return None
+    try:
+        results = read_results(path)
+    except ValueError:  # a damaged file: run the job again
+        return None
+    return results if is_complete(results) else None
+
+
+def resume_checkpoint(cfg: DictConfig) -> str | None:
+    """``ckpt_path`` if given, else (``auto_resume``) the run directory's own ``last.ckpt``.
+
+    A requeued SLURM job or a re-run sweep job thereby continues where it stopped.
+    """
+    if cfg.ckpt_path:
+        if not Path(cfg.ckpt_path).is_file():
+            raise OEUserError(f"ckpt_path={cfg.ckpt_path!r} does not exist; to resume, pass a "
+                              f"checkpoint written by oe-train (RUN_DIR/checkpoints/last.ckpt).")
+        return str(cfg.ckpt_path)
+    last = run_dir() / "checkpoints" / "last.ckpt"
+    if cfg.get("auto_resume") and last.exists():
+        log.info("resuming from %s", last)
+        return str(last)
+    return None
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test and write ``results.json``; returns the results dict."""
     started = time.perf_counter()
+    done = completed_results(cfg)
+    if done is not None:
+        log.info("skipping %s: its results.json is complete (skip_complete=true)", run_dir())
+        print_results(done)
+        return done
     pl.seed_everything(cfg.seed, workers=True)
-    if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
-        raise OEUserError(f"ckpt_path={cfg.ckpt_path!r} does not exist; to resume, pass a "
-                          f"checkpoint written by oe-train (RUN_DIR/checkpoints/last.ckpt).")
+    ckpt_path = resume_checkpoint(cfg)
     module = build_module(cfg)
     datamodule = build_datamodule(cfg, with_oe=module.lambda_oe > 0)
     loggers = build_loggers(cfg.get("logger"))
@@ -73,37 +117,56 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     for logger in loggers:
         logger.log_hyperparams(flat_config(cfg))
-    with finished_on_exit(loggers):
+    with distributed_job(), finished_on_exit(loggers):
         try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         except NonFiniteLossError as err:
             last = last_checkpoint(trainer)
             kept = (f"The last good checkpoint is {last}." if last
                     else "No epoch finished, so no checkpoint was written.")
             raise NonFiniteLossError(f"{err} {kept}") from err
-        return test_and_write(trainer, module, datamodule, cfg, started, last_checkpoint(trainer))
+        extra = {"val": validation_metrics(trainer), "run": run_info(trainer)}
+        return test_and_write(trainer, module, datamodule, cfg, started, last_checkpoint(trainer),
+                              **extra)
+
+
+def validation_metrics(trainer: pl.Trainer) -> dict[str, float]:
+    """The last epoch's ``val/*`` values (ID accuracy and loss, FPR95/AUROC vs held-out OE)."""
+    return {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items()
+            if k.startswith("val/")}
+
+
+def run_info(trainer: pl.Trainer) -> dict[str, Any]:
+    """How the run was spread: processes, and the samples each rank drew per epoch (sharding)."""
+    loader = trainer.fit_loop._combined_loader
+    names = ("in", "oe")
+    per_rank = {name: len(dl.sampler) for name, dl in zip(names, loader.flattened, strict=False)} \
+        if loader is not None else {}
+    return {"world_size": trainer.world_size, "num_nodes": trainer.num_nodes,
+            "train_samples_per_rank": per_rank, "global_step": trainer.global_step}
 
 
 def test_and_write(trainer: pl.Trainer, module: OutlierExposureModule, datamodule: OEDataModule,
                    cfg: DictConfig, started: float, checkpoint: str | None,
-                   trained_with: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Test, then write ``results.json`` into the run directory and print its table."""
+                   trained_with: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """Test, then (on rank 0) write ``results.json`` into the run directory and print its table."""
     trainer.test(module, datamodule=datamodule, verbose=False)
     results = build_results(module.test_results, cfg, trained_with,
                             test_set_sizes=datamodule.test_set_sizes(), overrides=overrides(),
-                            checkpoint=checkpoint,
+                            checkpoint=checkpoint, **extra,
                             wall_time_s=round(time.perf_counter() - started, 2))
-    path = write_results(results, run_dir())
-    print_results(results)
-    log.info("results: %s", path)
+    if trainer.is_global_zero:
+        log_test_dashboard(trainer.loggers, results, module.test_curves)
+        path = write_results(results, run_dir())
+        print_results(results)
+        log.info("results: %s", path)
     return results
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Entry point of ``oe-train``; returns the mean FPR95 (the value a sweeper minimises)."""
-    results = report_user_errors(train, cfg)
-    return None if results is None else results["mean"].get("fpr95")
+    """Entry point of ``oe-train``; returns ``cfg.optimized_metric`` (what a sweeper minimises)."""
+    return report_user_errors(lambda c: objective(train(c), c.get("optimized_metric")), cfg)
 
 
 if __name__ == "__main__":

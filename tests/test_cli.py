@@ -146,8 +146,13 @@ def test_a_failing_sweep_job_is_reported_and_the_other_jobs_run(tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_cli("oe-train", "-m", "loss.lambda_oe=-1,0", "trainer.max_epochs=1", "logger=none",
                    f"hydra.sweep.dir={sweep}", tmp_path=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 1, proc.stderr[-2000:]  # the sweep ran on but reports the failure
     (error,) = sweep.rglob("error.txt")
     assert "lambda_oe:-1" in error.parent.name and "must be >= 0" in error.read_text()
     (results,) = results_files(sweep)
     assert "lambda_oe:0" in results.parent.name
+    summary = {e["job"]: e for e in json.loads((sweep / "sweep_summary.json").read_text())}
+    assert summary[results.parent.name]["status"] == "done"
+    assert summary[error.parent.name]["status"] == "failed"
+    assert "must be >= 0" in summary[error.parent.name]["error"]
+    assert "1 of 2 sweep jobs failed" in proc.stderr

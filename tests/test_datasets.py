@@ -11,7 +11,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from oe_lightning.data.large_oe import NpyImages, TinyImages
-from oe_lightning.data.samplers import OESampler
+from oe_lightning.data.samplers import ExactShardSampler, OESampler
 from oe_lightning.data.vision import CIFAR_MEAN, CIFAR_STD, cifar, image_folder, svhn
 from oe_lightning.errors import OEUserError
 from tests.formats import write_cifar10, write_cifar100, write_svhn, write_tiny_images
@@ -95,10 +95,35 @@ def test_oe_sampler_modes():
     assert [(b - a) % 100 for a, b in zip(offset, offset[1:], strict=False)] == [1] * 6
     huge = list(OESampler(79_302_017, 1000))
     assert len(huge) == 1000 and max(huge) < 79_302_017
-    sampler = OESampler(1000, 50)
-    assert list(sampler) != list(sampler)  # a fresh draw every epoch
+    sampler = OESampler(1000, 50, seed=0)
+    first = list(sampler)
+    assert list(sampler) == first  # the same epoch draws the same stream (every rank agrees)
+    sampler.set_epoch(1)
+    assert list(sampler) != first  # a fresh draw every epoch
     with pytest.raises(ValueError, match="shuffle' or 'offset'"):
         OESampler(10, 5, mode="random")
+
+
+@pytest.mark.parametrize("mode", ["shuffle", "offset"])
+def test_oe_sampler_shards_one_epoch_stream_disjointly_across_ranks(mode):
+    ranks = [OESampler(1000, 64, mode, seed=7, num_replicas=2, rank=r) for r in range(2)]
+    for s in ranks:
+        s.set_epoch(3)
+    shards = [list(s) for s in ranks]
+    assert [len(s) for s in shards] == [64, 64] and not set(shards[0]) & set(shards[1])
+    whole = OESampler(1000, 128, mode, seed=7)
+    whole.set_epoch(3)
+    assert sorted(shards[0] + shards[1]) == sorted(whole)  # together: the single-process draw
+
+
+def test_exact_shards_cover_every_index_once_without_padding():
+    from torch.utils.data import DistributedSampler
+
+    shards = [list(ExactShardSampler(11, num_replicas=3, rank=r)) for r in range(3)]
+    assert sorted(i for s in shards for i in s) == list(range(11))
+    assert [len(ExactShardSampler(11, 3, r)) for r in range(3)] == [4, 4, 3]
+    padded = [list(DistributedSampler(range(11), 3, r, shuffle=False)) for r in range(3)]
+    assert sum(map(len, padded)) == 12  # what torch's sampler would score: one image twice
 
 
 def test_npy_images_iterate_with_two_workers_without_materialising_the_array(tmp_path):

@@ -8,9 +8,9 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import CombinedLoader
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from oe_lightning.data.samplers import OESampler
+from oe_lightning.data.samplers import ExactShardSampler, OESampler, world
 from oe_lightning.errors import OEUserError
 
 DatasetFactory = Callable[..., Dataset]
@@ -27,6 +27,28 @@ class ImagesOnly(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.dataset[i][0]
+
+
+class _Prefix(Dataset):
+    """The first ``n`` items of a dataset."""
+
+    def __init__(self, dataset: Dataset, n: int):
+        self.dataset, self.n = dataset, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Any:
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self.dataset[i]
+
+
+def _base(dataset: Dataset) -> Dataset:
+    """The dataset under ImagesOnly/_Prefix/Subset wrappers."""
+    while isinstance(dataset, ImagesOnly | _Prefix | Subset):
+        dataset = dataset.dataset
+    return dataset
 
 
 def _source(dataset: Dataset) -> str:
@@ -46,7 +68,15 @@ class OEDataModule(pl.LightningDataModule):
     small OE set, ``"offset"`` reads on from a random start as the paper does for 80M Tiny
     Images; by default the OE dataset's ``preferred_sampling``, else shuffle. With ``oe=None``
     (the λ = 0 baseline) no OE data is built and batches are ``{"in": (x, y)}``.
+    Validation loaders are the held-out ID split and, when OE is used, ``len(val split)`` held-out
+    OE images (at most a tenth of the OE set, never drawn for training) as a validation OOD set,
+    so λ can be tuned on ``val/fpr95`` without looking at the OOD test sets.
     Test loaders are the ID test set first, then one loader per OOD set in ``ood`` order.
+
+    Under DDP the DataModule shards every loader itself: the ID training set by a
+    ``DistributedSampler``, OE by :class:`OESampler` (``oe_batch_size`` per rank and step, epoch
+    length still set by the ID shard), validation and test sets by :class:`ExactShardSampler`
+    (each sample scored exactly once across ranks; metrics gather the scores).
     """
 
     def __init__(self, train: DatasetFactory, test: DatasetFactory, num_classes: int,
@@ -74,7 +104,7 @@ class OEDataModule(pl.LightningDataModule):
         self.num_workers, self.pin_memory, self.drop_last = num_workers, pin_memory, drop_last
         self.oe_sampling = oe_sampling
         self.info = info  # descriptive keys from the config (name, image_shape, ...)
-        self.train_set = self.val_set = self.test_set = self.oe_set = None
+        self.train_set = self.val_set = self.test_set = self.oe_set = self.val_oe_set = None
         self.ood_sets: dict[str, Dataset] = {}
 
     @property
@@ -99,17 +129,27 @@ class OEDataModule(pl.LightningDataModule):
                 train_plain = self.factories["train"](transform=self.test_transform)
                 self.val_set = Subset(train_plain, sorted(perm[:n_val]))
             if self.oe_factory is not None:
-                self.oe_set = ImagesOnly(self.oe_factory(transform=self.train_transform))
-                if len(self.oe_set) == 0:
-                    raise OEUserError("The OE dataset is empty; check the oe= config and its root.")
+                self._setup_oe(n_val)
         if self.test_set is None and stage in (None, "test", "predict"):
             self.test_set = self.factories["test"](transform=self.test_transform)
             self.ood_sets = {name: make(transform=self.test_transform)
                              for name, make in self.ood_factories.items()}
             self._check_oe_not_in_tests()
 
+    def _setup_oe(self, n_val: int) -> None:
+        oe_aug = ImagesOnly(self.oe_factory(transform=self.train_transform))
+        if len(oe_aug) == 0:
+            raise OEUserError("The OE dataset is empty; check the oe= config and its root.")
+        n_val_oe = min(n_val, len(oe_aug) // 10)
+        n_train_oe = len(oe_aug) - n_val_oe
+        # the first n_train_oe images train (a range, never a list of 80M indices); the rest validate
+        self.oe_set = _Prefix(oe_aug, n_train_oe) if n_val_oe else oe_aug
+        if n_val_oe:
+            oe_plain = self.oe_factory(transform=self.test_transform)
+            self.val_oe_set = Subset(oe_plain, range(n_train_oe, len(oe_plain)))
+
     def _check_oe_not_in_tests(self) -> None:
-        oe_source = _source(self.oe_set.dataset) if self.oe_set is not None else ""
+        oe_source = _source(_base(self.oe_set)) if self.oe_set is not None else ""
         leaked = [n for n, d in self.ood_sets.items() if oe_source and _source(d) == oe_source]
         if leaked:
             raise OEUserError(
@@ -117,29 +157,42 @@ class OEDataModule(pl.LightningDataModule):
                 f"sets must be unseen in training. Pick another oe= or drop it from ood=."
             )
 
-    def _loader(self, dataset: Dataset, shuffle: bool = False, **kwargs: Any) -> DataLoader:
+    def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
         kwargs.setdefault("batch_size", self.batch_size)
-        return DataLoader(dataset, shuffle=shuffle, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory,
+        return DataLoader(dataset, num_workers=self.num_workers, pin_memory=self.pin_memory,
                           persistent_workers=self.num_workers > 0, **kwargs)
 
+    def _eval_loader(self, dataset: Dataset) -> DataLoader:
+        """In order; under DDP each rank gets its exact, unpadded shard."""
+        replicas, _ = world()
+        sampler = ExactShardSampler(len(dataset)) if replicas > 1 else None
+        return self._loader(dataset, sampler=sampler)
+
     def train_dataloader(self) -> CombinedLoader:
-        in_loader = self._loader(self.train_set, shuffle=True, drop_last=self.drop_last)
+        replicas, _ = world()
+        if replicas > 1:
+            sampler = DistributedSampler(self.train_set, shuffle=True, seed=torch.initial_seed(),
+                                         drop_last=self.drop_last)
+            in_loader = self._loader(self.train_set, sampler=sampler, drop_last=self.drop_last)
+        else:
+            in_loader = self._loader(self.train_set, shuffle=True, drop_last=self.drop_last)
         loaders = {"in": in_loader}
         if self.oe_set is not None:
             steps = len(in_loader)
-            mode = self.oe_sampling or getattr(self.oe_set.dataset, "preferred_sampling", "shuffle")
+            mode = self.oe_sampling or getattr(_base(self.oe_set), "preferred_sampling", "shuffle")
             sampler = OESampler(len(self.oe_set), steps * self.oe_batch_size, mode)
             loaders["oe"] = self._loader(self.oe_set, sampler=sampler,
                                          batch_size=self.oe_batch_size)
         # min_size: the epoch ends with the ID loader (both have `steps` batches by construction)
         return CombinedLoader(loaders, mode="min_size")
 
-    def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.val_set) if self.val_set is not None else []
+    def val_dataloader(self) -> list[DataLoader]:
+        """``[ID validation split, held-out OE]``; empty without a validation split."""
+        sets = [s for s in (self.val_set, self.val_oe_set) if s is not None]
+        return [self._eval_loader(s) for s in sets] if self.val_set is not None else []
 
     def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self.test_set)] + [self._loader(d) for d in self.ood_sets.values()]
+        return [self._eval_loader(d) for d in (self.test_set, *self.ood_sets.values())]
 
     def test_set_sizes(self) -> dict[str, int]:
         return {"in": len(self.test_set), **{n: len(d) for n, d in self.ood_sets.items()}}

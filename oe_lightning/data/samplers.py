@@ -1,41 +1,96 @@
-"""Drawing a fixed number of OE samples per epoch from an OE set of any size."""
+"""Samplers: a fixed number of OE samples per epoch, and exact (unpadded) sharding across ranks.
+
+Both are :class:`~torch.utils.data.DistributedSampler` subclasses that shard by themselves, so
+Lightning's ``use_distributed_sampler`` leaves them as they are (it only replaces samplers that are
+not distributed samplers; wrapping :class:`OESampler` would re-shuffle its stream and lose the
+per-epoch draw shared by all ranks).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import Sampler
+import torch.distributed as dist
+from torch.utils.data import DistributedSampler
 
 FULL_PERMUTATION_MAX = 1 << 24  # above this a per-epoch permutation would cost > 128 MB
 
 
-class OESampler(Sampler[int]):
-    """``num_samples`` indices into a dataset of ``size``, drawn afresh every epoch.
+def world() -> tuple[int, int]:
+    """``(num_replicas, rank)`` of the default process group, ``(1, 0)`` without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+class _SelfShardingSampler(DistributedSampler):
+    """Holds the attributes of a DistributedSampler without its (padding) index logic."""
+
+    def __init__(self, num_replicas: int | None, rank: int | None, seed: int | None):
+        default_replicas, default_rank = world()
+        self.num_replicas = default_replicas if num_replicas is None else num_replicas
+        self.rank = default_rank if rank is None else rank
+        if not 0 <= self.rank < self.num_replicas:
+            raise ValueError(f"rank {self.rank} is not in [0, {self.num_replicas}).")
+        self.seed = int(torch.initial_seed() if seed is None else seed) % (1 << 63)
+        self.epoch = 0
+        self.shuffle = False
+        self.drop_last = False
+
+
+class OESampler(_SelfShardingSampler):
+    """``num_samples`` indices per rank into a dataset of ``size``, drawn afresh every epoch.
 
     ``mode="shuffle"``: random permutations, concatenated when the set is smaller than an epoch
     needs (so every image is used before any repeats). Above 2^24 images indices are drawn
     uniformly with replacement instead of from a permutation of the whole set.
     ``mode="offset"``: a random start, then consecutive indices (modulo ``size``), as the paper's
     80M Tiny Images loader does.
-    Randomness comes from torch's global generator, so ``seed_everything`` fixes it.
+
+    Every rank draws the same epoch stream of ``num_samples * num_replicas`` indices from
+    ``(seed, epoch)`` and keeps every ``num_replicas``-th, so ranks see disjoint samples. Lightning
+    calls :meth:`set_epoch` before each epoch; ``seed`` defaults to ``torch.initial_seed()``
+    (the ``seed_everything`` seed, the same on every rank).
     """
 
-    def __init__(self, size: int, num_samples: int, mode: str = "shuffle"):
+    def __init__(self, size: int, num_samples: int, mode: str = "shuffle", seed: int | None = None,
+                 num_replicas: int | None = None, rank: int | None = None):
         if mode not in ("shuffle", "offset"):
             raise ValueError(f"OE sampling mode must be 'shuffle' or 'offset', got {mode!r}.")
+        super().__init__(num_replicas, rank, seed)
         self.size, self.num_samples, self.mode = size, num_samples, mode
 
     def __len__(self) -> int:
         return self.num_samples
 
     def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        total = self.num_samples * self.num_replicas
         if self.mode == "offset":
-            start = int(torch.randint(self.size, ()))
-            indices = (torch.arange(self.num_samples) + start) % self.size
+            start = int(torch.randint(self.size, (), generator=g))
+            indices = (torch.arange(total) + start) % self.size
         elif self.size > FULL_PERMUTATION_MAX:
-            indices = torch.randint(self.size, (self.num_samples,))
+            indices = torch.randint(self.size, (total,), generator=g)
         else:
-            rounds = -(-self.num_samples // self.size)
-            indices = torch.cat([torch.randperm(self.size) for _ in range(rounds)])[: self.num_samples]
-        return iter(indices.tolist())
+            rounds = -(-total // self.size)
+            indices = torch.cat([torch.randperm(self.size, generator=g) for _ in range(rounds)])[:total]
+        return iter(indices[self.rank::self.num_replicas].tolist())
+
+
+class ExactShardSampler(_SelfShardingSampler):
+    """Every index of a dataset exactly once across ranks, in order: rank r gets r, r + R, ...
+
+    Unlike ``DistributedSampler`` it never pads a shard with repeated samples (which would count
+    some test images twice and bias AUROC/FPR); shards differ in length by at most one.
+    """
+
+    def __init__(self, size: int, num_replicas: int | None = None, rank: int | None = None):
+        super().__init__(num_replicas, rank, seed=0)
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.size, self.num_replicas))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.size, self.num_replicas))

@@ -1,0 +1,89 @@
+"""The end of a Hydra multirun: which jobs finished, which failed and why, in one table.
+
+:class:`SweepSummary` is a Hydra callback (``hydra.callbacks`` in ``conf/hydra/default.yaml``). It
+runs in the process that launched the sweep, whatever the launcher (basic, joblib, submitit), and
+reads each job directory: a complete ``results.json`` is a finished job, ``error.txt`` (written by
+a job that stopped on bad input) or no results at all is a failed one. Failed jobs never stop the
+others; the summary lists them and the sweep then exits with code 1, so scripts notice.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from oe_lightning.results import RESULTS_FILE, is_complete
+
+SUMMARY_FILE = "sweep_summary.json"
+EXIT_FAILED_JOBS = 1
+
+
+def job_status(job_dir: Path) -> dict[str, Any]:
+    """``{"job", "status": done|failed, "mean_fpr95", "error"}`` of one sweep job directory."""
+    entry: dict[str, Any] = {"job": job_dir.name, "status": "failed", "mean_fpr95": None, "error": None}
+    results_path = job_dir / RESULTS_FILE
+    if results_path.is_file():
+        try:
+            results = json.loads(results_path.read_text())
+        except ValueError:
+            results = {}
+        if is_complete(results):
+            entry.update(status="done", mean_fpr95=results["mean"].get("fpr95"))
+            return entry
+    error = job_dir / "error.txt"
+    entry["error"] = (" ".join(error.read_text().split()) if error.is_file()
+                      else "no results.json: the job crashed or was stopped; see its .log file")
+    return entry
+
+
+def sweep_jobs(sweep_dir: Path) -> list[Path]:
+    """Job directories of a sweep: those holding a Hydra config or a result of ours."""
+    markers = (".hydra", RESULTS_FILE, "error.txt")
+    return sorted(p for p in Path(sweep_dir).iterdir()
+                  if p.is_dir() and any((p / m).exists() for m in markers))
+
+
+def summarize(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Status of every job of a sweep, written to ``SWEEP_DIR/sweep_summary.json``."""
+    entries = [job_status(d) for d in sweep_jobs(sweep_dir)]
+    (Path(sweep_dir) / SUMMARY_FILE).write_text(json.dumps(entries, indent=2) + "\n")
+    return entries
+
+
+def summary_table(entries: list[dict[str, Any]], sweep_dir: Path) -> Table:
+    done = sum(e["status"] == "done" for e in entries)
+    table = Table(title=f"sweep {sweep_dir}: {done}/{len(entries)} jobs done")
+    for name in ("job", "status", "mean FPR95 %", "error"):
+        table.add_column(name, overflow="fold")
+    for e in entries:
+        fpr = "" if e["mean_fpr95"] is None else f"{100 * e['mean_fpr95']:.2f}"
+        table.add_row(e["job"], e["status"], fpr, e["error"] or "",
+                      style=None if e["status"] == "done" else "red")
+    return table
+
+
+class SweepSummary(Callback):
+    """Print the sweep's job table at the end of a multirun; exit 1 if any job failed."""
+
+    def __init__(self, fail_on_error: bool = True):
+        self.fail_on_error = fail_on_error
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        entries = summarize(sweep_dir)
+        Console(width=120, stderr=True).print(summary_table(entries, sweep_dir))
+        failed = [e["job"] for e in entries if e["status"] != "done"]
+        if failed and self.fail_on_error:
+            print(f"\n{len(failed)} of {len(entries)} sweep jobs failed: {', '.join(failed)}. The others "
+                  f"finished; fix the cause and re-run the same command with hydra.sweep.dir={sweep_dir} "
+                  f"to run only the failed jobs.", file=sys.stderr)
+            sys.exit(EXIT_FAILED_JOBS)
