@@ -125,7 +125,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             kept = (f"The last good checkpoint is {last}." if last
                     else "No epoch finished, so no checkpoint was written.")
             raise NonFiniteLossError(f"{err} {kept}") from err
-        extra = {"val": validation_metrics(trainer), "run": run_info(trainer)}
+        extra = {"val": validation_metrics(trainer), "run": run_info(trainer, datamodule)}
         return test_and_write(trainer, module, datamodule, cfg, started, last_checkpoint(trainer),
                               **extra)
 
@@ -136,14 +136,11 @@ def validation_metrics(trainer: pl.Trainer) -> dict[str, float]:
             if k.startswith("val/")}
 
 
-def run_info(trainer: pl.Trainer) -> dict[str, Any]:
+def run_info(trainer: pl.Trainer, datamodule: OEDataModule) -> dict[str, Any]:
     """How the run was spread: processes, and the samples each rank drew per epoch (sharding)."""
-    loader = trainer.fit_loop._combined_loader
-    names = ("in", "oe")
-    per_rank = {name: len(dl.sampler) for name, dl in zip(names, loader.flattened, strict=False)} \
-        if loader is not None else {}
     return {"world_size": trainer.world_size, "num_nodes": trainer.num_nodes,
-            "train_samples_per_rank": per_rank, "global_step": trainer.global_step}
+            "train_samples_per_rank": datamodule.train_samples_per_rank,
+            "global_step": trainer.global_step}
 
 
 def test_and_write(trainer: pl.Trainer, module: OutlierExposureModule, datamodule: OEDataModule,

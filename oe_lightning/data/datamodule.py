@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,6 +28,14 @@ class ImagesOnly(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.dataset[i][0]
+
+
+def worker_context(num_workers: int) -> str | None:
+    """The start method for DataLoader workers: the platform's own inside a joblib (loky) sweep
+    worker, whose default "loky" method cannot start them; else None (torch's default)."""
+    if num_workers > 0 and mp.get_start_method(allow_none=True) == "loky":
+        return mp.get_all_start_methods()[0]
+    return None
 
 
 class _Prefix(Dataset):
@@ -106,6 +115,7 @@ class OEDataModule(pl.LightningDataModule):
         self.info = info  # descriptive keys from the config (name, image_shape, ...)
         self.train_set = self.val_set = self.test_set = self.oe_set = self.val_oe_set = None
         self.ood_sets: dict[str, Dataset] = {}
+        self.train_samples_per_rank: dict[str, int] = {}  # what each process draws per epoch
 
     @property
     def ood_names(self) -> list[str]:
@@ -160,7 +170,8 @@ class OEDataModule(pl.LightningDataModule):
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
         kwargs.setdefault("batch_size", self.batch_size)
         return DataLoader(dataset, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0, **kwargs)
+                          persistent_workers=self.num_workers > 0,
+                          multiprocessing_context=worker_context(self.num_workers), **kwargs)
 
     def _eval_loader(self, dataset: Dataset) -> DataLoader:
         """In order; under DDP each rank gets its exact, unpadded shard."""
@@ -183,6 +194,7 @@ class OEDataModule(pl.LightningDataModule):
             sampler = OESampler(len(self.oe_set), steps * self.oe_batch_size, mode)
             loaders["oe"] = self._loader(self.oe_set, sampler=sampler,
                                          batch_size=self.oe_batch_size)
+        self.train_samples_per_rank = {name: len(dl.sampler) for name, dl in loaders.items()}
         # min_size: the epoch ends with the ID loader (both have `steps` batches by construction)
         return CombinedLoader(loaders, mode="min_size")
 

@@ -1,0 +1,363 @@
+"""``oe-table SWEEP_DIR``: many runs' ``results.json`` -> the paper's tables, a CSV and a λ plot.
+
+Runs are grouped by their key config (``results.json`` → ``config``) minus the seed: runs that
+differ only in seed are one group, reported as mean ± sample std over seeds. λ = 0 runs are the
+baseline of their dataset (their OE loss is irrelevant; repeated runs of one seed count once).
+Output:
+
+- an overview with one row per group (dataset, method, loss, λ, seeds, mean FPR95/AUROC/AUPR,
+  ID accuracy);
+- for every OE group with a baseline on the same data: rows = OOD sets + mean, columns = FPR95,
+  AUROC, AUPR for baseline and OE and, where the paper published them (MSP score, the paper's
+  loss), its numbers and our difference to them;
+- Markdown, LaTeX and a tidy CSV, and ``fpr95_vs_lambda.png`` when λ took several values.
+
+AUPR is AUPR-Out (OOD positive), the paper's AUPR. Values are percentages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import statistics
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from oe_lightning.paper_results import MEANS, PER_SET
+from oe_lightning.results import RESULTS_FILE, is_complete
+
+METRICS = ("fpr95", "auroc", "aupr_out")
+LABELS = {"fpr95": "FPR95 ↓", "auroc": "AUROC ↑", "aupr_out": "AUPR ↑"}
+PAPER_LOSS, PAPER_SCORE = "UniformCrossEntropy", "MaxSoftmax"
+IGNORED_KEYS = ("seed", "pretrained")
+
+
+@dataclass
+class Group:
+    """Runs that differ only in seed."""
+
+    config: dict[str, Any]
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    distinguish: tuple[str, ...] = ()  # config keys shown in the label (they vary between groups)
+
+    @property
+    def data(self) -> str:
+        return str(self.config.get("data"))
+
+    @property
+    def lambda_oe(self) -> float:
+        return float(self.config.get("lambda_oe") or 0.0)
+
+    @property
+    def method(self) -> str:
+        """``baseline``, ``oe_tune`` (fine-tuned from a checkpoint) or ``oe_scratch``."""
+        if self.lambda_oe == 0:
+            return "baseline"
+        return "oe_tune" if self.config.get("tuned") else "oe_scratch"
+
+    @property
+    def label(self) -> str:
+        if self.method == "baseline":
+            text = "baseline"
+        else:
+            how = "tune" if self.method == "oe_tune" else "scratch"
+            text = f"{self.config.get('loss')} λ={self.lambda_oe:g} ({how})"
+        extra = [f"{k}={_short(self.config.get(k))}" for k in self.distinguish]
+        return text + (f" [{', '.join(extra)}]" if extra else "")
+
+    @property
+    def seeds(self) -> list[Any]:
+        return [r["config"].get("seed") for r in self.runs]
+
+    def ood_sets(self) -> list[str]:
+        names: list[str] = []
+        for run in self.runs:
+            names += [n for n in run["ood"] if n not in names]
+        return names
+
+    def stat(self, ood_set: str | None, metric: str) -> tuple[float, float] | None:
+        """Mean and sample std (0 for one seed) over seeds, in %; ``ood_set=None``: the mean row."""
+        values = [100 * (r["mean"] if ood_set is None else r["ood"].get(ood_set, {})).get(metric, math.nan)
+                  for r in self.runs]
+        values = [v for v in values if not math.isnan(v)]
+        if not values:
+            return None
+        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+    def id_accuracy(self) -> tuple[float, float]:
+        values = [100 * r["id_accuracy"] for r in self.runs]
+        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _short(value: Any) -> str:
+    """``oe_lightning.models.SmallCNN`` -> ``SmallCNN``; other values as they are."""
+    text = str(value)
+    return text.rsplit(".", 1)[-1] if "." in text and not text.replace(".", "").isdigit() else text
+
+
+def collect_runs(root: str | Path) -> tuple[list[dict[str, Any]], list[Path]]:
+    """Complete ``results.json`` files under ``root`` (any depth) and the incomplete ones' paths."""
+    complete, incomplete = [], []
+    for path in sorted(Path(root).rglob(RESULTS_FILE)):
+        try:
+            results = json.loads(path.read_text())
+        except ValueError:
+            incomplete.append(path)
+            continue
+        if is_complete(results):
+            results["_path"] = str(path)
+            complete.append(results)
+        else:
+            incomplete.append(path)
+    return complete, incomplete
+
+
+def group_key(config: dict[str, Any]) -> dict[str, Any]:
+    key = {k: v for k, v in config.items() if k not in IGNORED_KEYS}
+    key["tuned"] = bool(config.get("pretrained"))
+    if not config.get("lambda_oe"):  # a baseline: no OE term, so its OE loss does not matter
+        key["loss"] = None
+        key["lambda_oe"] = 0.0
+    return key
+
+
+def group_runs(runs: Iterable[dict[str, Any]]) -> list[Group]:
+    """Groups in first-seen order; a seed seen twice in a group counts once (the first run)."""
+    groups: dict[str, Group] = {}
+    for run in runs:
+        key = group_key(run.get("config", {}))
+        group = groups.setdefault(json.dumps(key, sort_keys=True, default=str), Group(key))
+        if run["config"].get("seed") not in group.seeds:
+            group.runs.append(run)
+    for g in groups.values():  # label each group by the keys that vary among its dataset's groups
+        peers = [p for p in groups.values() if p.data == g.data]
+        g.distinguish = tuple(k for k in sorted({k for p in peers for k in p.config})
+                              if k not in ("data", "loss", "lambda_oe", "tuned")
+                              and len({json.dumps(p.config.get(k), default=str) for p in peers}) > 1)
+    return sorted(groups.values(), key=lambda g: (g.data, g.lambda_oe != 0, str(g.config.get("loss")),
+                                                  g.lambda_oe, g.method, g.label))
+
+
+def baseline_for(group: Group, groups: Sequence[Group]) -> Group | None:
+    """The baseline on the same data whose config agrees most with ``group``'s (model and score
+    first, then every other key)."""
+    candidates = [g for g in groups if g.method == "baseline" and g.data == group.data]
+    if not candidates:
+        return None
+
+    def agreement(g: Group) -> tuple[int, int]:
+        same = [k for k in group.config if g.config.get(k) == group.config.get(k)]
+        return sum(k in ("model", "score") for k in same), len(same)
+
+    return max(candidates, key=agreement)
+
+
+def paper_numbers(group: Group, ood_set: str | None, metric: str) -> float | None:
+    """The paper's value for this group's dataset and method (MSP, the paper's loss only)."""
+    if group.config.get("score") != PAPER_SCORE:
+        return None
+    if group.method != "baseline" and group.config.get("loss") != PAPER_LOSS:
+        return None
+    if ood_set is None:
+        return MEANS.get(group.data, {}).get(group.method, {}).get(metric)
+    return PER_SET.get(group.data, {}).get(group.method, {}).get(ood_set, {}).get(metric)
+
+
+# ---- the comparison table ------------------------------------------------------------------
+def fmt(stat: tuple[float, float] | float | None, seeds: int = 1) -> str:
+    if stat is None:
+        return ""
+    if isinstance(stat, tuple):
+        mean, std = stat
+        return f"{mean:.2f} ± {std:.2f}" if seeds > 1 else f"{mean:.2f}"
+    return f"{stat:.2f}"
+
+
+def comparison(baseline: Group, oe: Group) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (OOD sets, then mean) of baseline vs OE, with the paper's numbers if any."""
+    rows_sets: list[str | None] = [*[s for s in oe.ood_sets()], None]
+    with_paper = any(paper_numbers(g, s, m) is not None for g in (baseline, oe)
+                     for s in rows_sets for m in METRICS)
+    header = ["OOD set"]
+    for m in METRICS:
+        header += [f"{LABELS[m]} base", f"{LABELS[m]} OE"]
+        if with_paper:
+            header += [f"{LABELS[m]} paper base", f"{LABELS[m]} paper OE", f"{LABELS[m]} Δ OE"]
+    rows = []
+    for s in rows_sets:
+        row = [s or "mean"]
+        for m in METRICS:
+            ours_base, ours_oe = baseline.stat(s, m), oe.stat(s, m)
+            row += [fmt(ours_base, len(baseline.runs)), fmt(ours_oe, len(oe.runs))]
+            if with_paper:
+                p_base, p_oe = paper_numbers(baseline, s, m), paper_numbers(oe, s, m)
+                delta = ours_oe[0] - p_oe if ours_oe is not None and p_oe is not None else None
+                row += [fmt(p_base), fmt(p_oe), "" if delta is None else f"{delta:+.2f}"]
+        rows.append(row)
+    return header, rows
+
+
+def overview(groups: Sequence[Group]) -> tuple[list[str], list[list[str]]]:
+    header = ["data", "method", "seeds", *[f"mean {LABELS[m]}" for m in METRICS], "ID acc ↑"]
+    rows = [[g.data, g.label, str(len(g.runs)), *[fmt(g.stat(None, m), len(g.runs)) for m in METRICS],
+             fmt(g.id_accuracy(), len(g.runs))] for g in groups]
+    return header, rows
+
+
+def comparisons(groups: Sequence[Group]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """``(title, header, rows)`` for every OE group that has a baseline."""
+    out = []
+    for g in groups:
+        base = baseline_for(g, groups) if g.method != "baseline" else None
+        if base is not None:
+            seeds = f"{len(g.runs)} seed{'s' if len(g.runs) > 1 else ''}"
+            out.append((f"{g.data}: baseline vs {g.label}, {seeds}", *comparison(base, g)))
+    return out
+
+
+# ---- renderers -----------------------------------------------------------------------------
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+
+def latex_escape(text: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"),
+                 ("±", r"$\pm$"), ("λ", r"$\lambda$"), ("Δ", r"$\Delta$"), ("↓", r"$\downarrow$"),
+                 ("↑", r"$\uparrow$")):
+        text = text.replace(a, b)
+    return text
+
+
+def latex_table(title: str, header: list[str], rows: list[list[str]]) -> str:
+    cols = "l" + "r" * (len(header) - 1)
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{latex_escape(title)}}}",
+             rf"\begin{{tabular}}{{{cols}}}", r"\toprule", " & ".join(latex_escape(h) for h in header) + r" \\",
+             r"\midrule"]
+    for i, row in enumerate(rows):
+        if i == len(rows) - 1 and row[0] == "mean":
+            lines.append(r"\midrule")
+        lines.append(" & ".join(latex_escape(c) for c in row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(groups: Sequence[Group]) -> str:
+    parts = ["## Runs (values in %, mean ± std over seeds)\n", markdown_table(*overview(groups))]
+    for title, header, rows in comparisons(groups):
+        parts += [f"\n## {title}\n", markdown_table(header, rows)]
+    return "\n".join(parts)
+
+
+def render_latex(groups: Sequence[Group]) -> str:
+    parts = [latex_table("Runs (values in %, mean $\\pm$ std over seeds)", *overview(groups))]
+    parts += [latex_table(title, header, rows) for title, header, rows in comparisons(groups)]
+    return "\n".join(parts)
+
+
+def render_csv(groups: Sequence[Group]) -> str:
+    """Tidy rows: one per group, OOD set (``mean`` last) and metric."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["data", "method", "loss", "lambda_oe", "score", "seeds", "ood_set", "metric",
+                     "mean", "std", "paper", "delta_vs_paper"])
+    for g in groups:
+        for s in [*g.ood_sets(), None]:
+            for m in METRICS:
+                stat, paper = g.stat(s, m), paper_numbers(g, s, m)
+                if stat is None:
+                    continue
+                delta = "" if paper is None else f"{stat[0] - paper:.4f}"
+                writer.writerow([g.data, g.method, g.config.get("loss") or "", g.lambda_oe,
+                                 g.config.get("score"), len(g.runs), s or "mean", m, f"{stat[0]:.4f}",
+                                 f"{stat[1]:.4f}", "" if paper is None else paper, delta])
+    return out.getvalue()
+
+
+def plot_lambda(groups: Sequence[Group], path: Path) -> Path | None:
+    """Mean FPR95 against λ, one line per dataset and loss (the baseline as λ = 0); None if λ
+    took fewer than two values anywhere."""
+    series: dict[str, list[tuple[float, float, float]]] = {}
+    for g in groups:
+        if g.method == "baseline":
+            continue
+        name = f"{g.data} · " + g.label.replace(f" λ={g.lambda_oe:g}", "")
+        base = baseline_for(g, groups)
+        points = series.setdefault(name, [])
+        if base is not None and not any(p[0] == 0 for p in points):
+            points.append((0.0, *base.stat(None, "fpr95")))
+        points.append((g.lambda_oe, *g.stat(None, "fpr95")))
+    series = {k: sorted(v) for k, v in series.items() if len({p[0] for p in v}) > 1}
+    if not series:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    for name, points in series.items():
+        lam, mean, std = zip(*points, strict=True)
+        ax.errorbar(lam, mean, yerr=std, marker="o", capsize=3, label=name)
+    ax.set_xlabel("λ (weight of the OE term)")
+    ax.set_ylabel("mean FPR95 over OOD sets (%) ↓")
+    ax.set_title("FPR95 against λ (error bars: std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.17), frameon=False)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="oe-table", description="Collect results.json files under SWEEP_DIR into paper-style tables.")
+    parser.add_argument("sweep_dir", type=Path, help="a sweep (or any) directory holding results.json files")
+    parser.add_argument("--format", choices=("md", "latex", "csv"), default="md",
+                        help="what to print (default: md)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="also write table.md, table.tex, table.csv and fpr95_vs_lambda.png here "
+                             "(default: SWEEP_DIR)")
+    parser.add_argument("--no-files", action="store_true", help="print only, write nothing")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``oe-table``."""
+    args = build_parser().parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        print(f"Error: oe-table got {str(args.sweep_dir)!r}, which is not a directory. Pass the sweep "
+              f"directory of an oe-train -m run (outputs/train/multirun/<time>) or any folder "
+              f"holding results.json files.", file=sys.stderr)
+        return 2
+    runs, incomplete = collect_runs(args.sweep_dir)
+    if not runs:
+        print(f"Error: no complete results.json under {args.sweep_dir} ({len(incomplete)} incomplete). "
+              f"Run oe-train there first, or point oe-table at the directory that holds the runs.",
+              file=sys.stderr)
+        return 2
+    groups = group_runs(runs)
+    rendered = {"md": render_markdown(groups), "latex": render_latex(groups), "csv": render_csv(groups)}
+    print(rendered[args.format])
+    if incomplete:
+        print(f"({len(incomplete)} incomplete results.json skipped)", file=sys.stderr)
+    if not args.no_files:
+        out = args.out or args.sweep_dir
+        out.mkdir(parents=True, exist_ok=True)
+        for fmt_name, suffix in (("md", "md"), ("latex", "tex"), ("csv", "csv")):
+            (out / f"table.{suffix}").write_text(rendered[fmt_name])
+        plot = plot_lambda(groups, out / "fpr95_vs_lambda.png")
+        print(f"wrote {out}/table.md, table.tex, table.csv" + (f", {plot.name}" if plot else ""),
+              file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
