@@ -219,6 +219,8 @@ class OODMetrics(Metric):
         scores, is_ood = dim_zero_cat(self.scores), dim_zero_cat(self.is_ood).to(torch.bool)
         s_in, s_out = scores[~is_ood], scores[is_ood]
         if self.protocol == "paper":
+            # subsets drawn from the sorted scores: the same draw however ranks interleaved them
+            s_out = s_out.sort().values
             num_out = min(max(s_in.numel() // 5, 1), s_out.numel())
             return subsampled_ood_metrics(s_in, s_out, num_out, self.num_to_avg, self.seed,
                                           self.recall, self.fpr_rule)

@@ -13,6 +13,8 @@
 # re-running the script skips finished jobs and resumes interrupted ones from last.ckpt.
 # Extra arguments are passed to every oe-train call.
 set -euo pipefail
+# DRY_RUN=1 prints the commands instead of running them
+run() { if [[ -n "${DRY_RUN:-}" ]]; then printf '%q ' "$@"; echo; else "$@"; fi; }
 
 DATA=${1:?usage: scripts/reproduce_paper.sh cifar10|cifar100|svhn|tiny_imagenet [oe-train overrides...]}
 shift
@@ -25,7 +27,7 @@ if [[ -n "${LAUNCHER:-}" ]]; then LAUNCH=("hydra/launcher=${LAUNCHER}"); fi
 sweep() {  # sweep STEP EXPERIMENT [overrides...]
   local step=$1 experiment=$2
   shift 2
-  oe-train -m "experiment=paper/${experiment}" "seed=${SEEDS}" "trainer=${TRAINER}" "${LAUNCH[@]}" \
+  run oe-train -m "experiment=paper/${experiment}" "seed=${SEEDS}" "trainer=${TRAINER}" "${LAUNCH[@]}" \
     "hydra.sweep.dir=${ROOT}/${step}" 'hydra.sweep.subdir=seed_${seed}' "$@"
 }
 
@@ -37,4 +39,4 @@ sweep oe_tune "${DATA}_oe_tune" "module.pretrained=${ROOT}/baseline/seed_\${seed
 if [[ -n "${SCRATCH:-}" ]]; then sweep oe_scratch "${DATA}_oe_scratch" "$@"; fi
 
 # 4. the table: ours vs the paper, Markdown on screen; table.{md,tex,csv} in ROOT
-oe-table "${ROOT}"
+run oe-table "${ROOT}"

@@ -8,11 +8,13 @@
 #
 # Parallel jobs on one machine: add hydra/launcher=local_parallel; SLURM: hydra/launcher=slurm_1gpu.
 set -euo pipefail
+# DRY_RUN=1 prints the commands instead of running them
+run() { if [[ -n "${DRY_RUN:-}" ]]; then printf '%q ' "$@"; echo; else "$@"; fi; }
 
 LAMBDAS=${LAMBDAS:-0,0.1,0.5,1.0}
 LOSSES=${LOSSES:-uniform_ce,energy}
 SEEDS=${SEEDS:-0}
 DIR=${SWEEP_DIR:-${OE_OUTPUT_DIR:-outputs}/sweeps/lambda}
 
-oe-train -m "loss=${LOSSES}" "loss.lambda_oe=${LAMBDAS}" "seed=${SEEDS}" "hydra.sweep.dir=${DIR}" "$@"
-oe-table "${DIR}"   # table.md/.tex/.csv and fpr95_vs_lambda.png in DIR
+run oe-train -m "loss=${LOSSES}" "loss.lambda_oe=${LAMBDAS}" "seed=${SEEDS}" "hydra.sweep.dir=${DIR}" "$@"
+run oe-table "${DIR}"   # table.md/.tex/.csv and fpr95_vs_lambda.png in DIR

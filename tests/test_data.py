@@ -36,10 +36,24 @@ def test_epoch_is_one_pass_over_the_id_loader_with_oe_batches_each_step(n_oe):
     seen_in = torch.cat([b["in"][0][:, 0, 0, 0] for b, _, _ in batches])
     assert sorted(seen_in.tolist()) == sorted(set(seen_in.tolist())) and len(seen_in) == 90
     seen_oe = torch.cat([b["oe"][:, 0, 0, 0] for b, _, _ in batches])
-    if n_oe == 50:  # 180 draws cycle through all 50 OE images
-        assert set(seen_oe.long().tolist()) == set(range(50))
-    else:  # no OE image repeats within an epoch
-        assert len(set(seen_oe.tolist())) == len(seen_oe)
+    if n_oe == 50:  # 180 draws cycle through the 45 OE training images (5 are held out)
+        assert set(seen_oe.long().tolist()) == set(range(45))
+    else:  # no OE image repeats within an epoch, and none of the 10 held-out ones is drawn
+        assert len(set(seen_oe.tolist())) == len(seen_oe) and seen_oe.max() < n_oe - 10
+
+
+@pytest.mark.parametrize("n_oe,held_out", [(50, 5), (5000, 10)])
+def test_validation_holds_out_oe_images_as_an_ood_set(n_oe, held_out):
+    dm = make_dm(n_oe=n_oe)
+    dm.setup("fit")
+    val_id, val_oe = dm.val_dataloader()
+    assert len(val_id.dataset) == 10  # held out: len(val split), at most a tenth of the OE set
+    oe_images = torch.cat([x[:, 0, 0, 0] for x, _ in val_oe])
+    assert oe_images.long().tolist() == list(range(n_oe - held_out, n_oe))
+    assert len(dm.oe_set) == n_oe - held_out
+    no_val = make_dm(n_oe=n_oe, val_fraction=0.0)
+    no_val.setup("fit")
+    assert no_val.val_dataloader() == [] and len(no_val.oe_set) == n_oe  # nothing held out
 
 
 def test_oe_draw_is_fresh_every_epoch():
@@ -47,6 +61,8 @@ def test_oe_draw_is_fresh_every_epoch():
     dm.setup("fit")
     loader = dm.train_dataloader()
     first = torch.cat([b["oe"][:, 0, 0, 0] for b, _, _ in loader])
+    oe_sampler = loader.flattened[1].sampler
+    oe_sampler.set_epoch(1)  # as Lightning does before every epoch
     second = torch.cat([b["oe"][:, 0, 0, 0] for b, _, _ in loader])
     assert first.shape == second.shape == (9 * 16,)
     assert not torch.equal(first, second)

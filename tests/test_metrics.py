@@ -132,3 +132,32 @@ def test_rms_calibration_error():
     correct = torch.tensor([1.0, 1.0, 1.0, 1.0])
     assert rms_calibration_error(conf, correct, bin_size=2) == pytest.approx(((0.16 + 0.01) / 2) ** 0.5)
     assert rms_calibration_error(torch.ones(10), torch.ones(10)) == 0.0
+
+
+def test_downsampled_roc_stays_on_the_exact_curve_and_histograms_count_every_score():
+    from sklearn.metrics import roc_curve as sk_roc
+
+    from oe_lightning.metrics import roc_curve, score_histograms
+
+    g = torch.Generator().manual_seed(0)
+    s_in, s_out = torch.randn(3000, generator=g), torch.randn(2000, generator=g) + 1.0
+    curve = roc_curve(s_in, s_out, max_points=101)
+    assert len(curve["fpr"]) <= 101 and curve["fpr"][0] == 0 and curve["tpr"][-1] == 1.0
+    fpr, tpr, _ = sk_roc(np.r_[np.zeros(3000), np.ones(2000)], torch.cat([s_in, s_out]).numpy(),
+                         drop_intermediate=False)
+    exact = set(zip(np.round(fpr, 12), np.round(tpr, 12), strict=True))
+    assert all((round(f, 12), round(t, 12)) in exact for f, t in zip(curve["fpr"], curve["tpr"], strict=True))
+    area = np.trapezoid(curve["tpr"], curve["fpr"])
+    assert area == pytest.approx(roc_auc_score(np.r_[np.zeros(3000), np.ones(2000)],
+                                               torch.cat([s_in, s_out]).numpy()), abs=0.01)
+    hist = score_histograms(s_in, s_out, bins=20)
+    assert len(hist["edges"]) == 21 and sum(hist["in"]) == 3000 and sum(hist["out"]) == 2000
+
+
+def test_metric_curves_use_all_scores_passed_to_update():
+    m = OODMetrics()
+    m.update(torch.tensor([0.1, 0.2, 0.3]), False)
+    m.update(torch.tensor([0.9, 0.8]), True)
+    curves = m.curves()
+    assert curves["roc"]["tpr"][-1] == 1.0 and sum(curves["histogram"]["out"]) == 2
+    assert m.compute()["auroc"] == 1.0

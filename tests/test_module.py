@@ -132,3 +132,27 @@ def test_checkpoint_with_other_class_count_or_missing_file_is_explained(tmp_path
     with pytest.raises(OEUserError, match="does not exist"):
         OutlierExposureModule(SmallCNN(num_classes=10), num_classes=10,
                               pretrained=str(tmp_path / "nope.ckpt"))
+
+
+def test_validation_reports_ood_metrics_against_held_out_oe_images(tmp_path):
+    shape = (1, 8, 8)
+    dm = OEDataModule(
+        train=functools.partial(_random_images, 60, 3, shape, 0),
+        test=functools.partial(_random_images, 12, 3, shape, 1), num_classes=3,
+        oe=functools.partial(_random_images, 200, 0, shape, 3), batch_size=10, val_fraction=0.2)
+    module = OutlierExposureModule(SmallCNN(in_channels=1, num_classes=3), num_classes=3,
+                                   optimizer=functools.partial(torch.optim.SGD, lr=0.01))
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.fit(module, dm)
+    metrics = trainer.callback_metrics
+    assert {"val/acc", "val/loss", "val/fpr95", "val/auroc"} <= set(metrics)
+    # recompute: 12 ID validation images vs the 12 held-out OE images, MSP score
+    from oe_lightning.metrics import ood_metrics
+
+    module.eval()
+    with torch.no_grad():
+        x_in = torch.cat([x for x, _ in dm.val_dataloader()[0]])
+        x_oe = torch.cat([x for x, _ in dm.val_dataloader()[1]])
+        expected = ood_metrics(module.score(module(x_in)), module.score(module(x_oe)))
+    assert float(metrics["val/auroc"]) == pytest.approx(expected["auroc"], abs=1e-6)

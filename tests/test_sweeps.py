@@ -1,0 +1,164 @@
+"""Sweeps end to end: datasets/losses × λ multiruns with W&B offline and oe-table, launchers
+(submitit_local, joblib), the SLURM config mapping, Optuna, resumable and requeued jobs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+
+from oe_lightning.config import config_dir
+from oe_lightning.table import main as oe_table
+from tests.conftest import results_files, run_cli
+from tests.wandb_offline import read_offline_run
+
+FAST = ["trainer.max_epochs=3", "callbacks.progress_bar=null"]
+
+
+def test_lambda_by_loss_sweep_logs_each_job_to_wandb_and_makes_a_table(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("oe-train", "-m", "loss=uniform_ce,energy", "loss.lambda_oe=0,0.5", "logger=wandb",
+                   *FAST, f"hydra.sweep.dir={sweep}", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    files = results_files(sweep)
+    assert len(files) == 4
+    jobs = {f.parent.name: json.loads(f.read_text()) for f in files}
+
+    runs = [read_offline_run(d) for d in sorted(sweep.glob("*/wandb/offline-run-*"))]
+    assert len(runs) == 4  # one W&B run per job
+    for run in runs:
+        assert run["exit_code"] == 0
+        assert run["run"]["group"] == "sweep" and run["run"]["job_type"] == "train"
+        assert run["run"]["name"] in jobs  # named by the job's overrides, as its directory
+        results = jobs[run["run"]["name"]]
+        assert run["history"]["test/mean/fpr95"] == pytest.approx(results["mean"]["fpr95"], abs=1e-6)
+        assert run["config"]["loss.lambda_oe"] == results["config"]["lambda_oe"]  # flat config
+        table = run["tables"]["test/results_table"]
+        assert table["columns"][:3] == ["ood_set", "fpr95", "auroc"]
+        assert [row[0] for row in table["data"]] == [*results["ood"], "mean"]
+        roc = run["tables"]["test/roc_table"]["data"]
+        assert {r[0] for r in roc} == set(results["ood"]) and len(roc) <= 201 * len(results["ood"])
+        hist = run["histograms"]["test/score_hist/gaussian/out"]
+        assert sum(hist["values"]) == results["test_set_sizes"]["gaussian"]
+
+    assert oe_table([str(sweep)]) == 0
+    out = capsys.readouterr().out
+    overview = [line for line in out.splitlines() if line.startswith("| digits |")]
+    # λ = 0 under either loss is the same baseline (one row); each loss at λ = 0.5 is a row
+    assert [line.split(" | ")[1] for line in overview] == [
+        "baseline", "EnergyMargin λ=0.5 (scratch)", "UniformCrossEntropy λ=0.5 (scratch)"]
+    assert "## digits: baseline vs EnergyMargin λ=0.5 (scratch)" in out
+    for suffix in ("md", "tex", "csv"):
+        assert (sweep / f"table.{suffix}").stat().st_size > 0
+    assert (sweep / "fpr95_vs_lambda.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_submitit_local_runs_a_two_job_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("oe-train", "-m", "hydra/launcher=submitit_local", "loss.lambda_oe=0,0.5",
+                   "trainer.max_epochs=1", "logger=none", f"hydra.sweep.dir={sweep}", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(json.loads(f.read_text())["config"]["lambda_oe"] for f in results_files(sweep)) == [0, 0.5]
+    assert list((sweep / ".submitit").iterdir())  # the jobs really went through submitit
+
+
+def test_joblib_runs_jobs_in_parallel_with_dataloader_workers(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("oe-train", "-m", "hydra/launcher=local_parallel", "loss.lambda_oe=0,0.5",
+                   "data.num_workers=1", "trainer.max_epochs=1", "logger=none", f"hydra.sweep.dir={sweep}",
+                   tmp_path=tmp_path)
+    # loky's default start method cannot start DataLoader workers; the DataModule picks one that can
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(results_files(sweep)) == 2
+    assert "Joblib.Parallel" in proc.stdout + proc.stderr
+
+
+def test_slurm_ddp_launcher_maps_gpus_to_tasks_and_nodes():
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        cfg = compose("train", return_hydra_config=True, overrides=[
+            "hydra/launcher=slurm_ddp", "trainer=slurm", "trainer.devices=4", "trainer.num_nodes=2"])
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
+    assert launcher.max_num_timeout > 0  # preempted / timed-out jobs are requeued
+    assert cfg.trainer.strategy._target_ == "oe_lightning.distributed.HydraDDPStrategy"
+    assert cfg.trainer.plugins[0].auto_requeue is False  # submitit requeues, not Lightning as well
+    assert cfg.auto_resume is True  # ... and the requeued job resumes from its last.ckpt
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        one = compose("train", return_hydra_config=True, overrides=["hydra/launcher=slurm_1gpu", "trainer=gpu"])
+    assert (one.hydra.launcher.tasks_per_node, one.hydra.launcher.gpus_per_node) == (1, 1)
+
+
+def test_optuna_searches_lambda_on_the_validation_metric(tmp_path):
+    sweep = tmp_path / "search"
+    proc = run_cli("oe-train", "hparams_search=optuna_lambda", "hydra.sweeper.n_trials=3",
+                   "trainer.max_epochs=2", "logger=none", f"hydra.sweep.dir={sweep}", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    trials = [json.loads(f.read_text()) for f in results_files(sweep)]
+    assert len(trials) == 3
+    # the objective is the validation FPR95 (ID split vs held-out OE), never the OOD test sets
+    assert best["best_value"] == pytest.approx(min(t["val"]["fpr95"] for t in trials), abs=1e-6)
+    best_lambdas = [t["config"]["lambda_oe"] for t in trials if t["val"]["fpr95"] == pytest.approx(best["best_value"])]
+    assert any(best["best_params"]["loss.lambda_oe"] == pytest.approx(lam) for lam in best_lambdas)
+    assert 0.01 <= best["best_params"]["loss.lambda_oe"] <= 2.0
+    assert "Best parameters" in proc.stdout + proc.stderr
+
+
+def test_an_interrupted_job_resumes_from_its_last_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    first = run_cli("oe-train", "trainer.max_epochs=1", "logger=none", f"hydra.run.dir={run_dir}",
+                    tmp_path=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    one_epoch = json.loads((run_dir / "results.json").read_text())["run"]["global_step"]
+    (run_dir / "results.json").unlink()  # as if the job had been preempted before testing
+    again = run_cli("oe-train", "trainer.max_epochs=2", "logger=none", f"hydra.run.dir={run_dir}",
+                    tmp_path=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming from" in again.stdout + again.stderr
+    assert json.loads((run_dir / "results.json").read_text())["run"]["global_step"] == 2 * one_epoch
+
+
+def test_optuna_energy_search_composes_lambda_and_margin():
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        cfg = compose("train", return_hydra_config=True, overrides=["hparams_search=optuna_energy"])
+    assert cfg.loss.fn._target_.endswith("EnergyMargin")
+    assert set(cfg.hydra.sweeper.params) == {"loss.lambda_oe", "loss.fn.m_out"}
+    assert cfg.optimized_metric == "val.fpr95"
+
+
+@pytest.mark.parametrize("script,env", [
+    ("reproduce_paper.sh cifar10", {"SCRATCH": "1", "SEEDS": "0,1"}),
+    ("reproduce_paper.sh svhn", {}),
+    ("reproduce_paper.sh tiny_imagenet", {"LAUNCHER": "slurm_1gpu"}),
+    ("sweep_lambda.sh", {}),
+    ("search_lambda.sh", {}),
+])
+def test_recipe_scripts_compose_every_job_they_would_run(script, env, tmp_path):
+    """Each oe-train command of a recipe (printed by DRY_RUN=1) composes, for every swept value."""
+    import itertools
+    import os
+    import shlex
+    import subprocess
+
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    name, *args = script.split()
+    proc = subprocess.run(["bash", str(scripts / name), *args], capture_output=True, text=True,
+                          env={**os.environ, "DRY_RUN": "1", "OE_OUTPUT_DIR": str(tmp_path), **env})
+    assert proc.returncode == 0, proc.stderr
+    commands = [shlex.split(line) for line in proc.stdout.splitlines() if line.startswith("oe-train")]
+    assert commands and any(line.startswith("oe-table") or line.startswith("cat")
+                            for line in proc.stdout.splitlines())
+    for command in commands:
+        overrides = [a for a in command[1:] if a != "-m"]
+        choices = [[f"{o.split('=', 1)[0]}={v}" for v in o.split("=", 1)[1].split(",")]
+                   if "," in o and not o.startswith("hydra.") else [o] for o in overrides]
+        for job in itertools.product(*choices):
+            with initialize_config_dir(config_dir(), version_base="1.3"):
+                cfg = compose("train", overrides=list(job), return_hydra_config=True)
+            if "experiment=paper/cifar10_oe_tune" in job:
+                assert cfg.module.pretrained.endswith("baseline/seed_0/checkpoints/last.ckpt") or \
+                    cfg.module.pretrained.endswith("baseline/seed_1/checkpoints/last.ckpt")

@@ -1,0 +1,95 @@
+"""oe-table: grouping over seeds, the paper's numbers side by side, Markdown/LaTeX/CSV, the λ plot."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from oe_lightning.paper_results import PER_SET
+from oe_lightning.table import collect_runs, comparisons, group_runs, main, render_csv, render_latex
+
+SETS = list(PER_SET["cifar10"]["baseline"])
+
+
+def fake_results(root: Path, name: str, lambda_oe: float, seed: int, fpr: float, pretrained: str | None = None,
+                 loss: str = "UniformCrossEntropy", complete: bool = True) -> None:
+    """A results.json as oe-train writes it; every OOD set gets FPR ``fpr`` (fraction)."""
+    ood = {s: {"fpr95": fpr, "auroc": 1 - fpr / 2, "aupr_in": 0.9, "aupr_out": 1 - fpr} for s in SETS}
+    mean = {k: sum(m[k] for m in ood.values()) / len(ood) for k in ood[SETS[0]]}
+    results = {"schema": 1, "id_accuracy": 0.95, "rms_calibration_error": 0.05, "ood": ood,
+               "mean": mean if complete else {},
+               "config": {"data": "cifar10", "model": "oe_lightning.models.wrn_40_2", "loss": loss,
+                          "lambda_oe": lambda_oe, "score": "MaxSoftmax", "seed": seed,
+                          "pretrained": pretrained, "protocol": "paper"}}
+    (root / name).mkdir(parents=True)
+    (root / name / "results.json").write_text(json.dumps(results))
+
+
+@pytest.fixture()
+def paper_sweep(tmp_path) -> Path:
+    for seed, fpr in ((0, 0.30), (1, 0.40)):
+        fake_results(tmp_path / "baseline", f"seed_{seed}", 0.0, seed, fpr)
+        fake_results(tmp_path / "oe_tune", f"seed_{seed}", 0.5, seed, fpr / 4, pretrained=f"b/seed_{seed}.ckpt")
+    fake_results(tmp_path / "broken", "seed_0", 0.5, 0, 0.1, complete=False)
+    return tmp_path
+
+
+def test_seeds_become_mean_and_std_and_incomplete_runs_are_skipped(paper_sweep):
+    runs, incomplete = collect_runs(paper_sweep)
+    assert len(runs) == 4 and len(incomplete) == 1
+    groups = group_runs(runs)
+    assert [(g.method, len(g.runs)) for g in groups] == [("baseline", 2), ("oe_tune", 2)]
+    mean, std = groups[0].stat(None, "fpr95")
+    assert mean == pytest.approx(35.0) and std == pytest.approx(7.0710678)  # sample std of 30, 40
+
+
+def test_comparison_sits_beside_the_papers_numbers_with_the_difference(paper_sweep):
+    (title, header, rows), = comparisons(group_runs(collect_runs(paper_sweep)[0]))
+    assert title == "cifar10: baseline vs UniformCrossEntropy λ=0.5 (tune), 2 seeds"
+    assert header[:6] == ["OOD set", "FPR95 ↓ base", "FPR95 ↓ OE", "FPR95 ↓ paper base",
+                          "FPR95 ↓ paper OE", "FPR95 ↓ Δ OE"]
+    by_set = {row[0]: row for row in rows}
+    assert list(by_set) == [*SETS, "mean"]
+    # ours: 8.75 ± 1.77 on every set; the paper's OE tune on SVHN: FPR95 4.76 -> Δ +3.99
+    assert by_set["svhn"][1:6] == ["35.00 ± 7.07", "8.75 ± 1.77", "28.82", "4.76", "+3.99"]
+    assert by_set["mean"][3:6] == ["34.94", "9.50", "-0.75"]
+
+
+def test_latex_and_csv_renderings(paper_sweep):
+    groups = group_runs(collect_runs(paper_sweep)[0])
+    latex = render_latex(groups)
+    assert latex.count(r"\begin{tabular}") == 2 and r"35.00 $\pm$ 7.07" in latex and r"$\lambda$=0.5" in latex
+    rows = list(csv.DictReader(io.StringIO(render_csv(groups))))
+    svhn_oe = next(r for r in rows if r["method"] == "oe_tune" and r["ood_set"] == "svhn" and r["metric"] == "fpr95")
+    assert float(svhn_oe["mean"]) == pytest.approx(8.75) and float(svhn_oe["paper"]) == 4.76
+    assert float(svhn_oe["delta_vs_paper"]) == pytest.approx(3.99)
+    assert int(svhn_oe["seeds"]) == 2
+
+
+def test_only_the_papers_own_loss_is_compared_with_its_oe_numbers(tmp_path):
+    fake_results(tmp_path, "base", 0.0, 0, 0.3)
+    fake_results(tmp_path, "energy", 0.1, 0, 0.1, loss="EnergyMargin")
+    (_, header, rows), = comparisons(group_runs(collect_runs(tmp_path)[0]))
+    paper_oe, paper_base = header.index("FPR95 ↓ paper OE"), header.index("FPR95 ↓ paper base")
+    assert all(row[paper_oe] == "" for row in rows)  # the energy loss is not the paper's OE
+    assert rows[-1][paper_base] == "34.94"  # the MSP baseline still is the paper's baseline
+
+
+def test_cli_writes_tables_and_a_lambda_plot_when_lambda_was_swept(tmp_path, capsys):
+    for lam, fpr in ((0.0, 0.6), (0.1, 0.3), (0.5, 0.2)):
+        fake_results(tmp_path, f"lam_{lam}", lam, 0, fpr)
+    assert main([str(tmp_path), "--format", "csv"]) == 0
+    assert capsys.readouterr().out.startswith("data,method,loss,lambda_oe")
+    assert (tmp_path / "fpr95_vs_lambda.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| cifar10 | baseline |" in (tmp_path / "table.md").read_text()
+
+
+def test_cli_errors_name_the_bad_directory(tmp_path, capsys):
+    assert main([str(tmp_path / "nope")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert main([str(tmp_path)]) == 2
+    assert "no complete results.json" in capsys.readouterr().err
