@@ -4,8 +4,8 @@ Lightning's ``ddp`` strategy starts ranks 1..N-1 by re-running the command line.
 re-runs ``sys.argv`` with ``hydra.run.dir`` set to the *run* directory; in a multirun sweep that
 command is the whole sweep (``-m`` and every swept value), so each child would start the sweep
 again, in the wrong directory. :class:`HydraDDPStrategy` starts every child as a single run of the
-*current job*: the entry point, the config source flags (``-cp``/``-cn``/``-cd``), the job's own
-overrides, and ``hydra.run.dir`` = the job's output directory.
+*current job*: the entry module, the job's config sources, its own overrides, and
+``hydra.run.dir`` = the job's output directory. This works under any Hydra launcher.
 """
 
 from __future__ import annotations
@@ -13,31 +13,32 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch.distributed as dist
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
-CONFIG_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
+_ENTRY_MODULE: str | None = None
 
 
-def config_source_args(argv: Sequence[str]) -> list[str]:
-    """The config source flags of a command line (``-cp X``, ``--config-name=Y``), nothing else."""
-    kept: list[str] = []
-    args = list(argv)
-    for i, arg in enumerate(args):
-        if arg in CONFIG_FLAGS and i + 1 < len(args):
-            kept += [arg, args[i + 1]]
-        elif arg.split("=", 1)[0] in CONFIG_FLAGS and "=" in arg:
-            kept.append(arg)
-    return kept
+def set_entry_module(name: str) -> None:
+    """Record the module whose ``main`` runs this Hydra app (``oe_lightning.train``/``.evaluate``).
+
+    Children are started as ``python -m <name>``: under a joblib or submitit launcher ``__main__``
+    and ``sys.argv`` belong to the worker, not to the app.
+    """
+    global _ENTRY_MODULE
+    _ENTRY_MODULE = name
 
 
 def entry_command() -> list[str]:
-    """How this process was started: ``python -m package.module`` or ``python /path/script``."""
+    """``python -m <entry module>``, else how this process was started."""
+    if _ENTRY_MODULE:
+        return [sys.executable, "-m", _ENTRY_MODULE]
     import __main__
 
     spec = getattr(__main__, "__spec__", None)
@@ -46,13 +47,26 @@ def entry_command() -> list[str]:
     return [sys.executable, os.path.abspath(sys.argv[0])]
 
 
+def config_source_args(hydra_cfg: Any) -> list[str]:
+    """``--config-path``/``--config-dir``/``--config-name`` recreating the job's config sources."""
+    args = []
+    for source in hydra_cfg.runtime.config_sources:
+        if source.schema != "file":
+            continue
+        if source.provider == "main":
+            args.append(f"--config-path={source.path}")
+        elif source.provider == "command-line":
+            args.append(f"--config-dir={source.path}")
+    return [*args, f"--config-name={hydra_cfg.job.config_name}"]
+
+
 def child_command(local_rank: int) -> list[str]:
     """The command line that starts ``local_rank`` of the current Hydra job (run or multirun)."""
     from hydra.core.hydra_config import HydraConfig
 
     hydra_cfg = HydraConfig.get()
     output_dir = hydra_cfg.runtime.output_dir
-    return [*entry_command(), *config_source_args(sys.argv[1:]), *hydra_cfg.overrides.task,
+    return [*entry_command(), *config_source_args(hydra_cfg), *hydra_cfg.overrides.task,
             f'hydra.run.dir="{output_dir}"', "hydra.output_subdir=null",
             f"hydra.job.name={hydra_cfg.job.name}_rank{local_rank}"]
 

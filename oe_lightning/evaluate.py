@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from oe_lightning.checkpoints import read_checkpoint
 from oe_lightning.cli import report_user_errors
 from oe_lightning.config import config_dir
-from oe_lightning.distributed import distributed_job
+from oe_lightning.distributed import distributed_job, set_entry_module
 from oe_lightning.errors import OEUserError
 from oe_lightning.loggers import build_loggers, finished_on_exit
 from oe_lightning.module import OutlierExposureModule
@@ -40,6 +40,7 @@ def model_config_for(cfg: DictConfig, checkpoint: dict[str, Any]) -> dict[str, A
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test a checkpoint on the ID test set and the OOD suite; returns the results dict."""
+    set_entry_module("oe_lightning.evaluate")  # DDP ranks are started as `python -m oe_lightning.evaluate`
     started = time.perf_counter()
     pl.seed_everything(cfg.seed, workers=True)
     checkpoint = read_checkpoint(cfg.ckpt_path)

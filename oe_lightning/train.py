@@ -19,7 +19,7 @@ from oe_lightning.cli import report_user_errors
 from oe_lightning.config import config_dir, flat_config
 from oe_lightning.dashboards import log_test_dashboard
 from oe_lightning.data import OEDataModule
-from oe_lightning.distributed import distributed_job
+from oe_lightning.distributed import distributed_job, set_entry_module
 from oe_lightning.errors import NonFiniteLossError, OEUserError
 from oe_lightning.loggers import build_loggers, finished_on_exit, instantiate_group
 from oe_lightning.module import OutlierExposureModule
@@ -100,6 +100,7 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test and write ``results.json``; returns the results dict."""
+    set_entry_module("oe_lightning.train")  # DDP ranks are started as `python -m oe_lightning.train`
     started = time.perf_counter()
     done = completed_results(cfg)
     if done is not None:

@@ -64,6 +64,12 @@ def test_ddp_sweep_shards_both_loaders_keeps_one_directory_per_job_and_resumes(t
     assert {f: f.stat().st_mtime_ns for f in files} == stamps
 
 
-def test_children_are_started_with_the_config_source_only():
-    argv = ["-m", "-cp", "/my/conf", "--config-name=exp", "loss.lambda_oe=0,0.5", "trainer=ddp_sim"]
-    assert config_source_args(argv) == ["-cp", "/my/conf", "--config-name=exp"]
+def test_children_recreate_the_jobs_config_sources():
+    from omegaconf import OmegaConf
+
+    hydra_cfg = OmegaConf.create({"job": {"config_name": "train"}, "runtime": {"config_sources": [
+        {"path": "hydra.conf", "schema": "pkg", "provider": "hydra"},
+        {"path": "/site/oe_lightning/conf", "schema": "file", "provider": "main"},
+        {"path": "/my/conf", "schema": "file", "provider": "command-line"}]}})
+    assert config_source_args(hydra_cfg) == ["--config-path=/site/oe_lightning/conf", "--config-dir=/my/conf",
+                                             "--config-name=train"]
