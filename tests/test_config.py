@@ -67,3 +67,16 @@ def test_the_oe_photo_never_appears_in_the_ood_suite():
     cfg = compose_train()
     assert cfg.oe.image == "china.jpg"
     assert all(node.get("image") != cfg.oe.image for node in cfg.ood.values())
+
+
+@pytest.mark.parametrize("trainer,backend,devices", [("ddp", "nccl", 2), ("ddp_sim", "gloo", 2),
+                                                     ("slurm", "nccl", 2)])
+def test_ddp_trainers_use_the_strategy_that_keeps_hydra_job_directories(trainer, backend, devices):
+    from hydra.utils import instantiate
+
+    from oe_lightning.distributed import HydraDDPStrategy
+
+    cfg = compose_train(f"trainer={trainer}")
+    strategy = instantiate(cfg.trainer.strategy)
+    assert isinstance(strategy, HydraDDPStrategy)
+    assert strategy._process_group_backend == backend and cfg.trainer.devices == devices
