@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 
+from oe_lightning.checkpoints import read_checkpoint
 from oe_lightning.cli import report_user_errors
 from oe_lightning.config import config_dir, flat_config
 from oe_lightning.dashboards import log_test_dashboard
@@ -78,13 +79,19 @@ def completed_results(cfg: DictConfig) -> dict[str, Any] | None:
         results = read_results(path)
     except ValueError:  # a damaged file: run the job again
         return None
+    if results.get("overrides") != overrides():  # the directory holds another run's results
+        return None
     return results if is_complete(results) else None
+
+
+RESUMABLE_CHANGES = ("max_epochs",)  # what may change when a run is continued
 
 
 def resume_checkpoint(cfg: DictConfig) -> str | None:
     """``ckpt_path`` if given, else (``auto_resume``) the run directory's own ``last.ckpt``.
 
-    A requeued SLURM job or a re-run sweep job thereby continues where it stopped.
+    A requeued SLURM job or a re-run sweep job thereby continues where it stopped (also with a
+    larger ``trainer.max_epochs``); a checkpoint of a run with other key settings is refused.
     """
     if cfg.ckpt_path:
         if not Path(cfg.ckpt_path).is_file():
@@ -92,10 +99,20 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
                               f"checkpoint written by oe-train (RUN_DIR/checkpoints/last.ckpt).")
         return str(cfg.ckpt_path)
     last = run_dir() / "checkpoints" / "last.ckpt"
-    if cfg.get("auto_resume") and last.exists():
-        log.info("resuming from %s", last)
-        return str(last)
-    return None
+    if not (cfg.get("auto_resume") and last.exists()):
+        return None
+    stored = (read_checkpoint(last).get("oe_lightning") or {}).get("run_config") or {}
+    changed = {k: (stored.get(k), v) for k, v in key_config(cfg).items()
+               if k not in RESUMABLE_CHANGES and k in stored and stored[k] != v}
+    if changed:
+        diff = ", ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in changed.items())
+        raise OEUserError(
+            f"{run_dir()} already holds a checkpoint of a different run ({diff}), which "
+            f"auto_resume would continue. Write this run elsewhere (hydra.run.dir=... or a new "
+            f"hydra.sweep.dir), or pass auto_resume=false to start over in this directory."
+        )
+    log.info("resuming from %s", last)
+    return str(last)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

@@ -121,6 +121,13 @@ def test_an_interrupted_job_resumes_from_its_last_checkpoint(tmp_path):
     assert "resuming from" in again.stdout + again.stderr
     assert json.loads((run_dir / "results.json").read_text())["run"]["global_step"] == 2 * one_epoch
 
+    # the same directory with another λ: neither its results nor its checkpoint are taken as ours
+    other = run_cli("oe-train", "trainer.max_epochs=2", "loss.lambda_oe=0.1", "logger=none",
+                    f"hydra.run.dir={run_dir}", tmp_path=tmp_path)
+    assert other.returncode == 2
+    assert "already holds a checkpoint of a different run (lambda_oe: 0.5 there, 0.1 now" in \
+        " ".join(other.stderr.split())
+
 
 def test_optuna_energy_search_composes_lambda_and_margin():
     with initialize_config_dir(config_dir(), version_base="1.3"):
