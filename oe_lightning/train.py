@@ -128,6 +128,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = resume_checkpoint(cfg)
     module = build_module(cfg)
     datamodule = build_datamodule(cfg, with_oe=module.lambda_oe > 0)
+    check_objective(cfg.get("optimized_metric"), datamodule, module)
     loggers = build_loggers(cfg.get("logger"))
     callbacks = instantiate_group(cfg.get("callbacks"))
     if not loggers:  # nothing to monitor the learning rate into
@@ -146,6 +147,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         extra = {"val": validation_metrics(trainer), "run": run_info(trainer, datamodule)}
         return test_and_write(trainer, module, datamodule, cfg, started, last_checkpoint(trainer),
                               **extra)
+
+
+def check_objective(metric: str | None, datamodule: OEDataModule, module: OutlierExposureModule) -> None:
+    """Refuse, before training, a ``val.*`` objective that this run cannot produce."""
+    if not metric or not metric.startswith("val."):
+        return
+    if datamodule.val_fraction <= 0:
+        raise OEUserError(
+            f"optimized_metric={metric} needs a validation split, but data.val_fraction=0. Set "
+            f"data.val_fraction=0.1 (hparams_search=optuna_lambda does), or optimize mean.fpr95."
+        )
+    if metric in ("val.fpr95", "val.auroc") and module.lambda_oe == 0:
+        raise OEUserError(
+            f"optimized_metric={metric} compares the ID validation split with held-out OE images, "
+            f"and loss.lambda_oe=0 loads no OE data. Search λ over values > 0 (e.g. interval(0.01, 2))."
+        )
 
 
 def validation_metrics(trainer: pl.Trainer) -> dict[str, float]:

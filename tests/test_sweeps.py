@@ -169,3 +169,21 @@ def test_recipe_scripts_compose_every_job_they_would_run(script, env, tmp_path):
             if "experiment=paper/cifar10_oe_tune" in job:
                 assert cfg.module.pretrained.endswith("baseline/seed_0/checkpoints/last.ckpt") or \
                     cfg.module.pretrained.endswith("baseline/seed_1/checkpoints/last.ckpt")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["data.val_fraction=0"], "needs a validation split, but data.val_fraction=0"),
+    (["loss.lambda_oe=0"], "loss.lambda_oe=0 loads no OE data"),
+])
+def test_a_validation_objective_the_run_cannot_produce_is_refused_before_training(tmp_path, args, message):
+    proc = run_cli("oe-train", "optimized_metric=val.fpr95", *args, "logger=none",
+                   f"hydra.run.dir={tmp_path / 'run'}", tmp_path=tmp_path)
+    assert proc.returncode == 2 and message in " ".join(proc.stderr.split())
+    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing was trained
+
+
+def test_lambda_search_on_a_paper_preset_gets_a_validation_split():
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=paper/cifar10_oe_tune", "module.pretrained=b.ckpt",
+                                          "hparams_search=optuna_lambda"])
+    assert cfg.data.val_fraction == 0.1 and cfg.optimized_metric == "val.fpr95"
