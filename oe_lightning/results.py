@@ -15,6 +15,16 @@ RESULTS_FILE = "results.json"
 SCHEMA_VERSION = 1
 
 
+def group_choice(group: str) -> str | None:
+    """The option chosen for a config group in this Hydra run (``oe=tiny_images`` -> ``tiny_images``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    value = HydraConfig.get().runtime.choices.get(group)
+    return None if value in (None, "null") else str(value)
+
+
 def key_config(cfg: DictConfig) -> dict[str, Any]:
     """The config values a results table groups by."""
     def get(path: str, default: Any = None) -> Any:
@@ -24,6 +34,8 @@ def key_config(cfg: DictConfig) -> dict[str, Any]:
     fn = get("loss.fn._target_", "")
     return {
         "data": get("data.name"),
+        "oe": group_choice("oe"),
+        "ood": group_choice("ood"),
         "model": get("model._target_"),
         "loss": fn.rsplit(".", 1)[-1] if fn else None,
         "lambda_oe": get("loss.lambda_oe"),

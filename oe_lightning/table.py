@@ -1,4 +1,4 @@
-"""``oe-table SWEEP_DIR``: many runs' ``results.json`` -> the paper's tables, a CSV and a λ plot.
+"""``oe-table SWEEP_DIR [...]``: many runs' ``results.json`` -> the paper's tables, a CSV and a λ plot.
 
 Runs are grouped by their key config (``results.json`` → ``config``) minus the seed: runs that
 differ only in seed are one group, reported as mean ± sample std over seeds. λ = 0 runs are the
@@ -121,8 +121,8 @@ def collect_runs(root: str | Path) -> tuple[list[dict[str, Any]], list[Path]]:
 def group_key(config: dict[str, Any]) -> dict[str, Any]:
     key = {k: v for k, v in config.items() if k not in IGNORED_KEYS}
     key["tuned"] = bool(config.get("pretrained"))
-    if not config.get("lambda_oe"):  # a baseline: no OE term, so its OE loss does not matter
-        key["loss"] = None
+    if not config.get("lambda_oe"):  # a baseline: no OE term, so its OE loss and data do not matter
+        key["loss"] = key["oe"] = None
         key["lambda_oe"] = 0.0
     return key
 
@@ -137,9 +137,16 @@ def group_runs(runs: Iterable[dict[str, Any]]) -> list[Group]:
             group.runs.append(run)
     for g in groups.values():  # label each group by the keys that vary among its dataset's groups
         peers = [p for p in groups.values() if p.data == g.data]
-        g.distinguish = tuple(k for k in sorted({k for p in peers for k in p.config})
-                              if k not in ("data", "loss", "lambda_oe", "tuned")
-                              and len({json.dumps(p.config.get(k), default=str) for p in peers}) > 1)
+        oe_peers = [p for p in peers if p.method != "baseline"]  # a baseline has no OE source
+
+        def varies(key: str, among: list[Group]) -> bool:
+            return len({json.dumps(p.config.get(key), default=str) for p in among}) > 1
+
+        g.distinguish = tuple(
+            k for k in sorted({k for p in peers for k in p.config})
+            if k not in ("data", "loss", "lambda_oe", "tuned")
+            and (varies(k, oe_peers) if k == "oe" else varies(k, peers))
+            and not (k == "oe" and g.method == "baseline"))
     return sorted(groups.values(), key=lambda g: (g.data, g.lambda_oe != 0, str(g.config.get("loss")),
                                                   g.lambda_oe, g.method, g.label))
 
@@ -319,12 +326,14 @@ def plot_lambda(groups: Sequence[Group], path: Path) -> Path | None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="oe-table", description="Collect results.json files under SWEEP_DIR into paper-style tables.")
-    parser.add_argument("sweep_dir", type=Path, help="a sweep (or any) directory holding results.json files")
+    parser.add_argument("sweep_dirs", type=Path, nargs="+", metavar="SWEEP_DIR",
+                        help="sweep (or any) directories holding results.json files, e.g. a baseline "
+                             "sweep and an OE sweep")
     parser.add_argument("--format", choices=("md", "latex", "csv"), default="md",
                         help="what to print (default: md)")
     parser.add_argument("--out", type=Path, default=None,
                         help="also write table.md, table.tex, table.csv and fpr95_vs_lambda.png here "
-                             "(default: SWEEP_DIR)")
+                             "(default: the first SWEEP_DIR)")
     parser.add_argument("--no-files", action="store_true", help="print only, write nothing")
     return parser
 
@@ -332,14 +341,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``oe-table``."""
     args = build_parser().parse_args(argv)
-    if not args.sweep_dir.is_dir():
-        print(f"Error: oe-table got {str(args.sweep_dir)!r}, which is not a directory. Pass the sweep "
-              f"directory of an oe-train -m run (outputs/train/multirun/<time>) or any folder "
-              f"holding results.json files.", file=sys.stderr)
-        return 2
-    runs, incomplete = collect_runs(args.sweep_dir)
+    for d in args.sweep_dirs:
+        if not d.is_dir():
+            print(f"Error: oe-table got {str(d)!r}, which is not a directory. Pass the sweep directory "
+                  f"of an oe-train -m run (outputs/train/multirun/<time>) or any folder holding "
+                  f"results.json files.", file=sys.stderr)
+            return 2
+    runs, incomplete = [], []
+    for d in args.sweep_dirs:
+        found, broken = collect_runs(d)
+        runs += found
+        incomplete += broken
     if not runs:
-        print(f"Error: no complete results.json under {args.sweep_dir} ({len(incomplete)} incomplete). "
+        where = ", ".join(str(d) for d in args.sweep_dirs)
+        print(f"Error: no complete results.json under {where} ({len(incomplete)} incomplete). "
               f"Run oe-train there first, or point oe-table at the directory that holds the runs.",
               file=sys.stderr)
         return 2
@@ -349,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if incomplete:
         print(f"({len(incomplete)} incomplete results.json skipped)", file=sys.stderr)
     if not args.no_files:
-        out = args.out or args.sweep_dir
+        out = args.out or args.sweep_dirs[0]
         out.mkdir(parents=True, exist_ok=True)
         for fmt_name, suffix in (("md", "md"), ("latex", "tex"), ("csv", "csv")):
             (out / f"table.{suffix}").write_text(rendered[fmt_name])

@@ -36,6 +36,7 @@ def test_lambda_by_loss_sweep_logs_each_job_to_wandb_and_makes_a_table(tmp_path,
         results = jobs[run["run"]["name"]]
         assert run["history"]["test/mean/fpr95"] == pytest.approx(results["mean"]["fpr95"], abs=1e-6)
         assert run["config"]["loss.lambda_oe"] == results["config"]["lambda_oe"]  # flat config
+        assert results["config"]["oe"] == "china_crops" and results["config"]["ood"] == "digits_suite"
         table = run["tables"]["test/results_table"]
         assert table["columns"][:3] == ["ood_set", "fpr95", "auroc"]
         assert [row[0] for row in table["data"]] == [*results["ood"], "mean"]
@@ -143,6 +144,7 @@ def test_optuna_energy_search_composes_lambda_and_margin():
     ("reproduce_paper.sh tiny_imagenet", {"LAUNCHER": "slurm_1gpu"}),
     ("sweep_lambda.sh", {}),
     ("search_lambda.sh", {}),
+    ("reproduce_ablations.sh", {"DATA": "cifar100", "SEEDS": "0,1"}),
 ])
 def test_recipe_scripts_compose_every_job_they_would_run(script, env, tmp_path):
     """Each oe-train command of a recipe (printed by DRY_RUN=1) composes, for every swept value."""
@@ -156,7 +158,7 @@ def test_recipe_scripts_compose_every_job_they_would_run(script, env, tmp_path):
     proc = subprocess.run(["bash", str(scripts / name), *args], capture_output=True, text=True,
                           env={**os.environ, "DRY_RUN": "1", "OE_OUTPUT_DIR": str(tmp_path), **env})
     assert proc.returncode == 0, proc.stderr
-    commands = [shlex.split(line) for line in proc.stdout.splitlines() if line.startswith("oe-train")]
+    commands = [shlex.split(line) for line in proc.stdout.splitlines() if line.startswith(("oe-train", "oe-eval"))]
     assert commands and any(line.startswith("oe-table") or line.startswith("cat")
                             for line in proc.stdout.splitlines())
     for command in commands:
@@ -164,8 +166,9 @@ def test_recipe_scripts_compose_every_job_they_would_run(script, env, tmp_path):
         choices = [[f"{o.split('=', 1)[0]}={v}" for v in o.split("=", 1)[1].split(",")]
                    if "," in o and not o.startswith("hydra.") else [o] for o in overrides]
         for job in itertools.product(*choices):
+            config_name = "eval" if command[0] == "oe-eval" else "train"
             with initialize_config_dir(config_dir(), version_base="1.3"):
-                cfg = compose("train", overrides=list(job), return_hydra_config=True)
+                cfg = compose(config_name, overrides=list(job), return_hydra_config=True)
             if "experiment=paper/cifar10_oe_tune" in job:
                 assert cfg.module.pretrained.endswith("baseline/seed_0/checkpoints/last.ckpt") or \
                     cfg.module.pretrained.endswith("baseline/seed_1/checkpoints/last.ckpt")

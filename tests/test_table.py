@@ -16,13 +16,13 @@ SETS = list(PER_SET["cifar10"]["baseline"])
 
 
 def fake_results(root: Path, name: str, lambda_oe: float, seed: int, fpr: float, pretrained: str | None = None,
-                 loss: str = "UniformCrossEntropy", complete: bool = True) -> None:
+                 loss: str = "UniformCrossEntropy", complete: bool = True, oe: str = "tiny_images") -> None:
     """A results.json as oe-train writes it; every OOD set gets FPR ``fpr`` (fraction)."""
     ood = {s: {"fpr95": fpr, "auroc": 1 - fpr / 2, "aupr_in": 0.9, "aupr_out": 1 - fpr} for s in SETS}
     mean = {k: sum(m[k] for m in ood.values()) / len(ood) for k in ood[SETS[0]]}
     results = {"schema": 1, "id_accuracy": 0.95, "rms_calibration_error": 0.05, "ood": ood,
                "mean": mean if complete else {},
-               "config": {"data": "cifar10", "model": "oe_lightning.models.wrn_40_2", "loss": loss,
+               "config": {"data": "cifar10", "oe": oe, "model": "oe_lightning.models.wrn_40_2", "loss": loss,
                           "lambda_oe": lambda_oe, "score": "MaxSoftmax", "seed": seed,
                           "pretrained": pretrained, "protocol": "paper"}}
     (root / name).mkdir(parents=True)
@@ -86,6 +86,22 @@ def test_cli_writes_tables_and_a_lambda_plot_when_lambda_was_swept(tmp_path, cap
     assert capsys.readouterr().out.startswith("data,method,loss,lambda_oe")
     assert (tmp_path / "fpr95_vs_lambda.png").read_bytes()[:4] == b"\x89PNG"
     assert "| cifar10 | baseline |" in (tmp_path / "table.md").read_text()
+
+
+def test_oe_sources_are_separate_groups_labelled_by_source(tmp_path):
+    fake_results(tmp_path, "base", 0.0, 0, 0.3, oe="tiny_images")
+    fake_results(tmp_path, "tiny", 0.5, 0, 0.1, oe="tiny_images")
+    fake_results(tmp_path, "300k", 0.5, 0, 0.2, oe="random_300k")
+    labels = [g.label for g in group_runs(collect_runs(tmp_path)[0])]
+    assert labels == ["baseline", "UniformCrossEntropy λ=0.5 (scratch) [oe=random_300k]",
+                      "UniformCrossEntropy λ=0.5 (scratch) [oe=tiny_images]"]
+
+
+def test_several_directories_make_one_table(paper_sweep, capsys):
+    assert main([str(paper_sweep / "oe_tune"), str(paper_sweep / "baseline"), "--no-files"]) == 0
+    out = capsys.readouterr().out
+    assert "## cifar10: baseline vs UniformCrossEntropy λ=0.5 (tune), 2 seeds" in out
+    assert not (paper_sweep / "oe_tune" / "table.md").exists()
 
 
 def test_cli_errors_name_the_bad_directory(tmp_path, capsys):
