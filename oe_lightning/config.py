@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,26 @@ def sweep_name(default: str = "") -> str:
     return default
 
 
-def nonempty(value: Any, default: str) -> Any:
-    """``value``, or ``default`` when it is empty (a sweep job with no overrides)."""
-    return value if value not in (None, "") else default
+JOB_DIRNAME_MAX = 100
 
 
-for _name, _fn in (("oe.sweep_name", sweep_name), ("oe.nonempty", nonempty)):
+def job_dirname(override_dirname: str) -> str:
+    """A sweep job's directory name from its overrides (``loss:energy+loss.lambda_oe:0.1``).
+
+    Every override counts, so two jobs never share a directory; characters that are awkward in
+    paths or in override values (``/``, ``=``, ``,``, ``$``, brackets, spaces) become ``-``; a name
+    longer than 100 characters keeps its first 80 and a hash of the whole. Jobs without overrides
+    go to ``no_overrides``.
+    """
+    if not override_dirname:
+        return "no_overrides"
+    name = re.sub(r"[^A-Za-z0-9._:+@-]", "-", override_dirname)
+    if len(name) > JOB_DIRNAME_MAX:
+        name = f"{name[:80]}_{hashlib.sha1(override_dirname.encode()).hexdigest()[:10]}"
+    return name
+
+
+for _name, _fn in (("oe.sweep_name", sweep_name), ("oe.job_dirname", job_dirname)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 

@@ -80,3 +80,17 @@ def test_ddp_trainers_use_the_strategy_that_keeps_hydra_job_directories(trainer,
     strategy = instantiate(cfg.trainer.strategy)
     assert isinstance(strategy, HydraDDPStrategy)
     assert strategy._process_group_backend == backend and cfg.trainer.devices == devices
+
+
+def test_sweep_job_directories_are_unique_and_path_safe():
+    from oe_lightning.config import job_dirname
+
+    assert job_dirname("loss:energy+loss.lambda_oe:0.1") == "loss:energy+loss.lambda_oe:0.1"
+    assert job_dirname("") == "no_overrides"
+    a = job_dirname("experiment:paper/cifar10_baseline+seed:0")
+    b = job_dirname("experiment:paper/cifar100_baseline+seed:0")
+    assert a == "experiment:paper-cifar10_baseline+seed:0" and a != b
+    long = [job_dirname(f"ckpt_path:/runs/{'x' * 120}/{i}.ckpt+score:msp") for i in range(2)]
+    assert long[0] != long[1] and all(len(n) <= 100 and "/" not in n for n in long)
+    assert job_dirname("module.pretrained:b/seed_${seed}/last.ckpt+data.image_shape:[1,8,8]") == \
+        "module.pretrained:b-seed_--seed--last.ckpt+data.image_shape:-1-8-8-"
