@@ -67,7 +67,7 @@ def child_command(local_rank: int) -> list[str]:
     hydra_cfg = HydraConfig.get()
     output_dir = hydra_cfg.runtime.output_dir
     return [*entry_command(), *config_source_args(hydra_cfg), *hydra_cfg.overrides.task,
-            f'hydra.run.dir="{output_dir}"', "hydra.output_subdir=null",
+            f'hydra.run.dir="{output_dir}"', "hydra.output_subdir=null", "hydra.mode=RUN",
             f"hydra.job.name={hydra_cfg.job.name}_rank{local_rank}"]
 
 

@@ -73,3 +73,31 @@ def test_children_recreate_the_jobs_config_sources():
         {"path": "/my/conf", "schema": "file", "provider": "command-line"}]}})
     assert config_source_args(hydra_cfg) == ["--config-path=/site/oe_lightning/conf", "--config-dir=/my/conf",
                                              "--config-name=train"]
+
+
+def test_a_rank_of_a_sweep_job_is_started_as_a_single_run_of_that_job(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from oe_lightning.config import config_dir
+    from oe_lightning.distributed import child_command, set_entry_module
+
+    overrides = ["hparams_search=optuna_lambda", "trainer=ddp_sim", "loss.lambda_oe=0.3"]
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp_path / "job")
+        cfg.hydra.job.config_name = "train"
+    HydraConfig.instance().set_config(cfg)
+    try:
+        set_entry_module("oe_lightning.train")
+        command = child_command(1)
+    finally:  # other tests run without a Hydra job
+        HydraConfig.instance().cfg = None
+    assert command[1:3] == ["-m", "oe_lightning.train"] and "-m" not in command[3:]
+    assert [a for a in command if a in overrides] == overrides  # the job's own values
+    # its directory, no config copy of its own, and never a sweep (optuna_lambda sets MULTIRUN)
+    assert f'hydra.run.dir="{tmp_path / "job"}"' in command and "hydra.output_subdir=null" in command
+    assert command.index("hydra.mode=RUN") > command.index("hparams_search=optuna_lambda")
+    assert any(a.startswith("--config-path=") for a in command) and "--config-name=train" in command
