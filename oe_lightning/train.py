@@ -60,7 +60,7 @@ def last_checkpoint(trainer: pl.Trainer) -> str | None:
 def build_datamodule(cfg: DictConfig, with_oe: bool) -> OEDataModule:
     """The DataModule of ``cfg.data`` with the OE set (only if used) and the OOD suite."""
     return instantiate(cfg.data, oe=cfg.oe if with_oe else None, ood=cfg.get("ood"),
-                       _convert_="all")
+                       val_ood=cfg.get("val_ood"), _convert_="all")
 
 
 def build_module(cfg: DictConfig) -> OutlierExposureModule:
@@ -158,10 +158,11 @@ def check_objective(metric: str | None, datamodule: OEDataModule, module: Outlie
             f"optimized_metric={metric} needs a validation split, but data.val_fraction=0. Set "
             f"data.val_fraction=0.1 (hparams_search=optuna_lambda does), or optimize mean.fpr95."
         )
-    if metric in ("val.fpr95", "val.auroc") and module.lambda_oe == 0:
+    if metric in ("val.fpr95", "val.auroc") and module.lambda_oe == 0 and datamodule.val_ood_factory is None:
         raise OEUserError(
             f"optimized_metric={metric} compares the ID validation split with held-out OE images, "
-            f"and loss.lambda_oe=0 loads no OE data. Search λ over values > 0 (e.g. interval(0.01, 2))."
+            f"and loss.lambda_oe=0 loads no OE data. Search λ over values > 0 (e.g. interval(0.01, 2)), "
+            f"or give the validation an OOD set of its own (val_ood=...)."
         )
 
 

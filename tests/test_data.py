@@ -15,10 +15,10 @@ def tensor_set(n, label=0, shape=(1, 8, 8), source="", transform=None):
 
 
 def make_dm(n_train=100, n_oe=50, batch_size=10, oe_batch_size=None, with_oe=True,
-            val_fraction=0.1, **kw):
+            val_fraction=0.1, ood=None, **kw):
     return OEDataModule(
         train=functools.partial(tensor_set, n_train), test=functools.partial(tensor_set, 20),
-        num_classes=2, ood={"noise": functools.partial(tensor_set, 7, -1)},
+        num_classes=2, ood=ood or {"noise": functools.partial(tensor_set, 7, -1)},
         oe=functools.partial(tensor_set, n_oe, -1, source="oe") if with_oe else None,
         batch_size=batch_size, oe_batch_size=oe_batch_size, val_fraction=val_fraction, **kw)
 
@@ -99,7 +99,7 @@ def test_oe_source_used_as_ood_test_set_is_refused():
     dm = make_dm()
     dm.ood_factories["leak"] = functools.partial(tensor_set, 5, -1, source="oe")
     dm.setup("fit")
-    with pytest.raises(OEUserError, match=r"also the OOD test set \['leak'\]"):
+    with pytest.raises(OEUserError, match="also the OOD test set 'leak'"):
         dm.setup("test")
 
 
@@ -147,3 +147,15 @@ def test_synthetic_sets_have_the_papers_ranges_and_statistics():
     b3 = (noise("blobs", 200, (3, 32, 32), seed=1).images + 1) / 2
     corr = torch.corrcoef(torch.stack([b3[:, 0].flatten(), b3[:, 1].flatten()]))[0, 1]
     assert corr > 0.5
+
+
+def test_a_validation_ood_set_of_its_own_replaces_the_oe_hold_out():
+    dm = make_dm(n_oe=50, val_ood=functools.partial(tensor_set, 13, -1, source="val-outliers"))
+    dm.setup("fit")
+    val_id, val_ood = dm.val_dataloader()
+    assert len(val_ood.dataset) == 13 and len(dm.oe_set) == 50  # every OE image trains
+    leaky = make_dm(val_ood=functools.partial(tensor_set, 13, -1, source="noise-src"),
+                    ood={"noise": functools.partial(tensor_set, 7, -1, source="noise-src")})
+    leaky.setup("fit")
+    with pytest.raises(OEUserError, match="validation OOD set .* is also the OOD test set 'noise'"):
+        leaky.setup("test")

@@ -190,3 +190,33 @@ def test_lambda_search_on_a_paper_preset_gets_a_validation_split():
         cfg = compose("train", overrides=["experiment=paper/cifar10_oe_tune", "module.pretrained=b.ckpt",
                                           "hparams_search=optuna_lambda"])
     assert cfg.data.val_fraction == 0.1 and cfg.optimized_metric == "val.fpr95"
+
+
+def test_a_validation_ood_set_of_its_own_scores_even_the_baseline(tmp_path):
+    extra = tmp_path / "my_conf" / "val_ood"
+    extra.mkdir(parents=True)
+    (extra / "val_noise.yaml").write_text(
+        "_target_: oe_lightning.data.synthetic.noise\n_partial_: true\nkind: gaussian\nnum_samples: 101\n"
+        "shape: ${data.image_shape}\nvalue_range: [0, 1]\nseed: 99\n")
+    run_dir = tmp_path / "run"
+    args = [f"--config-dir={tmp_path / 'my_conf'}", "val_ood=val_noise", "loss.lambda_oe=0",
+            "optimized_metric=val.fpr95", "trainer.max_epochs=1", "logger=none", f"hydra.run.dir={run_dir}"]
+    # Gaussian noise is also a test set: refused before any training
+    refused = run_cli("oe-train", *args, tmp_path=tmp_path)
+    assert refused.returncode == 2 and "val_ood is configured like the OOD test set 'gaussian'" in \
+        " ".join(refused.stderr.split())
+    assert not (run_dir / "checkpoints").exists()
+    proc = run_cli("oe-train", *args, "~ood.gaussian", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    val = json.loads((run_dir / "results.json").read_text())["val"]
+    assert {"fpr95", "auroc", "acc"} <= set(val) and 0.0 <= val["fpr95"] <= 1.0
+
+
+def test_tiny_imagenet_validation_ood_set_composes_for_cifar():
+    from oe_lightning.train import build_datamodule
+
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=paper/cifar10_oe_tune", "module.pretrained=b.ckpt",
+                                          "val_ood=tiny_imagenet_val", "paths.data_dir=/data"])
+    assert cfg.val_ood.root == "/data/tiny-imagenet-200/val" and cfg.val_ood.resize == 32
+    assert build_datamodule(cfg, with_oe=True).val_ood_factory.keywords["name"] == "tiny_imagenet_val"

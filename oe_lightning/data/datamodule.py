@@ -60,6 +60,14 @@ def _base(dataset: Dataset) -> Dataset:
     return dataset
 
 
+def _factory_identity(factory: Any) -> tuple[Any, str]:
+    """What a dataset factory (a ``functools.partial``) loads, ignoring the seed, size and display
+    name keywords."""
+    keywords = {k: v for k, v in (getattr(factory, "keywords", None) or {}).items()
+                if k not in ("seed", "num_samples", "name", "download")}
+    return getattr(factory, "func", factory), repr((getattr(factory, "args", ()), sorted(keywords.items())))
+
+
 def _source(dataset: Dataset) -> str:
     return getattr(dataset, "source", "")
 
@@ -77,9 +85,10 @@ class OEDataModule(pl.LightningDataModule):
     small OE set, ``"offset"`` reads on from a random start as the paper does for 80M Tiny
     Images; by default the OE dataset's ``preferred_sampling``, else shuffle. With ``oe=None``
     (the λ = 0 baseline) no OE data is built and batches are ``{"in": (x, y)}``.
-    Validation loaders are the held-out ID split and, when OE is used, ``len(val split)`` held-out
-    OE images (at most a tenth of the OE set, never drawn for training) as a validation OOD set,
-    so λ can be tuned on ``val/fpr95`` without looking at the OOD test sets.
+    Validation loaders are the held-out ID split and a validation OOD set, so λ can be tuned on
+    ``val/fpr95`` without looking at the OOD test sets: ``val_ood`` if given (a set of its own,
+    e.g. Tiny ImageNet for CIFAR, as OpenOOD), else, when OE is used, ``len(val split)`` OE images
+    held out from training (at most a tenth of the OE set).
     Test loaders are the ID test set first, then one loader per OOD set in ``ood`` order.
 
     Under DDP the DataModule shards every loader itself: the ID training set by a
@@ -94,7 +103,7 @@ class OEDataModule(pl.LightningDataModule):
                  batch_size: int = 128, oe_batch_size: int | None = None,
                  val_fraction: float = 0.1, split_seed: int = 0, num_workers: int = 0,
                  pin_memory: bool = False, drop_last: bool = False, oe_sampling: str | None = None,
-                 **info: Any):
+                 val_ood: DatasetFactory | None = None, **info: Any):
         super().__init__()
         if batch_size < 1:
             raise OEUserError(f"data.batch_size must be a positive integer, got {batch_size}.")
@@ -105,6 +114,7 @@ class OEDataModule(pl.LightningDataModule):
         self.factories = {"train": train, "test": test}
         self.ood_factories = dict(ood or {})
         self.oe_factory = oe
+        self.val_ood_factory = val_ood
         self.num_classes = num_classes
         self.train_transform, self.test_transform = train_transform, test_transform
         self.batch_size = batch_size
@@ -113,7 +123,7 @@ class OEDataModule(pl.LightningDataModule):
         self.num_workers, self.pin_memory, self.drop_last = num_workers, pin_memory, drop_last
         self.oe_sampling = oe_sampling
         self.info = info  # descriptive keys from the config (name, image_shape, ...)
-        self.train_set = self.val_set = self.test_set = self.oe_set = self.val_oe_set = None
+        self.train_set = self.val_set = self.test_set = self.oe_set = self.val_ood_set = None
         self.ood_sets: dict[str, Dataset] = {}
         self.train_samples_per_rank: dict[str, int] = {}  # what each process draws per epoch
 
@@ -138,8 +148,12 @@ class OEDataModule(pl.LightningDataModule):
             if n_val:  # the held-out part, seen through the test transform
                 train_plain = self.factories["train"](transform=self.test_transform)
                 self.val_set = Subset(train_plain, sorted(perm[:n_val]))
+            held_out = n_val if self.val_ood_factory is None else 0
             if self.oe_factory is not None:
-                self._setup_oe(n_val)
+                self._setup_oe(held_out)
+            if n_val and self.val_ood_factory is not None:
+                self._check_val_ood_not_a_test_set()
+                self.val_ood_set = self.val_ood_factory(transform=self.test_transform)
         if self.test_set is None and stage in (None, "test", "predict"):
             self.test_set = self.factories["test"](transform=self.test_transform)
             self.ood_sets = {name: make(transform=self.test_transform)
@@ -156,16 +170,30 @@ class OEDataModule(pl.LightningDataModule):
         self.oe_set = _Prefix(oe_aug, n_train_oe) if n_val_oe else oe_aug
         if n_val_oe:
             oe_plain = self.oe_factory(transform=self.test_transform)
-            self.val_oe_set = Subset(oe_plain, range(n_train_oe, len(oe_plain)))
+            self.val_ood_set = Subset(oe_plain, range(n_train_oe, len(oe_plain)))
+
+    def _check_val_ood_not_a_test_set(self) -> None:
+        """Before training: the validation OOD set must not be configured like a test set (the
+        same loader and arguments up to seed and size); ``setup("test")`` checks the built sets."""
+        mine = _factory_identity(self.val_ood_factory)
+        same = [name for name, f in self.ood_factories.items() if _factory_identity(f) == mine]
+        if same:
+            raise OEUserError(
+                f"val_ood is configured like the OOD test set {same[0]!r} (same source; only seed or "
+                f"size differ): choosing λ on it would tune on the test distribution. Use another "
+                f"validation OOD set, or drop {same[0]!r} from the test suite (~ood.{same[0]})."
+            )
 
     def _check_oe_not_in_tests(self) -> None:
-        oe_source = _source(_base(self.oe_set)) if self.oe_set is not None else ""
-        leaked = [n for n, d in self.ood_sets.items() if oe_source and _source(d) == oe_source]
-        if leaked:
-            raise OEUserError(
-                f"The OE training data ({oe_source}) is also the OOD test set {leaked}: test OOD "
-                f"sets must be unseen in training. Pick another oe= or drop it from ood=."
-            )
+        ood_sources = {_source(d): n for n, d in self.ood_sets.items() if _source(d)}
+        for role, dataset in (("OE training data", self.oe_set), ("validation OOD set", self.val_ood_set)):
+            source = _source(_base(dataset)) if dataset is not None else ""
+            if source in ood_sources:
+                raise OEUserError(
+                    f"The {role} ({source}) is also the OOD test set {ood_sources[source]!r}: test OOD "
+                    f"sets must be unseen in training and model selection. Pick another oe= / val_ood= "
+                    f"or drop it from ood=."
+                )
 
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
         kwargs.setdefault("batch_size", self.batch_size)
@@ -200,7 +228,7 @@ class OEDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> list[DataLoader]:
         """``[ID validation split, held-out OE]``; empty without a validation split."""
-        sets = [s for s in (self.val_set, self.val_oe_set) if s is not None]
+        sets = [s for s in (self.val_set, self.val_ood_set) if s is not None]
         return [self._eval_loader(s) for s in sets] if self.val_set is not None else []
 
     def test_dataloader(self) -> list[DataLoader]:
