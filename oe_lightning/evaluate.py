@@ -19,7 +19,7 @@ from oe_lightning.errors import OEUserError
 from oe_lightning.loggers import build_loggers, finished_on_exit
 from oe_lightning.module import OutlierExposureModule
 from oe_lightning.results import objective
-from oe_lightning.train import build_datamodule, test_and_write
+from oe_lightning.train import build_datamodule, check_accelerator, test_and_write
 
 log = logging.getLogger("oe_lightning")
 
@@ -50,6 +50,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                                    recall=cfg.recall, fpr_rule=cfg.fpr_rule,
                                    protocol=cfg.protocol, num_to_avg=cfg.num_to_avg)
     datamodule = build_datamodule(cfg, with_oe=False)
+    check_accelerator(cfg)
     loggers = build_loggers(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False)
     trained_with = (checkpoint.get("oe_lightning") or {}).get("run_config")

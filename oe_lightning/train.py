@@ -129,6 +129,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = build_module(cfg)
     datamodule = build_datamodule(cfg, with_oe=module.lambda_oe > 0)
     check_objective(cfg.get("optimized_metric"), datamodule, module)
+    check_accelerator(cfg)
     loggers = build_loggers(cfg.get("logger"))
     callbacks = instantiate_group(cfg.get("callbacks"))
     if not loggers:  # nothing to monitor the learning rate into
@@ -147,6 +148,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         extra = {"val": validation_metrics(trainer), "run": run_info(trainer, datamodule)}
         return test_and_write(trainer, module, datamodule, cfg, started, last_checkpoint(trainer),
                               **extra)
+
+
+def check_accelerator(cfg: DictConfig) -> None:
+    """A GPU trainer on a machine without CUDA: say which trainer to use instead."""
+    import torch
+
+    if cfg.trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise OEUserError(
+            f"trainer.accelerator={cfg.trainer.accelerator} (trainer=gpu/ddp/slurm) needs a CUDA GPU, and "
+            f"this machine has none. Use trainer=cpu, or trainer=ddp_sim for DDP on 2 CPU processes."
+        )
 
 
 def check_objective(metric: str | None, datamodule: OEDataModule, module: OutlierExposureModule) -> None:

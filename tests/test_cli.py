@@ -156,3 +156,13 @@ def test_a_failing_sweep_job_is_reported_and_the_other_jobs_run(tmp_path):
     assert summary[error.parent.name]["status"] == "failed"
     assert "must be >= 0" in summary[error.parent.name]["error"]
     assert "1 of 2 sweep jobs failed" in proc.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the error is for machines without a GPU")
+@pytest.mark.parametrize("trainer", ["gpu", "ddp"])
+def test_a_gpu_trainer_without_a_gpu_names_the_cpu_alternatives(tmp_path, trainer):
+    proc = run_cli("oe-train", f"trainer={trainer}", "logger=none", f"hydra.run.dir={tmp_path / 'run'}",
+                   tmp_path=tmp_path)
+    assert proc.returncode == 2
+    assert "needs a CUDA GPU, and this machine has none. Use trainer=cpu, or trainer=ddp_sim" in \
+        " ".join(proc.stderr.split())
