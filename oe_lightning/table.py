@@ -269,6 +269,23 @@ def render_latex(groups: Sequence[Group]) -> str:
     return "\n".join(parts)
 
 
+def print_terminal(groups: Sequence[Group], console: Any = None) -> None:
+    """The overview and comparison tables as rich tables (cells wrap to the terminal's width)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    tables = [("Runs (values in %, mean ± std over seeds)", *overview(groups)), *comparisons(groups)]
+    for title, header, rows in tables:
+        table = Table(title=title, title_justify="left")
+        labels = 2 if header[0] == "data" else 1  # label columns never wrap; numbers' headers may
+        for i, h in enumerate(header):
+            table.add_column(h, justify="left" if i < labels else "right", no_wrap=i < labels)
+        for i, row in enumerate(rows):
+            table.add_row(*row, end_section=i == len(rows) - 2 and rows[-1][0] == "mean")
+        console.print(table)
+
+
 def render_csv(groups: Sequence[Group]) -> str:
     """Tidy rows: one per group, OOD set (``mean`` last) and metric."""
     out = io.StringIO()
@@ -329,8 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("sweep_dirs", type=Path, nargs="+", metavar="SWEEP_DIR",
                         help="sweep (or any) directories holding results.json files, e.g. a baseline "
                              "sweep and an OE sweep")
-    parser.add_argument("--format", choices=("md", "latex", "csv"), default="md",
-                        help="what to print (default: md)")
+    parser.add_argument("--format", choices=("term", "md", "latex", "csv"), default=None,
+                        help="what to print: rich tables (default on a terminal), md (default otherwise), "
+                             "latex or csv")
     parser.add_argument("--out", type=Path, default=None,
                         help="also write table.md, table.tex, table.csv and fpr95_vs_lambda.png here "
                              "(default: the first SWEEP_DIR)")
@@ -360,7 +378,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     groups = group_runs(runs)
     rendered = {"md": render_markdown(groups), "latex": render_latex(groups), "csv": render_csv(groups)}
-    print(rendered[args.format])
+    fmt_out = args.format or ("term" if sys.stdout.isatty() else "md")
+    if fmt_out == "term":
+        print_terminal(groups)
+    else:
+        print(rendered[fmt_out])
     if incomplete:
         print(f"({len(incomplete)} incomplete results.json skipped)", file=sys.stderr)
     if not args.no_files:
