@@ -11,10 +11,10 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from oe_lightning.config import in_multirun
 from oe_lightning.errors import OEUserError
 
 log = logging.getLogger("oe_lightning")
@@ -42,8 +42,7 @@ def report_user_errors(task: Callable[[DictConfig], Any], cfg: DictConfig) -> An
     In a multirun sweep the failing job writes ``error.txt`` into its directory and the sweep
     goes on with the next job.
     """
-    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    job_dir = Path(HydraConfig.get().runtime.output_dir) if multirun else None
+    job_dir = Path(HydraConfig.get().runtime.output_dir) if in_multirun() else None
     try:
         value = task(cfg)
         if job_dir is not None:  # an error from an earlier attempt of this job is stale now

@@ -10,14 +10,19 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 
-def sweep_name(default: str = "") -> str:
-    """The sweep directory's name in a Hydra multirun (W&B groups runs by it), else ``default``."""
+def in_multirun() -> bool:
+    """Whether this process runs a job of a Hydra multirun (``-m``)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        return Path(HydraConfig.get().sweep.dir).name
-    return default
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def sweep_name(default: str = "") -> str:
+    """The sweep directory's name in a Hydra multirun (W&B groups runs by it), else ``default``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().sweep.dir).name if in_multirun() else default
 
 
 JOB_DIRNAME_MAX = 100

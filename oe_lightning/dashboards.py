@@ -11,15 +11,9 @@ from typing import Any
 import numpy as np
 from pytorch_lightning.loggers import Logger, WandbLogger
 
+from oe_lightning.report import ood_rows
+
 TABLE_KEY, ROC_KEY, HIST_KEY = "test/results_table", "test/roc", "test/score_hist"
-
-
-def results_rows(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    """Columns and rows (one per OOD set, then ``mean``) of a results dict's metrics."""
-    keys = [k for k in results["mean"]]
-    rows = [[name, *(values[k] for k in keys)] for name, values in results["ood"].items()]
-    rows.append(["mean", *(results["mean"][k] for k in keys)])
-    return ["ood_set", *keys], rows
 
 
 def log_test_dashboard(loggers: list[Logger], results: dict[str, Any],
@@ -33,8 +27,9 @@ def log_test_dashboard(loggers: list[Logger], results: dict[str, Any],
 def _log_wandb(logger: WandbLogger, results: dict[str, Any], curves: dict[str, dict[str, Any]]) -> None:
     import wandb
 
-    columns, rows = results_rows(results)
-    payload: dict[str, Any] = {TABLE_KEY: wandb.Table(columns=columns, data=rows)}
+    keys = list(results["mean"])
+    rows = [[name, *(metrics[k] for k in keys)] for name, metrics in ood_rows(results)]
+    payload: dict[str, Any] = {TABLE_KEY: wandb.Table(columns=["ood_set", *keys], data=rows)}
     if curves:
         points = [[name, fpr, tpr] for name, c in curves.items()
                   for fpr, tpr in zip(c["roc"]["fpr"], c["roc"]["tpr"], strict=True)]

@@ -32,6 +32,13 @@ def _as_1d_float64(name: str, values: Tensor | object) -> Tensor:
     return t
 
 
+def _labelled(scores_in: Tensor, scores_out: Tensor) -> tuple[Tensor, Tensor]:
+    """All scores (float64, checked) and an ``is_ood`` mask: OOD is the positive class."""
+    s_in, s_out = _as_1d_float64("ID scores", scores_in), _as_1d_float64("OOD scores", scores_out)
+    is_ood = torch.cat([torch.zeros_like(s_in, dtype=torch.bool), torch.ones_like(s_out, dtype=torch.bool)])
+    return torch.cat([s_in, s_out]), is_ood
+
+
 def binary_clf_curve(scores: Tensor, positive: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """False and true positive counts at each distinct threshold, highest threshold first.
 
@@ -97,10 +104,7 @@ def ood_metrics(scores_in: Tensor, scores_out: Tensor, recall: float = 0.95,
     """
     if not 0.0 < recall <= 1.0:
         raise ValueError(f"recall must be in (0, 1], got {recall}.")
-    s_in, s_out = _as_1d_float64("ID scores", scores_in), _as_1d_float64("OOD scores", scores_out)
-    scores = torch.cat([s_in, s_out])
-    is_ood = torch.cat([torch.zeros_like(s_in, dtype=torch.bool),
-                        torch.ones_like(s_out, dtype=torch.bool)])
+    scores, is_ood = _labelled(scores_in, scores_out)
     fps, tps, _ = binary_clf_curve(scores, is_ood)
     fps_in, tps_in, _ = binary_clf_curve(-scores, ~is_ood)
     return {
@@ -118,10 +122,7 @@ def roc_curve(scores_in: Tensor, scores_out: Tensor, max_points: int = 201) -> d
     levels, the last point at or below it, plus both end points: the plotted curve stays on the
     exact staircase. Returns ``{"fpr": [...], "tpr": [...]}`` starting at (0, 0).
     """
-    s_in, s_out = _as_1d_float64("ID scores", scores_in), _as_1d_float64("OOD scores", scores_out)
-    scores = torch.cat([s_in, s_out])
-    is_ood = torch.cat([torch.zeros_like(s_in, dtype=torch.bool), torch.ones_like(s_out, dtype=torch.bool)])
-    fps, tps, _ = binary_clf_curve(scores, is_ood)
+    fps, tps, _ = binary_clf_curve(*_labelled(scores_in, scores_out))
     fpr = torch.cat([fps.new_zeros(1), fps / fps[-1]])
     tpr = torch.cat([tps.new_zeros(1), tps / tps[-1]])
     if fpr.numel() > max_points:
@@ -216,8 +217,7 @@ class OODMetrics(Metric):
         self.is_ood.append(is_ood.to(torch.bool).expand_as(scores))
 
     def compute(self) -> dict[str, float]:
-        scores, is_ood = dim_zero_cat(self.scores), dim_zero_cat(self.is_ood).to(torch.bool)
-        s_in, s_out = scores[~is_ood], scores[is_ood]
+        s_in, s_out = self._split()
         if self.protocol == "paper":
             # subsets drawn from the sorted scores: the same draw however ranks interleaved them
             s_out = s_out.sort().values
@@ -226,13 +226,17 @@ class OODMetrics(Metric):
                                           self.recall, self.fpr_rule)
         return ood_metrics(s_in, s_out, self.recall, self.fpr_rule)
 
+    def _split(self) -> tuple[Tensor, Tensor]:
+        """The ID and the OOD scores held so far."""
+        scores, is_ood = dim_zero_cat(self.scores), dim_zero_cat(self.is_ood).to(torch.bool)
+        return scores[~is_ood], scores[is_ood]
+
     def curves(self, max_points: int = 201, bins: int = 50) -> dict[str, dict[str, list[float]]]:
         """Downsampled ROC curve and score histograms over all samples (gathered across ranks).
 
         Like ``compute``, call it on every rank under DDP (it synchronises the states).
         """
         with self.sync_context(should_sync=self._to_sync, dist_sync_fn=self.dist_sync_fn):
-            scores, is_ood = dim_zero_cat(self.scores), dim_zero_cat(self.is_ood).to(torch.bool)
-            s_in, s_out = scores[~is_ood], scores[is_ood]
+            s_in, s_out = self._split()
             return {"roc": roc_curve(s_in, s_out, max_points),
                     "histogram": score_histograms(s_in, s_out, bins)}

@@ -123,12 +123,9 @@ class OutlierExposureModule(pl.LightningModule):
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
-    def on_validation_epoch_start(self) -> None:
-        self.val_ood = OODMetrics(self.recall, self.fpr_rule).to(self.device)
-
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int,
                         dataloader_idx: int = 0) -> None:
-        """Loader 0: the ID validation split; loader 1 (if any): held-out OE images as OOD."""
+        """Loader 0: the ID validation split; loader 1 (if any): the validation OOD set."""
         x, y = batch
         logits = self.backbone(x)
         self.val_ood.update(self.score(logits), dataloader_idx == 1)
@@ -139,7 +136,7 @@ class OutlierExposureModule(pl.LightningModule):
             self.log("val/acc", self.val_acc, prog_bar=True, add_dataloader_idx=False)
 
     def on_validation_epoch_end(self) -> None:
-        """Log ``val/fpr95`` and ``val/auroc`` (ID split vs held-out OE): what a λ search minimises."""
+        """Log ``val/fpr95`` and ``val/auroc`` (ID split vs validation OOD set): what a λ search minimises."""
         loaders = self.trainer.val_dataloaders
         if isinstance(loaders, list | tuple) and len(loaders) > 1:
             values = self.val_ood.compute()

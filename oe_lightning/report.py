@@ -22,14 +22,16 @@ def _cell(metrics: dict[str, float], key: str) -> str:
     return f"{100 * metrics[key]:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
 
 
+def ood_rows(results: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
+    """``(name, metrics)`` per OOD set in suite order, then ``("mean", ...)``."""
+    return [*results["ood"].items(), ("mean", results["mean"])]
+
+
 def results_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows (per OOD set, then the mean) in percent with two decimals."""
-    per_set = results["ood"]
     keys = list(results["mean"])
     header = ["OOD set"] + [_label(k) for k in keys]
-    rows = [[name] + [_cell(m, k) for k in keys] for name, m in per_set.items()]
-    rows.append(["mean"] + [f"{100 * results['mean'][k]:.2f}" for k in keys])
-    return header, rows
+    return header, [[name] + [_cell(m, k) for k in keys] for name, m in ood_rows(results)]
 
 
 def _title(results: dict[str, Any]) -> str:

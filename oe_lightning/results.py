@@ -79,6 +79,17 @@ def read_results(path: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def read_complete(path: str | Path) -> dict[str, Any] | None:
+    """A ``results.json`` (file or run directory) if it exists, parses and :func:`is_complete`."""
+    path = Path(path)
+    path = path / RESULTS_FILE if path.is_dir() else path
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError):  # missing, or damaged by a crash
+        return None
+    return results if is_complete(results) else None
+
+
 def is_complete(results: dict[str, Any]) -> bool:
     """A results dict with ID accuracy and a finite mean for every metric."""
     mean = results.get("mean") or {}

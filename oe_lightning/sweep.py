@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from oe_lightning.results import RESULTS_FILE, is_complete
+from oe_lightning.results import RESULTS_FILE, read_complete
 
 SUMMARY_FILE = "sweep_summary.json"
 EXIT_FAILED_JOBS = 1
@@ -28,15 +28,10 @@ EXIT_FAILED_JOBS = 1
 def job_status(job_dir: Path) -> dict[str, Any]:
     """``{"job", "status": done|failed, "mean_fpr95", "error"}`` of one sweep job directory."""
     entry: dict[str, Any] = {"job": job_dir.name, "status": "failed", "mean_fpr95": None, "error": None}
-    results_path = job_dir / RESULTS_FILE
-    if results_path.is_file():
-        try:
-            results = json.loads(results_path.read_text())
-        except ValueError:
-            results = {}
-        if is_complete(results):
-            entry.update(status="done", mean_fpr95=results["mean"].get("fpr95"))
-            return entry
+    results = read_complete(job_dir)
+    if results is not None:
+        entry.update(status="done", mean_fpr95=results["mean"].get("fpr95"))
+        return entry
     error = job_dir / "error.txt"
     entry["error"] = (" ".join(error.read_text().split()) if error.is_file()
                       else "no results.json: the job crashed or was stopped; see its .log file")

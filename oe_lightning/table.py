@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from oe_lightning.paper_results import MEANS, PER_SET
-from oe_lightning.results import RESULTS_FILE, is_complete
+from oe_lightning.results import RESULTS_FILE, read_complete
 
 METRICS = ("fpr95", "auroc", "aupr_out")
 LABELS = {"fpr95": "FPR95 ↓", "auroc": "AUROC ↑", "aupr_out": "AUPR ↑"}
@@ -85,14 +85,17 @@ class Group:
         """Mean and sample std (0 for one seed) over seeds, in %; ``ood_set=None``: the mean row."""
         values = [100 * (r["mean"] if ood_set is None else r["ood"].get(ood_set, {})).get(metric, math.nan)
                   for r in self.runs]
-        values = [v for v in values if not math.isnan(v)]
-        if not values:
-            return None
-        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+        return _mean_std([v for v in values if not math.isnan(v)])
 
     def id_accuracy(self) -> tuple[float, float]:
-        values = [100 * r["id_accuracy"] for r in self.runs]
-        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+        return _mean_std([100 * r["id_accuracy"] for r in self.runs])
+
+
+def _mean_std(values: list[float]) -> tuple[float, float] | None:
+    """Mean and sample std (0 for a single value) over seeds; None without values."""
+    if not values:
+        return None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def _short(value: Any) -> str:
@@ -105,16 +108,11 @@ def collect_runs(root: str | Path) -> tuple[list[dict[str, Any]], list[Path]]:
     """Complete ``results.json`` files under ``root`` (any depth) and the incomplete ones' paths."""
     complete, incomplete = [], []
     for path in sorted(Path(root).rglob(RESULTS_FILE)):
-        try:
-            results = json.loads(path.read_text())
-        except ValueError:
+        results = read_complete(path)
+        if results is None:
             incomplete.append(path)
-            continue
-        if is_complete(results):
-            results["_path"] = str(path)
-            complete.append(results)
         else:
-            incomplete.append(path)
+            complete.append(results)
     return complete, incomplete
 
 

@@ -25,15 +25,7 @@ from oe_lightning.errors import NonFiniteLossError, OEUserError
 from oe_lightning.loggers import build_loggers, finished_on_exit, instantiate_group
 from oe_lightning.module import OutlierExposureModule
 from oe_lightning.report import print_results
-from oe_lightning.results import (
-    RESULTS_FILE,
-    build_results,
-    is_complete,
-    key_config,
-    objective,
-    read_results,
-    write_results,
-)
+from oe_lightning.results import build_results, key_config, objective, read_complete, write_results
 
 log = logging.getLogger("oe_lightning")
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -72,16 +64,10 @@ def build_module(cfg: DictConfig) -> OutlierExposureModule:
 
 def completed_results(cfg: DictConfig) -> dict[str, Any] | None:
     """The run directory's complete ``results.json`` when ``skip_complete`` is on (resumable sweeps)."""
-    path = run_dir() / RESULTS_FILE
-    if not cfg.get("skip_complete") or not path.is_file():
+    results = read_complete(run_dir()) if cfg.get("skip_complete") else None
+    if results is None or results.get("overrides") != overrides():  # none, or another run's
         return None
-    try:
-        results = read_results(path)
-    except ValueError:  # a damaged file: run the job again
-        return None
-    if results.get("overrides") != overrides():  # the directory holds another run's results
-        return None
-    return results if is_complete(results) else None
+    return results
 
 
 RESUMABLE_CHANGES = ("max_epochs",)  # what may change when a run is continued

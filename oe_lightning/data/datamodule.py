@@ -38,24 +38,9 @@ def worker_context(num_workers: int) -> str | None:
     return None
 
 
-class _Prefix(Dataset):
-    """The first ``n`` items of a dataset."""
-
-    def __init__(self, dataset: Dataset, n: int):
-        self.dataset, self.n = dataset, n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> Any:
-        if not 0 <= i < self.n:
-            raise IndexError(i)
-        return self.dataset[i]
-
-
 def _base(dataset: Dataset) -> Dataset:
-    """The dataset under ImagesOnly/_Prefix/Subset wrappers."""
-    while isinstance(dataset, ImagesOnly | _Prefix | Subset):
+    """The dataset under ImagesOnly/Subset wrappers."""
+    while isinstance(dataset, ImagesOnly | Subset):
         dataset = dataset.dataset
     return dataset
 
@@ -167,7 +152,7 @@ class OEDataModule(pl.LightningDataModule):
         n_val_oe = min(n_val, len(oe_aug) // 10)
         n_train_oe = len(oe_aug) - n_val_oe
         # the first n_train_oe images train (a range, never a list of 80M indices); the rest validate
-        self.oe_set = _Prefix(oe_aug, n_train_oe) if n_val_oe else oe_aug
+        self.oe_set = Subset(oe_aug, range(n_train_oe)) if n_val_oe else oe_aug
         if n_val_oe:
             oe_plain = self.oe_factory(transform=self.test_transform)
             self.val_ood_set = Subset(oe_plain, range(n_train_oe, len(oe_plain)))
