@@ -32,7 +32,13 @@ def user_error(err: BaseException) -> OEUserError | None:
             return e
     for e in chain:
         if isinstance(e, InstantiationException | OmegaConfBaseException):
-            return OEUserError(str(e).strip())
+            message = str(e).strip().replace(
+                "\nare you sure that module ", " (are you sure that module ")
+            if "Error locating target" in message:
+                message += (" A target of your own must be importable: run from the folder that holds "
+                            "its package with PYTHONPATH=. (e.g. PYTHONPATH=. oe-train model=custom "
+                            "model._target_=my_pkg.MyNet), or pip install it.")
+            return OEUserError(message)
     return None
 
 

@@ -71,3 +71,36 @@ def flat_config(cfg: DictConfig, sep: str = ".") -> dict[str, Any]:
 
     walk(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False), "")
     return out
+
+
+TREE_FIELDS = ("data", "oe", "ood", "val_ood", "model", "loss", "score", "module", "optim", "trainer",
+               "logger", "callbacks", "paths", "tags", "seed", "ckpt_path")
+
+
+def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None) -> None:
+    """Print the composed config as a rich tree, main groups first (lightning-hydra-template's
+    habit), and save the same text to ``save_to``. Only the first process of a DDP run prints."""
+    import os
+
+    from rich.console import Console
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
+        return
+    tree = Tree("config", style="dim", guide_style="dim")
+    fields = [f for f in TREE_FIELDS if f in cfg] + [f for f in cfg if f not in TREE_FIELDS]
+    for field in fields:
+        node = cfg[field]
+        if isinstance(node, DictConfig):
+            try:
+                text = OmegaConf.to_yaml(node, resolve=True)
+            except Exception:  # an interpolation that only resolves later: show it as written
+                text = OmegaConf.to_yaml(node, resolve=False)
+        else:
+            text = str(node)
+        tree.add(str(field), style="bold", guide_style="dim").add(Syntax(text.rstrip(), "yaml"))
+    Console().print(tree)
+    if save_to is not None:
+        with open(save_to, "w") as file:
+            Console(file=file, width=120, color_system=None).print(tree)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from collections.abc import Iterator
@@ -11,9 +12,21 @@ from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from pytorch_lightning.loggers import Logger, WandbLogger
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.utilities import rank_zero_only
 
 log = logging.getLogger("oe_lightning")
+
+
+class OEWandbLogger(WandbLogger):
+    """Lightning's ``WandbLogger`` without the ``anonymous=None`` it always passes to ``wandb.init``
+    (which makes W&B warn "The anonymous setting has no effect" on every run)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
 
 
 def wandb_has_credentials() -> bool:
@@ -54,3 +67,59 @@ def finish_loggers(loggers: list[Logger], exit_code: int = 0) -> None:
     for logger in loggers:
         if isinstance(logger, WandbLogger) and logger._experiment is not None:
             logger.experiment.finish(exit_code=exit_code)
+
+
+class _ContinuingWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that an existing ``metrics.csv`` is continued, not deleted."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                header = next(csv.reader(file), [])
+            self.metrics_keys = sorted(header)
+
+
+class ResumableCSVLogger(CSVLogger):
+    """``CSVLogger`` whose ``metrics.csv`` survives a resumed run.
+
+    Lightning's CSV logger deletes an existing ``metrics.csv`` when a run directory is reused, so
+    a run resumed from its ``last.ckpt`` lost the rows of its earlier epochs. This one keeps the
+    rows logged before the resumed step (:meth:`continue_from`) and drops the rest, which the
+    resumed run logs again (the interrupted epoch, an earlier test).
+    """
+
+    @property
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._experiment = _ContinuingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+    @rank_zero_only
+    def continue_from(self, step: int) -> None:
+        """Keep the rows of steps ``< step`` (0: start a fresh file)."""
+        path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+        if not path.is_file():
+            return
+        if step <= 0:
+            path.unlink()
+            if self._experiment is not None:
+                self._experiment.metrics_keys = []
+            return
+        with path.open(newline="") as file:
+            reader = csv.DictReader(file)
+            header = list(reader.fieldnames or [])
+            rows = [r for r in reader if r.get("step") not in (None, "") and float(r["step"]) < step]
+        tmp = path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(rows)
+        tmp.replace(path)
+        log.info("CSV log continued from step %d (%d earlier rows kept in %s)", step, len(rows), path)
+
+
+def continue_logs(loggers: list[Logger], step: int) -> None:
+    """Before fitting: CSV logs keep what was logged before ``step`` (the resumed checkpoint's)."""
+    for logger in loggers:
+        if isinstance(logger, ResumableCSVLogger):
+            logger.continue_from(step)

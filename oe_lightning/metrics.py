@@ -231,6 +231,12 @@ class OODMetrics(Metric):
         scores, is_ood = dim_zero_cat(self.scores), dim_zero_cat(self.is_ood).to(torch.bool)
         return scores[~is_ood], scores[is_ood]
 
+    def counts(self) -> tuple[int, int]:
+        """How many ID and OOD scores were gathered (across ranks; call it on every rank)."""
+        with self.sync_context(should_sync=self._to_sync, dist_sync_fn=self.dist_sync_fn):
+            s_in, s_out = self._split()
+            return int(s_in.numel()), int(s_out.numel())
+
     def curves(self, max_points: int = 201, bins: int = 50) -> dict[str, dict[str, list[float]]]:
         """Downsampled ROC curve and score histograms over all samples (gathered across ranks).
 

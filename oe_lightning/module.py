@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -25,8 +25,10 @@ class OutlierExposureModule(pl.LightningModule):
     Training batches are ``{"in": (x, y), "oe": x_oe}`` (``"oe"`` absent for the λ = 0
     baseline). One forward pass runs over ``cat(x, x_oe)``, so BatchNorm sees both, as in the
     paper; the loss is mean CE over the ID samples + ``lambda_oe`` · ``oe_loss`` (averaged over the
-    OE samples). At test time the first loader is the ID test set and every further loader an OOD
-    set; :attr:`test_results` then holds per-set OOD metrics, ID accuracy and calibration.
+    OE samples). At test time one loader is the ID test set and every other one an OOD set, named
+    as in :meth:`test_set_names` (e.g. ``trainer.test(module, dataloaders={"in": id_loader,
+    "noise": noise_loader})``); :attr:`test_results` then holds per-set OOD metrics, ID accuracy
+    and calibration.
 
     Args:
         backbone: any ``nn.Module`` mapping a batch of images to logits.
@@ -73,6 +75,7 @@ class OutlierExposureModule(pl.LightningModule):
         self.val_ood = OODMetrics(recall, fpr_rule)
         self.ood_metrics = nn.ModuleDict()
         self.ood_names: list[str] = []
+        self.test_names: list[str] = []
         self.test_results: dict[str, Any] = {}
         self.test_curves: dict[str, Any] = {}  # per OOD set: downsampled ROC, score histograms
         # stored in checkpoints: the backbone's config (so oe-eval can rebuild it) and run info
@@ -157,20 +160,45 @@ class OutlierExposureModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---- testing --------------------------------------------------------------------------
+    def test_set_names(self) -> list[str]:
+        """Names of the test loaders in order: ``"in"`` (the ID test set), then the OOD sets.
+
+        From a dict passed to ``trainer.test(dataloaders={"in": ..., "svhn": ...})``, else from the
+        DataModule's ``ood_names``, else ``ood_1``, ``ood_2``, ... for a plain list of loaders.
+        """
+        loaders = self.trainer.test_dataloaders
+        if isinstance(loaders, Mapping):
+            names = [str(k) for k in loaders]
+            if "in" not in names:
+                raise OEUserError(
+                    f"trainer.test got loaders named {names}, none of them 'in'. Name the ID test "
+                    f"set 'in' and each OOD set by its name: dataloaders={{'in': id_loader, "
+                    f"'svhn': svhn_loader}}."
+                )
+            return names
+        count = len(loaders) if isinstance(loaders, list | tuple) else 1
+        ood = list(getattr(getattr(self.trainer, "datamodule", None), "ood_names", None) or [])
+        if len(ood) != count - 1:
+            ood = [f"ood_{i}" for i in range(1, count)]
+        return ["in", *ood]
+
     def on_test_epoch_start(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        self.ood_names = list(getattr(datamodule, "ood_names", []))
+        self.test_names = self.test_set_names()
+        self.ood_names = [n for n in self.test_names if n != "in"]
         self.ood_metrics = nn.ModuleDict({
             name: OODMetrics(self.recall, self.fpr_rule, self.protocol, self.num_to_avg)
             for name in self.ood_names
         }).to(self.device)
         self.test_results = {}
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        x, y = batch
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """ID batches are ``(x, y)``; OOD batches ``(x, y)``, ``(x,)`` or ``x`` (labels unused)."""
+        x = batch[0] if isinstance(batch, list | tuple) else batch
         logits = self.backbone(x)
         scores = self.score(logits)
-        if dataloader_idx == 0:
+        name = self.test_names[dataloader_idx]
+        if name == "in":
+            y = batch[1]
             self._check_logits(logits)
             self.test_acc.update(logits, y)
             confidence, prediction = F.softmax(logits, dim=1).max(dim=1)
@@ -179,7 +207,13 @@ class OutlierExposureModule(pl.LightningModule):
             for metric in self.ood_metrics.values():
                 metric.update(scores, False)
         else:
-            self.ood_metrics[self.ood_names[dataloader_idx - 1]].update(scores, True)
+            self.ood_metrics[name].update(scores, True)
+
+    def _scored_counts(self) -> dict[str, int]:
+        """Samples scored per test set (fewer than the set holds under fast_dev_run / limit_test_batches)."""
+        counts = {name: metric.counts() for name, metric in self.ood_metrics.items()}
+        scored = {"in": next(iter(counts.values()))[0]} if counts else {}
+        return {**scored, **{name: n_out for name, (_, n_out) in counts.items()}}
 
     def on_test_epoch_end(self) -> None:
         per_set = {name: metric.compute() for name, metric in self.ood_metrics.items()}
@@ -192,6 +226,7 @@ class OutlierExposureModule(pl.LightningModule):
                                                            self.test_correct.compute()),
             "ood": per_set,
             "mean": mean,
+            "scored": self._scored_counts(),
         }
         flat = {"test/id_accuracy": self.test_results["id_accuracy"],
                 "test/rms_calibration_error": self.test_results["rms_calibration_error"]}

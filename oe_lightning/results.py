@@ -79,19 +79,27 @@ def read_results(path: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def read_complete(path: str | Path) -> dict[str, Any] | None:
-    """A ``results.json`` (file or run directory) if it exists, parses and :func:`is_complete`."""
+def read_results_or_none(path: str | Path) -> Any:
+    """The parsed ``results.json`` (file or run directory), or None if missing or damaged."""
     path = Path(path)
     path = path / RESULTS_FILE if path.is_dir() else path
     try:
-        results = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):  # missing, or damaged by a crash
         return None
+
+
+def read_complete(path: str | Path) -> dict[str, Any] | None:
+    """A ``results.json`` (file or run directory) if it exists, parses and :func:`is_complete`."""
+    results = read_results_or_none(path)
     return results if is_complete(results) else None
 
 
 def is_complete(results: dict[str, Any]) -> bool:
-    """A results dict with ID accuracy and a finite mean for every metric."""
+    """A results dict with ID accuracy and a finite mean for every metric, over whole test sets
+    (not ``partial``: fast_dev_run or limit_test_batches scored only some batches)."""
+    if not isinstance(results, dict) or results.get("partial"):
+        return False
     mean = results.get("mean") or {}
     return "id_accuracy" in results and bool(mean) and all(
         isinstance(v, int | float) and math.isfinite(v) for v in mean.values())

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from oe_lightning.results import RESULTS_FILE, read_complete
+from oe_lightning.results import RESULTS_FILE, read_complete, read_results_or_none
 
 SUMMARY_FILE = "sweep_summary.json"
 EXIT_FAILED_JOBS = 1
@@ -31,6 +31,11 @@ def job_status(job_dir: Path) -> dict[str, Any]:
     results = read_complete(job_dir)
     if results is not None:
         entry.update(status="done", mean_fpr95=results["mean"].get("fpr95"))
+        return entry
+    partial = read_results_or_none(job_dir)
+    if isinstance(partial, dict) and partial.get("partial") and isinstance(partial.get("mean"), dict):
+        entry.update(status="partial", mean_fpr95=partial["mean"].get("fpr95"),
+                     error="scored part of the test sets only (fast_dev_run / limit_test_batches)")
         return entry
     error = job_dir / "error.txt"
     entry["error"] = (" ".join(error.read_text().split()) if error.is_file()
@@ -60,7 +65,7 @@ def summary_table(entries: list[dict[str, Any]], sweep_dir: Path) -> Table:
     for e in entries:
         fpr = "" if e["mean_fpr95"] is None else f"{100 * e['mean_fpr95']:.2f}"
         table.add_row(e["job"], e["status"], fpr, e["error"] or "",
-                      style=None if e["status"] == "done" else "red")
+                      style={"done": None, "partial": "yellow"}.get(e["status"], "red"))
     return table
 
 
@@ -76,7 +81,7 @@ class SweepSummary(Callback):
             return
         entries = summarize(sweep_dir)
         Console(width=120, stderr=True).print(summary_table(entries, sweep_dir))
-        failed = [e["job"] for e in entries if e["status"] != "done"]
+        failed = [e["job"] for e in entries if e["status"] == "failed"]
         if failed and self.fail_on_error:
             print(f"\n{len(failed)} of {len(entries)} sweep jobs failed: {', '.join(failed)}. The others "
                   f"finished; fix the cause and re-run the same command with hydra.sweep.dir={sweep_dir} "

@@ -267,18 +267,36 @@ def render_latex(groups: Sequence[Group]) -> str:
     return "\n".join(parts)
 
 
+Rows = list[list[str]]
+
+
+def split_by_metric(title: str, header: list[str], rows: Rows) -> list[tuple[str, list[str], Rows]]:
+    """A comparison table as one narrower table per metric (fits an 80-column terminal)."""
+    out = []
+    for m in METRICS:
+        cols = [i for i, h in enumerate(header) if h.startswith(f"{LABELS[m]} ")]
+        if cols:
+            sub_header = [header[0], *[header[i][len(LABELS[m]) + 1:] for i in cols]]
+            out.append((f"{title} · {LABELS[m]}", sub_header, [[r[0], *[r[i] for i in cols]] for r in rows]))
+    return out
+
+
 def print_terminal(groups: Sequence[Group], console: Any = None) -> None:
-    """The overview and comparison tables as rich tables (cells wrap to the terminal's width)."""
+    """The overview, then each comparison split into one table per metric, as rich tables: label
+    columns wrap, numbers never do, so the tables fit an 80-column terminal."""
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
-    tables = [("Runs (values in %, mean ± std over seeds)", *overview(groups)), *comparisons(groups)]
+    tables = [("Runs (values in %, mean ± std over seeds)", *overview(groups))]
+    for title, header, rows in comparisons(groups):
+        tables += split_by_metric(title, header, rows)
     for title, header, rows in tables:
         table = Table(title=title, title_justify="left")
-        labels = 2 if header[0] == "data" else 1  # label columns never wrap; numbers' headers may
+        labels = 2 if header[0] == "data" else 1
         for i, h in enumerate(header):
-            table.add_column(h, justify="left" if i < labels else "right", no_wrap=i < labels)
+            table.add_column(h, justify="left" if i < labels else "right", no_wrap=i >= labels,
+                             overflow="fold")
         for i, row in enumerate(rows):
             table.add_row(*row, end_section=i == len(rows) - 2 and rows[-1][0] == "mean")
         console.print(table)

@@ -1,4 +1,9 @@
-"""Shared fixtures: running the CLI in a subprocess, and one embedded λ sweep for many tests."""
+"""Shared fixtures: running the CLI in a subprocess or in-process, and one tiny embedded λ sweep.
+
+Wiring tests run tiny epochs (``TINY``: a few batches); tests that run the CLI as a user does, in
+subprocesses, or train for real are marked ``slow`` (``pytest -m "not slow"`` skips them).
+No test relies on a wall-clock limit: subprocesses get a generous safety timeout only.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,12 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from omegaconf import DictConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,7 +33,13 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def run_cli(entry: str, *args: str, tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+# a few batches per epoch: the whole loop (fit, validation, checkpoint, test) in seconds
+TINY = ("trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.log_every_n_steps=1",
+        "callbacks.progress_bar=null", "callbacks.model_summary=null", "print_config=false")
+SAFETY_TIMEOUT = 1800  # only so that a hung process cannot hang CI; never reached by a working run
+
+
+def run_cli(entry: str, *args: str, tmp_path: Path, timeout: int = SAFETY_TIMEOUT) -> subprocess.CompletedProcess:
     """Run ``oe-train``/``oe-eval`` (as ``python -m``) in ``tmp_path`` and capture its output."""
     module = {"oe-train": "oe_lightning.train", "oe-eval": "oe_lightning.evaluate"}[entry]
     return subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=cli_env(tmp_path),
@@ -36,16 +50,62 @@ def results_files(root: Path) -> list[Path]:
     return sorted(root.rglob("results.json"))
 
 
+@contextmanager
+def hydra_job(config_name: str, overrides: list[str], run_dir: Path) -> Iterator[DictConfig]:
+    """A composed config with Hydra's runtime set as ``hydra.main`` would (output dir, choices),
+    for running :mod:`oe_lightning.runner` in-process; Hydra's state is cleared afterwards."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from oe_lightning.config import config_dir
+
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.hydra.job.name = config_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        yield cfg
+    finally:
+        HydraConfig.instance().cfg = None
+
+
+def train_in_process(run_dir: Path, *overrides: str) -> dict:
+    """``oe-train`` in this process (tiny epochs unless overridden); returns the results dict."""
+    from oe_lightning.runner import train
+
+    with hydra_job("train", ["logger=csv", *TINY, *overrides], run_dir) as cfg:
+        return train(cfg)
+
+
 @pytest.fixture(scope="session")
 def lambda_sweep(tmp_path_factory) -> dict:
-    """The default embedded experiment, seed 0, swept over λ = 0, 0.5, 1.0 with W&B offline."""
+    """``oe-train -m`` over λ = 0, 0.5, 1.0 on the embedded data with W&B offline, tiny epochs."""
     tmp = tmp_path_factory.mktemp("sweep")
     sweep_dir = tmp / "sweep"
-    proc = run_cli("oe-train", "-m", "loss.lambda_oe=0,0.5,1.0", "logger=wandb",
-                   f"hydra.sweep.dir={sweep_dir}", tmp_path=tmp, timeout=900)
+    proc = run_cli("oe-train", "-m", "loss.lambda_oe=0,0.5,1.0", "logger=wandb", "trainer.max_epochs=2",
+                   *TINY, f"hydra.sweep.dir={sweep_dir}", tmp_path=tmp)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = {}
     for path in results_files(sweep_dir):
         res = json.loads(path.read_text())
         runs[res["config"]["lambda_oe"]] = {"dir": path.parent, "results": res}
     return {"dir": sweep_dir, "runs": runs, "stdout": proc.stdout, "stderr": proc.stderr}
+
+
+@pytest.fixture(scope="session")
+def default_runs(tmp_path_factory) -> dict:
+    """The default embedded experiment as ``oe-train`` runs it (30 epochs), baseline and OE, seed 0."""
+    tmp = tmp_path_factory.mktemp("default")
+    sweep_dir = tmp / "sweep"
+    proc = run_cli("oe-train", "-m", "loss.lambda_oe=0,0.5", "logger=csv", f"hydra.sweep.dir={sweep_dir}",
+                   tmp_path=tmp)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = {}
+    for path in results_files(sweep_dir):
+        res = json.loads(path.read_text())
+        runs[res["config"]["lambda_oe"]] = {"dir": path.parent, "results": res}
+    return runs

@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from oe_lightning.config import config_dir
-from oe_lightning.train import build_datamodule, build_module
+from oe_lightning.runner import build_datamodule, build_module
 
 CONF = Path(config_dir())
 
@@ -24,7 +24,8 @@ def compose_train(*overrides):
 @pytest.mark.parametrize("group", ["model", "loss", "score", "optim", "data", "oe", "ood"])
 def test_every_option_of_a_group_composes_and_builds(group):
     for option in options(group):
-        cfg = compose_train(f"{group}={option}")
+        extra = ["model._target_=oe_lightning.models.SmallCNN"] if (group, option) == ("model", "custom") else []
+        cfg = compose_train(f"{group}={option}", *extra)
         module = build_module(cfg)
         assert module.lambda_oe == cfg.loss.lambda_oe
         datamodule = build_datamodule(cfg, with_oe=True)
@@ -36,6 +37,31 @@ def test_runtime_groups_compose(group):
     for option in options(group):
         cfg = compose_train(f"{group}={option}")
         assert OmegaConf.select(cfg, group) is not None
+
+
+def test_energy_loss_margins_suit_the_data():
+    digits = compose_train("loss=energy")
+    assert (digits.loss.fn.m_in, digits.loss.fn.m_out) == (-7.0, -2.0)  # data/digits.yaml's energy_margins
+    cifar = compose_train("loss=energy", "data=cifar10")
+    assert (cifar.loss.fn.m_in, cifar.loss.fn.m_out) == (-23.0, -5.0)  # the energy paper's CIFAR margins
+    assert compose_train("loss=energy", "loss.fn.m_in=-9").loss.fn.m_in == -9
+
+
+def test_a_custom_model_gets_only_num_classes_and_what_the_user_adds():
+    cfg = compose_train("model=custom", "model._target_=my_pkg.MyNet", "+model.depth=4")
+    assert dict(cfg.model) == {"_target_": "my_pkg.MyNet", "num_classes": 10, "depth": 4}
+
+
+@pytest.mark.parametrize("preset,key,value", [("fdr", "trainer.fast_dev_run", True),
+                                              ("limit", "trainer.limit_train_batches", 3),
+                                              ("overfit", "trainer.overfit_batches", 3),
+                                              ("profiler", "trainer.profiler._target_",
+                                               "pytorch_lightning.profilers.SimpleProfiler")])
+def test_debug_presets_compose_on_the_cpu_without_skipping_or_resuming(preset, key, value):
+    cfg = compose_train(f"debug={preset}", "trainer=ddp_sim")
+    assert OmegaConf.select(cfg, key) == value
+    assert cfg.task_name == "debug" and cfg.trainer.accelerator == "cpu"
+    assert not cfg.skip_complete and not cfg.auto_resume and cfg.trainer.devices == 1
 
 
 def test_experiment_presets_compose():

@@ -12,13 +12,15 @@ from tests.conftest import results_files, run_cli
 ODD_SIZES = ["ood.gaussian.num_samples=501", "ood.uniform.num_samples=333", "ood.blobs.num_samples=77"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["full", "paper"])
 def test_ddp_evaluation_equals_single_process(lambda_sweep, tmp_path, protocol):
     ckpt = lambda_sweep["runs"][0.5]["dir"] / "checkpoints" / "last.ckpt"
     results = {}
     for trainer in ("cpu", "ddp_sim"):
         proc = run_cli("oe-eval", f"ckpt_path={ckpt}", f"trainer={trainer}", f"protocol={protocol}",
-                       *ODD_SIZES, "logger=none", f"hydra.run.dir={tmp_path / trainer}", tmp_path=tmp_path)
+                       *ODD_SIZES, "logger=none", "print_config=false", f"hydra.run.dir={tmp_path / trainer}",
+                       tmp_path=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
         results[trainer] = json.loads((tmp_path / trainer / "results.json").read_text())
     single, ddp = results["cpu"], results["ddp_sim"]
@@ -32,10 +34,11 @@ def test_ddp_evaluation_equals_single_process(lambda_sweep, tmp_path, protocol):
     assert ddp["rms_calibration_error"] == pytest.approx(single["rms_calibration_error"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_ddp_sweep_shards_both_loaders_keeps_one_directory_per_job_and_resumes(tmp_path):
     sweep = tmp_path / "sweep"
     args = ["-m", "trainer=ddp_sim", "loss.lambda_oe=0,0.5", "trainer.max_epochs=1", "logger=none",
-            f"hydra.sweep.dir={sweep}"]
+            "callbacks.progress_bar=null", "print_config=false", f"hydra.sweep.dir={sweep}"]
     proc = run_cli("oe-train", *args, tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     files = results_files(sweep)

@@ -63,6 +63,7 @@ def paper_data_dir(tmp_path_factory) -> tuple[Path, dict]:
     return root, sums
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset,builder", [("cifar10", wrn_40_2), ("svhn", wrn_16_4)])
 def test_oe_tune_preset_runs_on_tiny_files_from_a_papers_baseline_checkpoint(
         paper_data_dir, dataset, builder, tmp_path):
@@ -73,7 +74,8 @@ def test_oe_tune_preset_runs_on_tiny_files_from_a_papers_baseline_checkpoint(
     proc = run_cli("oe-train", f"experiment=paper/{dataset}_oe_tune", f"module.pretrained={baseline}",
                    f"paths.data_dir={root}", f"data.checksums={checksums}", "+trainer.fast_dev_run=1",
                    "data.batch_size=8", "data.oe_batch_size=16", "data.num_workers=0",
-                   "data.pin_memory=false", "logger=none", "hydra.run.dir=run", tmp_path=tmp_path)
+                   "data.pin_memory=false", "logger=none", "print_config=false", "hydra.run.dir=run",
+                   tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     expected = {"cifar10": {"gaussian", "rademacher", "blobs", "textures", "svhn", "places365",
@@ -113,6 +115,7 @@ def test_tiny_imagenet_reads_train_folders_and_val_annotations(tmp_path):
         TinyImageNet(tmp_path / "nowhere", "val")
 
 
+@pytest.mark.slow
 def test_missing_paper_data_names_the_path_and_how_to_get_it(tmp_path):
     proc = run_cli("oe-train", "experiment=paper/cifar10_baseline", f"paths.data_dir={tmp_path}/none",
                    "logger=none", tmp_path=tmp_path)

@@ -12,12 +12,13 @@ from hydra import compose, initialize_config_dir
 
 from oe_lightning.config import config_dir
 from oe_lightning.table import main as oe_table
-from tests.conftest import results_files, run_cli
+from tests.conftest import TINY, results_files, run_cli, train_in_process
 from tests.wandb_offline import read_offline_run
 
-FAST = ["trainer.max_epochs=3", "callbacks.progress_bar=null"]
+FAST = ["trainer.max_epochs=2", *TINY]
 
 
+@pytest.mark.slow
 def test_lambda_by_loss_sweep_logs_each_job_to_wandb_and_makes_a_table(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     proc = run_cli("oe-train", "-m", "loss=uniform_ce,energy", "loss.lambda_oe=0,0.5", "logger=wandb",
@@ -57,19 +58,21 @@ def test_lambda_by_loss_sweep_logs_each_job_to_wandb_and_makes_a_table(tmp_path,
     assert (sweep / "fpr95_vs_lambda.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_submitit_local_runs_a_two_job_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_cli("oe-train", "-m", "hydra/launcher=submitit_local", "loss.lambda_oe=0,0.5",
-                   "trainer.max_epochs=1", "logger=none", f"hydra.sweep.dir={sweep}", tmp_path=tmp_path)
+                   "trainer.max_epochs=1", *TINY, "logger=none", f"hydra.sweep.dir={sweep}", tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(json.loads(f.read_text())["config"]["lambda_oe"] for f in results_files(sweep)) == [0, 0.5]
     assert list((sweep / ".submitit").iterdir())  # the jobs really went through submitit
 
 
+@pytest.mark.slow
 def test_joblib_runs_jobs_in_parallel_with_dataloader_workers(tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_cli("oe-train", "-m", "hydra/launcher=local_parallel", "loss.lambda_oe=0,0.5",
-                   "data.num_workers=1", "trainer.max_epochs=1", "logger=none", f"hydra.sweep.dir={sweep}",
+                   "data.num_workers=1", "trainer.max_epochs=1", *TINY, "logger=none", f"hydra.sweep.dir={sweep}",
                    tmp_path=tmp_path)
     # loky's default start method cannot start DataLoader workers; the DataModule picks one that can
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -93,10 +96,11 @@ def test_slurm_ddp_launcher_maps_gpus_to_tasks_and_nodes():
     assert (one.hydra.launcher.tasks_per_node, one.hydra.launcher.gpus_per_node) == (1, 1)
 
 
+@pytest.mark.slow
 def test_optuna_searches_lambda_on_the_validation_metric(tmp_path):
     sweep = tmp_path / "search"
     proc = run_cli("oe-train", "hparams_search=optuna_lambda", "hydra.sweeper.n_trials=3",
-                   "trainer.max_epochs=2", "logger=none", f"hydra.sweep.dir={sweep}", tmp_path=tmp_path)
+                   "trainer.max_epochs=2", *TINY, "logger=none", f"hydra.sweep.dir={sweep}", tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     trials = [json.loads(f.read_text()) for f in results_files(sweep)]
@@ -109,25 +113,37 @@ def test_optuna_searches_lambda_on_the_validation_metric(tmp_path):
     assert "Best parameters" in proc.stdout + proc.stderr
 
 
-def test_an_interrupted_job_resumes_from_its_last_checkpoint(tmp_path):
+def _csv_rows(run_dir: Path) -> list[dict[str, str]]:
+    import csv
+
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def test_an_interrupted_job_resumes_from_its_last_checkpoint_and_keeps_its_logs(tmp_path, caplog):
+    from oe_lightning.errors import OEUserError
+
     run_dir = tmp_path / "run"
-    first = run_cli("oe-train", "trainer.max_epochs=1", "logger=none", f"hydra.run.dir={run_dir}",
-                    tmp_path=tmp_path)
-    assert first.returncode == 0, first.stderr[-2000:]
-    one_epoch = json.loads((run_dir / "results.json").read_text())["run"]["global_step"]
+    first = train_in_process(run_dir, "trainer.max_epochs=1")
+    assert first["run"]["global_step"] == 3  # TINY: 3 steps an epoch
+    first_rows = [r for r in _csv_rows(run_dir) if r["epoch"] == "0"]
+    assert first_rows and any(r.get("test/mean/fpr95") for r in _csv_rows(run_dir))
     (run_dir / "results.json").unlink()  # as if the job had been preempted before testing
-    again = run_cli("oe-train", "trainer.max_epochs=2", "logger=none", f"hydra.run.dir={run_dir}",
-                    tmp_path=tmp_path)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert "resuming from" in again.stdout + again.stderr
-    assert json.loads((run_dir / "results.json").read_text())["run"]["global_step"] == 2 * one_epoch
+    with caplog.at_level("INFO", logger="oe_lightning"):
+        again = train_in_process(run_dir, "trainer.max_epochs=2")
+    assert "resuming from" in caplog.text
+    assert again["run"]["global_step"] == 6
+    rows = _csv_rows(run_dir)
+    # epoch 0's rows are kept as they were; then epoch 1, and one test (the first run's is replaced)
+    assert [r for r in rows if r["epoch"] == "0"] == [{k: r.get(k, "") for k in rows[0]} for r in first_rows]
+    assert {r["epoch"] for r in rows if r.get("train/loss_step")} == {"0", "1"}
+    assert [r["epoch"] for r in rows if r.get("test/mean/fpr95")] == ["2"]  # one test, after epoch 1
+    assert [float(r["step"]) for r in rows] == sorted(float(r["step"]) for r in rows)
 
     # the same directory with another λ: neither its results nor its checkpoint are taken as ours
-    other = run_cli("oe-train", "trainer.max_epochs=2", "loss.lambda_oe=0.1", "logger=none",
-                    f"hydra.run.dir={run_dir}", tmp_path=tmp_path)
-    assert other.returncode == 2
-    assert "already holds a checkpoint of a different run (lambda_oe: 0.5 there, 0.1 now" in \
-        " ".join(other.stderr.split())
+    with pytest.raises(OEUserError, match=r"already holds a checkpoint of a different run \(lambda_oe: 0.5 "
+                                          r"there, 0.1 now"):
+        train_in_process(run_dir, "trainer.max_epochs=2", "loss.lambda_oe=0.1")
 
 
 def test_optuna_energy_search_composes_lambda_and_margin():
@@ -174,6 +190,7 @@ def test_recipe_scripts_compose_every_job_they_would_run(script, env, tmp_path):
                     cfg.module.pretrained.endswith("baseline/seed_1/checkpoints/last.ckpt")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,message", [
     (["data.val_fraction=0"], "needs a validation split, but data.val_fraction=0"),
     (["loss.lambda_oe=0"], "loss.lambda_oe=0 loads no OE data"),
@@ -192,6 +209,7 @@ def test_lambda_search_on_a_paper_preset_gets_a_validation_split():
     assert cfg.data.val_fraction == 0.1 and cfg.optimized_metric == "val.fpr95"
 
 
+@pytest.mark.slow
 def test_a_validation_ood_set_of_its_own_scores_even_the_baseline(tmp_path):
     extra = tmp_path / "my_conf" / "val_ood"
     extra.mkdir(parents=True)
@@ -200,7 +218,7 @@ def test_a_validation_ood_set_of_its_own_scores_even_the_baseline(tmp_path):
         "shape: ${data.image_shape}\nvalue_range: [0, 1]\nseed: 99\n")
     run_dir = tmp_path / "run"
     args = [f"--config-dir={tmp_path / 'my_conf'}", "val_ood=val_noise", "loss.lambda_oe=0",
-            "optimized_metric=val.fpr95", "trainer.max_epochs=1", "logger=none", f"hydra.run.dir={run_dir}"]
+            "optimized_metric=val.fpr95", "trainer.max_epochs=1", *TINY, "logger=none", f"hydra.run.dir={run_dir}"]
     # Gaussian noise is also a test set: refused before any training
     refused = run_cli("oe-train", *args, tmp_path=tmp_path)
     assert refused.returncode == 2 and "val_ood is configured like the OOD test set 'gaussian'" in \
@@ -213,7 +231,7 @@ def test_a_validation_ood_set_of_its_own_scores_even_the_baseline(tmp_path):
 
 
 def test_tiny_imagenet_validation_ood_set_composes_for_cifar():
-    from oe_lightning.train import build_datamodule
+    from oe_lightning.runner import build_datamodule
 
     with initialize_config_dir(config_dir(), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=paper/cifar10_oe_tune", "module.pretrained=b.ckpt",

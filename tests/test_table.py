@@ -111,15 +111,18 @@ def test_cli_errors_name_the_bad_directory(tmp_path, capsys):
     assert "no complete results.json" in capsys.readouterr().err
 
 
-def test_terminal_rendering_shows_every_table_with_its_rows(paper_sweep):
+def test_terminal_rendering_fits_80_columns_with_every_number_whole(paper_sweep):
     from rich.console import Console
 
     from oe_lightning.table import print_terminal
 
-    console = Console(record=True, width=250)
+    console = Console(record=True, width=80)
     print_terminal(group_runs(collect_runs(paper_sweep)[0]), console)
     text = console.export_text()
-    assert "cifar10: baseline vs UniformCrossEntropy λ=0.5 (tune), 2 seeds" in text
-    svhn = next(line for line in text.splitlines() if "│ svhn " in line)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "…" not in text  # nothing truncated
+    assert "cifar10: baseline vs UniformCrossEntropy λ=0.5 (tune), 2 seeds · FPR95 ↓" in text
+    svhn = next(line for line in text.splitlines() if "│ svhn " in line)  # the FPR95 table comes first
     cells = [c.strip() for c in svhn.split("│")[1:7]]
     assert cells == ["svhn", "35.00 ± 7.07", "8.75 ± 1.77", "28.82", "4.76", "+3.99"]
+    assert text.count("│ svhn ") == 3  # one row in each metric's table

@@ -18,7 +18,8 @@ DatasetFactory = Callable[..., Dataset]
 
 
 class ImagesOnly(Dataset):
-    """Drops the label of an ``(image, label)`` dataset: OE batches are images alone."""
+    """OE batches are images alone: ``(image, label)`` and ``(image,)`` items (``TensorDataset``)
+    become the image; items that are already images pass through."""
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -26,8 +27,48 @@ class ImagesOnly(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.dataset[i][0]
+    def __getitem__(self, i: int) -> Any:
+        item = self.dataset[i]
+        return item[0] if isinstance(item, tuple | list) else item
+
+
+class Transformed(Dataset):
+    """A dataset with ``transform`` applied to the image of each item (the first element of a tuple)."""
+
+    def __init__(self, dataset: Dataset, transform: Callable):
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> Any:
+        item = self.dataset[i]
+        if isinstance(item, tuple | list):
+            return (self.transform(item[0]), *item[1:])
+        return self.transform(item)
+
+
+class FixedDataset:
+    """A dataset given directly where a factory is expected: ``factory(transform=t)`` returns it
+    as it is, or with ``t`` applied on top when the DataModule was given transforms."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __call__(self, transform: Callable | None = None) -> Dataset:
+        return self.dataset if transform is None else Transformed(self.dataset, transform)
+
+
+def as_factory(source: Dataset | DatasetFactory | None, role: str) -> DatasetFactory | None:
+    """A dataset factory from a factory (config ``_partial_``) or from a dataset object."""
+    if source is None or (callable(source) and not isinstance(source, Dataset)):
+        return source
+    if isinstance(source, Dataset) or hasattr(source, "__getitem__"):
+        return FixedDataset(source)
+    raise OEUserError(
+        f"OEDataModule's {role} must be a dataset or a callable returning one "
+        f"(factory(transform=...)), got {type(source).__name__}."
+    )
 
 
 def worker_context(num_workers: int) -> str | None:
@@ -39,8 +80,8 @@ def worker_context(num_workers: int) -> str | None:
 
 
 def _base(dataset: Dataset) -> Dataset:
-    """The dataset under ImagesOnly/Subset wrappers."""
-    while isinstance(dataset, ImagesOnly | Subset):
+    """The dataset under ImagesOnly/Subset/Transformed wrappers."""
+    while isinstance(dataset, ImagesOnly | Subset | Transformed):
         dataset = dataset.dataset
     return dataset
 
@@ -48,6 +89,8 @@ def _base(dataset: Dataset) -> Dataset:
 def _factory_identity(factory: Any) -> tuple[Any, str]:
     """What a dataset factory (a ``functools.partial``) loads, ignoring the seed, size and display
     name keywords."""
+    if isinstance(factory, FixedDataset):
+        return factory.dataset, ""
     keywords = {k: v for k, v in (getattr(factory, "keywords", None) or {}).items()
                 if k not in ("seed", "num_samples", "name", "download")}
     return getattr(factory, "func", factory), repr((getattr(factory, "args", ()), sorted(keywords.items())))
@@ -60,9 +103,11 @@ def _source(dataset: Dataset) -> str:
 class OEDataModule(pl.LightningDataModule):
     """In-distribution data, the auxiliary outlier set D_out^OE and the OOD test sets.
 
-    Each dataset argument is a factory called as ``factory(transform=...)`` (in configs, a
-    ``_partial_: true`` node), so transforms are chosen here: ``train_transform`` for ID training
-    and for OE images, ``test_transform`` for validation, ID test and every OOD set.
+    Each dataset argument is a dataset, or a factory called as ``factory(transform=...)`` (in
+    configs, a ``_partial_: true`` node), so transforms are chosen here: ``train_transform`` for ID
+    training and for OE images, ``test_transform`` for validation, ID test and every OOD set. A
+    dataset object is used as it is (with these transforms on top, if given). ID datasets yield
+    ``(image, label)``; OE and OOD datasets may yield images, ``(image,)`` or ``(image, label)``.
 
     Training batches are ``{"in": (x, y), "oe": x_oe}``. An epoch is one pass over the ID
     loader; every step draws ``oe_batch_size`` OE images, afresh each epoch, by an
@@ -82,13 +127,14 @@ class OEDataModule(pl.LightningDataModule):
     (each sample scored exactly once across ranks; metrics gather the scores).
     """
 
-    def __init__(self, train: DatasetFactory, test: DatasetFactory, num_classes: int,
-                 ood: Mapping[str, DatasetFactory] | None = None, oe: DatasetFactory | None = None,
+    def __init__(self, train: Dataset | DatasetFactory, test: Dataset | DatasetFactory, num_classes: int,
+                 ood: Mapping[str, Dataset | DatasetFactory] | None = None,
+                 oe: Dataset | DatasetFactory | None = None,
                  train_transform: Callable | None = None, test_transform: Callable | None = None,
                  batch_size: int = 128, oe_batch_size: int | None = None,
                  val_fraction: float = 0.1, split_seed: int = 0, num_workers: int = 0,
                  pin_memory: bool = False, drop_last: bool = False, oe_sampling: str | None = None,
-                 val_ood: DatasetFactory | None = None, **info: Any):
+                 val_ood: Dataset | DatasetFactory | None = None, **info: Any):
         super().__init__()
         if batch_size < 1:
             raise OEUserError(f"data.batch_size must be a positive integer, got {batch_size}.")
@@ -96,10 +142,12 @@ class OEDataModule(pl.LightningDataModule):
             raise OEUserError(
                 f"data.val_fraction must be in [0, 1), got {val_fraction}; use 0 for no validation."
             )
-        self.factories = {"train": train, "test": test}
-        self.ood_factories = dict(ood or {})
-        self.oe_factory = oe
-        self.val_ood_factory = val_ood
+        self.factories = {"train": as_factory(train, "train"), "test": as_factory(test, "test")}
+        self.ood_factories = {name: as_factory(d, f"ood[{name!r}]") for name, d in (ood or {}).items()}
+        if "in" in self.ood_factories:
+            raise OEUserError("An OOD test set is named 'in', the name of the ID test set; rename it.")
+        self.oe_factory = as_factory(oe, "oe")
+        self.val_ood_factory = as_factory(val_ood, "val_ood")
         self.num_classes = num_classes
         self.train_transform, self.test_transform = train_transform, test_transform
         self.batch_size = batch_size

@@ -29,7 +29,10 @@ def _torchvision(name: str, download: bool) -> Check:
     from oe_lightning.data.vision import cifar, svhn
 
     def check(d: Path) -> str:
+        before = _tree(d)
         try:
+            if download:
+                d.mkdir(parents=True, exist_ok=True)
             if name == "svhn":
                 for split in ("train", "test", "extra"):
                     svhn(d, split, download=download)
@@ -37,9 +40,43 @@ def _torchvision(name: str, download: bool) -> Check:
                 for split in ("train", "test"):
                     cifar(d, name, split, download=download)
         except OEUserError as err:
+            _remove_new(d, before)
+            cause = err.__cause__
+            if isinstance(cause, OSError) or "URLError" in str(err) or "urlopen" in str(err):
+                return f"could not download ({_reason(cause or err)})"
             return str(err)
+        except OSError as err:  # no network: URLError, socket errors, timeouts
+            _remove_new(d, before)
+            return f"could not download ({_reason(err)})"
         return ""
     return check
+
+
+def _urls(name: str) -> list[str]:
+    from torchvision import datasets
+
+    if name == "svhn":
+        return [url for url, _, _ in datasets.SVHN.split_list.values()]
+    return [(datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100).url]
+
+
+def _reason(err: BaseException) -> str:
+    reason = getattr(err, "reason", None) or err
+    return " ".join(str(reason).split())[:160]
+
+
+def _tree(root: Path) -> set[Path]:
+    """Every path under ``root`` (and root itself) that exists now."""
+    return {root, *root.rglob("*")} if root.exists() else set()
+
+
+def _remove_new(root: Path, before: set[Path]) -> None:
+    """Undo a failed download: delete the files and folders it created (empty or partial)."""
+    for path in sorted(_tree(root) - before, key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+        elif path.is_file():
+            path.unlink()
 
 
 MANUAL = {
@@ -69,12 +106,13 @@ def prepare(names: list[str], data_dir: Path, download: bool = True) -> list[tup
     unknown = [n for n in names if n not in ALL]
     if unknown:
         raise OEUserError(f"Unknown dataset(s) {unknown}; known: {', '.join(ALL)}.")
-    data_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in names:
         if name in TORCHVISION:
             problem = _torchvision(name, download)(data_dir)
             how = "torchvision download" + ("" if download else " (run without --no-download)")
+            if problem.startswith("could not download"):
+                how = f"on a machine with network, fetch {' '.join(_urls(name))} into {data_dir}"
         else:
             _, how, check = MANUAL[name]
             problem = check(data_dir)

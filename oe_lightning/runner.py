@@ -1,0 +1,232 @@
+"""What oe-train and oe-eval share: build the pieces from a composed config, fit, test, write the run dir.
+
+Imported by the entry points only after Hydra has composed (and validated) the config, so a typo
+in an override is reported before torch, Lightning and the loggers are imported.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor
+
+from oe_lightning.checkpoints import read_checkpoint
+from oe_lightning.config import flat_config
+from oe_lightning.dashboards import log_test_dashboard
+from oe_lightning.data import OEDataModule
+from oe_lightning.distributed import distributed_job
+from oe_lightning.errors import NonFiniteLossError, OEUserError
+from oe_lightning.loggers import build_loggers, continue_logs, finished_on_exit, instantiate_group
+from oe_lightning.module import OutlierExposureModule
+from oe_lightning.quiet import quiet_third_party
+from oe_lightning.report import print_results
+from oe_lightning.results import build_results, key_config, read_complete, write_results
+
+log = logging.getLogger("oe_lightning")
+quiet_third_party()
+
+
+def run_dir() -> Path:
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def last_checkpoint(trainer: pl.Trainer) -> str | None:
+    """The newest checkpoint the run wrote (``last.ckpt``), if any."""
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "last_model_path", "") if callback else ""
+    return path if path and Path(path).exists() else None
+
+
+def build_datamodule(cfg: DictConfig, with_oe: bool) -> OEDataModule:
+    """The DataModule of ``cfg.data`` with the OE set (only if used) and the OOD suite."""
+    return instantiate(cfg.data, oe=cfg.oe if with_oe else None, ood=cfg.get("ood"),
+                       val_ood=cfg.get("val_ood"), _convert_="all")
+
+
+def build_module(cfg: DictConfig) -> OutlierExposureModule:
+    module = instantiate(cfg.module, backbone=cfg.model, oe_loss=cfg.loss.fn, score=cfg.score)
+    module.model_config = OmegaConf.to_container(cfg.model, resolve=True)
+    module.run_config = key_config(cfg)
+    return module
+
+
+def completed_results(cfg: DictConfig) -> dict[str, Any] | None:
+    """The run directory's complete ``results.json`` when ``skip_complete`` is on (resumable sweeps)."""
+    results = read_complete(run_dir()) if cfg.get("skip_complete") else None
+    if results is None or results.get("overrides") != overrides():  # none, or another run's
+        return None
+    return results
+
+
+RESUMABLE_CHANGES = ("max_epochs",)  # what may change when a run is continued
+
+
+def resume_checkpoint(cfg: DictConfig) -> str | None:
+    """``ckpt_path`` if given, else (``auto_resume``) the run directory's own ``last.ckpt``.
+
+    A requeued SLURM job or a re-run sweep job thereby continues where it stopped (also with a
+    larger ``trainer.max_epochs``); a checkpoint of a run with other key settings is refused.
+    """
+    if cfg.ckpt_path:
+        if not Path(cfg.ckpt_path).is_file():
+            raise OEUserError(f"ckpt_path={cfg.ckpt_path!r} does not exist; to resume, pass a "
+                              f"checkpoint written by oe-train (RUN_DIR/checkpoints/last.ckpt).")
+        return str(cfg.ckpt_path)
+    last = run_dir() / "checkpoints" / "last.ckpt"
+    if not (cfg.get("auto_resume") and last.exists()):
+        return None
+    stored = (read_checkpoint(last).get("oe_lightning") or {}).get("run_config") or {}
+    changed = {k: (stored.get(k), v) for k, v in key_config(cfg).items()
+               if k not in RESUMABLE_CHANGES and k in stored and stored[k] != v}
+    if changed:
+        diff = ", ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in changed.items())
+        raise OEUserError(
+            f"{run_dir()} already holds a checkpoint of a different run ({diff}), which "
+            f"auto_resume would continue. Write this run elsewhere (hydra.run.dir=... or a new "
+            f"hydra.sweep.dir), or pass auto_resume=false to start over in this directory."
+        )
+    log.info("resuming from %s", last)
+    return str(last)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, test and write ``results.json``; returns the results dict."""
+    started = time.perf_counter()
+    done = completed_results(cfg)
+    if done is not None:
+        log.info("skipping %s: its results.json is complete (skip_complete=true)", run_dir())
+        print_results(done)
+        return done
+    pl.seed_everything(cfg.seed, workers=True)
+    ckpt_path = resume_checkpoint(cfg)
+    module = build_module(cfg)
+    datamodule = build_datamodule(cfg, with_oe=module.lambda_oe > 0)
+    check_objective(cfg.get("optimized_metric"), datamodule, module)
+    check_accelerator(cfg)
+    loggers = build_loggers(cfg.get("logger"))
+    continue_logs(loggers, read_checkpoint(ckpt_path).get("global_step", 0) if ckpt_path else 0)
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    if not loggers:  # nothing to monitor the learning rate into
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    for logger in loggers:
+        logger.log_hyperparams(flat_config(cfg))
+    with distributed_job(), finished_on_exit(loggers):
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        except NonFiniteLossError as err:
+            last = last_checkpoint(trainer)
+            kept = (f"The last good checkpoint is {last}." if last
+                    else "No epoch finished, so no checkpoint was written.")
+            raise NonFiniteLossError(f"{err} {kept}") from err
+        extra = {"val": validation_metrics(trainer), "run": run_info(trainer, datamodule)}
+        return test_and_write(trainer, module, datamodule, cfg, started, last_checkpoint(trainer),
+                              **extra)
+
+
+def check_accelerator(cfg: DictConfig) -> None:
+    """A GPU trainer on a machine without CUDA: say which trainer to use instead."""
+    import torch
+
+    if cfg.trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise OEUserError(
+            f"trainer.accelerator={cfg.trainer.accelerator} (trainer=gpu/ddp/slurm) needs a CUDA GPU, and "
+            f"this machine has none. Use trainer=cpu, or trainer=ddp_sim for DDP on 2 CPU processes."
+        )
+
+
+def check_objective(metric: str | None, datamodule: OEDataModule, module: OutlierExposureModule) -> None:
+    """Refuse, before training, a ``val.*`` objective that this run cannot produce."""
+    if not metric or not metric.startswith("val."):
+        return
+    if datamodule.val_fraction <= 0:
+        raise OEUserError(
+            f"optimized_metric={metric} needs a validation split, but data.val_fraction=0. Set "
+            f"data.val_fraction=0.1 (hparams_search=optuna_lambda does), or optimize mean.fpr95."
+        )
+    if metric in ("val.fpr95", "val.auroc") and module.lambda_oe == 0 and datamodule.val_ood_factory is None:
+        raise OEUserError(
+            f"optimized_metric={metric} compares the ID validation split with held-out OE images, "
+            f"and loss.lambda_oe=0 loads no OE data. Search λ over values > 0 (e.g. interval(0.01, 2)), "
+            f"or give the validation an OOD set of its own (val_ood=...)."
+        )
+
+
+def validation_metrics(trainer: pl.Trainer) -> dict[str, float]:
+    """The last epoch's ``val/*`` values (ID accuracy and loss, FPR95/AUROC vs held-out OE)."""
+    return {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items()
+            if k.startswith("val/")}
+
+
+def run_info(trainer: pl.Trainer, datamodule: OEDataModule) -> dict[str, Any]:
+    """How the run was spread: processes, and the samples each rank drew per epoch (sharding)."""
+    return {"world_size": trainer.world_size, "num_nodes": trainer.num_nodes,
+            "train_samples_per_rank": datamodule.train_samples_per_rank,
+            "global_step": trainer.global_step}
+
+
+def test_and_write(trainer: pl.Trainer, module: OutlierExposureModule, datamodule: OEDataModule,
+                   cfg: DictConfig, started: float, checkpoint: str | None,
+                   trained_with: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """Test, then (on rank 0) write ``results.json`` into the run directory and print its table."""
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    sizes = datamodule.test_set_sizes()
+    if module.test_results.get("scored", sizes) != sizes:  # fast_dev_run, limit_test_batches
+        extra["partial"] = True
+        log.warning("only part of the test sets was scored (%s of %s): results.json is marked partial and "
+                    "is neither skipped on re-runs nor tabulated", module.test_results["scored"], sizes)
+    results = build_results(module.test_results, cfg, trained_with,
+                            test_set_sizes=sizes, overrides=overrides(),
+                            checkpoint=checkpoint, tags=list(cfg.get("tags") or []), **extra,
+                            wall_time_s=round(time.perf_counter() - started, 2))
+    if trainer.is_global_zero:
+        log_test_dashboard(trainer.loggers, results, module.test_curves)
+        path = write_results(results, run_dir())
+        print_results(results)
+        log.info("results: %s", path)
+    return results
+
+
+def model_config_for(cfg: DictConfig, checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The backbone config stored in an oe-train checkpoint, else ``cfg.model``."""
+    stored = (checkpoint.get("oe_lightning") or {}).get("model_config")
+    model_cfg = stored if stored else OmegaConf.to_container(cfg.model, resolve=True)
+    trained_classes = model_cfg.get("num_classes")
+    if trained_classes is not None and trained_classes != cfg.data.num_classes:
+        raise OEUserError(
+            f"Checkpoint {cfg.ckpt_path!r} was trained with {trained_classes} classes but "
+            f"data={cfg.data.name} has {cfg.data.num_classes}. Evaluate it with the data it was "
+            f"trained on (data=...), or pass a checkpoint trained on {cfg.data.name}."
+        )
+    return model_cfg
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Test a checkpoint on the ID test set and the OOD suite; returns the results dict."""
+    started = time.perf_counter()
+    pl.seed_everything(cfg.seed, workers=True)
+    checkpoint = read_checkpoint(cfg.ckpt_path)
+    backbone = instantiate(model_config_for(cfg, checkpoint))
+    module = OutlierExposureModule(backbone, num_classes=cfg.data.num_classes,
+                                   score=instantiate(cfg.score), pretrained=cfg.ckpt_path,
+                                   recall=cfg.recall, fpr_rule=cfg.fpr_rule,
+                                   protocol=cfg.protocol, num_to_avg=cfg.num_to_avg)
+    datamodule = build_datamodule(cfg, with_oe=False)
+    check_accelerator(cfg)
+    loggers = build_loggers(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False)
+    trained_with = (checkpoint.get("oe_lightning") or {}).get("run_config")
+    with distributed_job(), finished_on_exit(loggers):
+        return test_and_write(trainer, module, datamodule, cfg, started, str(cfg.ckpt_path),
+                              trained_with)
