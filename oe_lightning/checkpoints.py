@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 from oe_lightning.errors import OEUserError
 
 BACKBONE_PREFIX = "backbone."
+log = logging.getLogger("oe_lightning")
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -70,3 +72,4 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path, num_classes: in
         if k not in state:  # num_batches_tracked of old checkpoints
             state[k] = own[k]
     backbone.load_state_dict(state, strict=True)
+    log.info("loaded %d weight tensors of %s from %s", len(state), type(backbone).__name__, path)

@@ -22,7 +22,7 @@ def _evaluate(cfg: DictConfig) -> float | None:
     from oe_lightning.results import objective
     from oe_lightning.runner import evaluate
 
-    set_entry_module(__name__)  # DDP ranks are started as `python -m oe_lightning.evaluate`
+    set_entry_module("oe_lightning.evaluate")  # DDP ranks are started as `python -m oe_lightning.evaluate`
     return objective(evaluate(cfg), cfg.get("optimized_metric"))
 
 

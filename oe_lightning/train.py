@@ -23,7 +23,7 @@ def _train(cfg: DictConfig) -> float | None:
     from oe_lightning.results import objective
     from oe_lightning.runner import train
 
-    set_entry_module(__name__)  # DDP ranks are started as `python -m oe_lightning.train`
+    set_entry_module("oe_lightning.train")  # DDP ranks are started as `python -m oe_lightning.train`
     return objective(train(cfg), cfg.get("optimized_metric"))
 
 

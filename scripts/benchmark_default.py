@@ -59,7 +59,7 @@ def main() -> None:
             rows.append({"lambda_oe": lam, "wall_s_median": round(statistics.median(walls), 1),
                          "wall_s": [round(w, 1) for w in walls], "repeats_identical": len(set(means)) == 1,
                          "id_accuracy": results["id_accuracy"], "mean": results["mean"],
-                         "ood": results["ood"]})
+                         "ood": results["ood"], "results": results})
     info = machine()
     print(f"torch {info['torch']}, {info['threads']} CPU threads ({info['cpu_count']} cores), "
           f"Python {info['python']}, {args.repeats} run(s) per λ")
@@ -69,6 +69,9 @@ def main() -> None:
         per_set = " ".join(f"{100 * r['ood'][s]['fpr95']:>12.2f}" for s in sets)
         print(f"{r['lambda_oe']:>4} {r['wall_s_median']:>7.1f} {100 * r['id_accuracy']:>7.2f} {per_set} "
               f"{100 * r['mean']['fpr95']:>10.2f}")
+    from oe_lightning.report import print_results
+
+    print_results(rows[-1]["results"])  # the end-of-run table of the last λ, as oe-train prints it
     if args.repeats > 1:
         print("repeats identical: " + ", ".join(f"λ={r['lambda_oe']}: {r['repeats_identical']}" for r in rows))
     if args.out:

@@ -33,17 +33,28 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-# a few batches per epoch: the whole loop (fit, validation, checkpoint, test) in seconds
+# subprocess runs: a few batches per epoch from a test-only preset (tests/conf/test/tiny.yaml), so
+# that a sweep job's directory name gains one short override ("+test:tiny")
+TEST_CONF = REPO / "tests" / "conf"
+TINY_CLI = (f"--config-dir={TEST_CONF}", "+test=tiny")
+TINY_EVAL_CLI = (f"--config-dir={TEST_CONF}", "+test=tiny_eval")
+# in-process runs: the same settings as plain overrides
 TINY = ("trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.log_every_n_steps=1",
-        "callbacks.progress_bar=null", "callbacks.model_summary=null", "print_config=false")
+        "callbacks.progress_bar=null", "trainer.enable_progress_bar=false", "callbacks.model_summary=null",
+        "print_config=false")
 SAFETY_TIMEOUT = 1800  # only so that a hung process cannot hang CI; never reached by a working run
 
 
 def run_cli(entry: str, *args: str, tmp_path: Path, timeout: int = SAFETY_TIMEOUT) -> subprocess.CompletedProcess:
     """Run ``oe-train``/``oe-eval`` (as ``python -m``) in ``tmp_path`` and capture its output."""
     module = {"oe-train": "oe_lightning.train", "oe-eval": "oe_lightning.evaluate"}[entry]
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=cli_env(tmp_path),
+    return subprocess.run([sys.executable, "-m", module, *cli_order(args)], cwd=tmp_path, env=cli_env(tmp_path),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def cli_order(args: tuple[str, ...] | list[str]) -> list[str]:
+    """Hydra's flags (``--config-dir=...``) before the overrides, as its argument parser needs."""
+    return [a for a in args if a.startswith("--")] + [a for a in args if not a.startswith("--")]
 
 
 def results_files(root: Path) -> list[Path]:
@@ -73,22 +84,35 @@ def hydra_job(config_name: str, overrides: list[str], run_dir: Path) -> Iterator
         HydraConfig.instance().cfg = None
 
 
-def train_in_process(run_dir: Path, *overrides: str) -> dict:
-    """``oe-train`` in this process (tiny epochs unless overridden); returns the results dict."""
-    from oe_lightning.runner import train
+def run_in_process(entry: str, run_dir: Path, *overrides: str, tiny: bool = True) -> dict:
+    """``oe-train`` / ``oe-eval`` in this process, through the entry point's own task function
+    (user errors print one paragraph and exit 2, as on the command line); returns results.json's dict.
+    ``tiny`` adds :data:`TINY` (training) or ``print_config=false`` (evaluation)."""
+    from oe_lightning import evaluate, train
 
-    with hydra_job("train", ["logger=csv", *TINY, *overrides], run_dir) as cfg:
-        return train(cfg)
+    config_name, task = {"oe-train": ("train", train._train), "oe-eval": ("eval", evaluate._evaluate)}[entry]
+    extra = (TINY if entry == "oe-train" else ("print_config=false",)) if tiny else ()
+    with hydra_job(config_name, ["logger=csv", *extra, *overrides], run_dir) as cfg:
+        from oe_lightning.cli import report_user_errors
+
+        report_user_errors(task, cfg)
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def train_in_process(run_dir: Path, *overrides: str, tiny: bool = True) -> dict:
+    """``oe-train`` in this process (tiny epochs unless ``tiny=False``); returns the results dict."""
+    return run_in_process("oe-train", run_dir, *overrides, tiny=tiny)
 
 
 @pytest.fixture(scope="session")
 def lambda_sweep(tmp_path_factory) -> dict:
-    """``oe-train -m`` over λ = 0, 0.5, 1.0 on the embedded data with W&B offline, tiny epochs."""
+    """``oe-train -m`` over λ = -1, 0, 0.5, 1.0 on the embedded data with W&B offline, tiny epochs:
+    the λ = -1 job fails on bad input, the sweep runs the others and exits 1."""
     tmp = tmp_path_factory.mktemp("sweep")
     sweep_dir = tmp / "sweep"
-    proc = run_cli("oe-train", "-m", "loss.lambda_oe=0,0.5,1.0", "logger=wandb", "trainer.max_epochs=2",
-                   *TINY, f"hydra.sweep.dir={sweep_dir}", tmp_path=tmp)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_cli("oe-train", "-m", "loss.lambda_oe=-1,0,0.5,1.0", "logger=wandb", "trainer.max_epochs=2",
+                   *TINY_CLI, f"hydra.sweep.dir={sweep_dir}", tmp_path=tmp)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = {}
     for path in results_files(sweep_dir):
         res = json.loads(path.read_text())
@@ -98,14 +122,10 @@ def lambda_sweep(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="session")
 def default_runs(tmp_path_factory) -> dict:
-    """The default embedded experiment as ``oe-train`` runs it (30 epochs), baseline and OE, seed 0."""
+    """The default embedded experiment (30 epochs, every default), baseline and OE, seed 0, run
+    in-process through oe-train's task function."""
     tmp = tmp_path_factory.mktemp("default")
-    sweep_dir = tmp / "sweep"
-    proc = run_cli("oe-train", "-m", "loss.lambda_oe=0,0.5", "logger=csv", f"hydra.sweep.dir={sweep_dir}",
-                   tmp_path=tmp)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    runs = {}
-    for path in results_files(sweep_dir):
-        res = json.loads(path.read_text())
-        runs[res["config"]["lambda_oe"]] = {"dir": path.parent, "results": res}
-    return runs
+    return {lam: {"dir": tmp / str(lam), "results": train_in_process(tmp / str(lam), f"loss.lambda_oe={lam}",
+                                                                      "callbacks.progress_bar=null",
+                                                                      "trainer.enable_progress_bar=false", tiny=False)}
+            for lam in (0.0, 0.5)}

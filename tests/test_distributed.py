@@ -7,31 +7,32 @@ import json
 import pytest
 
 from oe_lightning.distributed import config_source_args
-from tests.conftest import results_files, run_cli
+from oe_lightning.results import read_results
+from tests.conftest import TINY_EVAL_CLI, results_files, run_cli, run_in_process
 
 ODD_SIZES = ["ood.gaussian.num_samples=501", "ood.uniform.num_samples=333", "ood.blobs.num_samples=77"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("protocol", ["full", "paper"])
-def test_ddp_evaluation_equals_single_process(lambda_sweep, tmp_path, protocol):
+def test_ddp_evaluation_equals_single_process(lambda_sweep, tmp_path):
+    """Both protocols under DDP (one oe-eval sweep, 2 CPU processes per job) vs in-process, single."""
     ckpt = lambda_sweep["runs"][0.5]["dir"] / "checkpoints" / "last.ckpt"
-    results = {}
-    for trainer in ("cpu", "ddp_sim"):
-        proc = run_cli("oe-eval", f"ckpt_path={ckpt}", f"trainer={trainer}", f"protocol={protocol}",
-                       *ODD_SIZES, "logger=none", "print_config=false", f"hydra.run.dir={tmp_path / trainer}",
-                       tmp_path=tmp_path)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        results[trainer] = json.loads((tmp_path / trainer / "results.json").read_text())
-    single, ddp = results["cpu"], results["ddp_sim"]
-    # 539 ID test images and OOD sets of 501, 333 and 77: no size divides by 2, nothing is padded
-    assert ddp["test_set_sizes"] == single["test_set_sizes"]
-    assert ddp["test_set_sizes"]["in"] == 539 and ddp["test_set_sizes"]["blobs"] == 77
-    for name, metrics in single["ood"].items():
-        for key, value in metrics.items():
-            assert ddp["ood"][name][key] == pytest.approx(value, abs=1e-9), (name, key)
-    assert ddp["id_accuracy"] == pytest.approx(single["id_accuracy"], abs=1e-9)
-    assert ddp["rms_calibration_error"] == pytest.approx(single["rms_calibration_error"], abs=1e-9)
+    proc = run_cli("oe-eval", "-m", f"ckpt_path={ckpt}", "trainer=ddp_sim", "protocol=full,paper", *ODD_SIZES,
+                   "logger=none", *TINY_EVAL_CLI, f"hydra.sweep.dir={tmp_path / 'ddp'}", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp_runs = {r["config"]["protocol"]: r for r in map(read_results, results_files(tmp_path / "ddp"))}
+    assert sorted(ddp_runs) == ["full", "paper"]
+    for protocol, ddp in ddp_runs.items():
+        single = run_in_process("oe-eval", tmp_path / protocol, f"ckpt_path={ckpt}", f"protocol={protocol}",
+                                *ODD_SIZES)
+        # 539 ID test images and OOD sets of 501, 333 and 77: no size divides by 2, nothing is padded
+        assert ddp["test_set_sizes"] == single["test_set_sizes"] == ddp["scored"]
+        assert ddp["test_set_sizes"]["in"] == 539 and ddp["test_set_sizes"]["blobs"] == 77
+        for name, metrics in single["ood"].items():
+            for key, value in metrics.items():
+                assert ddp["ood"][name][key] == pytest.approx(value, abs=1e-9), (protocol, name, key)
+        assert ddp["id_accuracy"] == pytest.approx(single["id_accuracy"], abs=1e-9)
+        assert ddp["rms_calibration_error"] == pytest.approx(single["rms_calibration_error"], abs=1e-9)
 
 
 @pytest.mark.slow

@@ -1,6 +1,5 @@
 """The paper's presets: compose, and run (fast_dev_run) on tiny files in the real formats."""
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +8,7 @@ import torch
 from PIL import Image
 
 from oe_lightning.models import wrn_16_4, wrn_40_2
-from tests.conftest import run_cli
+from tests.conftest import train_in_process
 from tests.formats import write_cifar10, write_cifar100, write_svhn, write_tiny_images
 from tests.test_config import compose_train, options
 
@@ -63,7 +62,6 @@ def paper_data_dir(tmp_path_factory) -> tuple[Path, dict]:
     return root, sums
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("dataset,builder", [("cifar10", wrn_40_2), ("svhn", wrn_16_4)])
 def test_oe_tune_preset_runs_on_tiny_files_from_a_papers_baseline_checkpoint(
         paper_data_dir, dataset, builder, tmp_path):
@@ -71,13 +69,12 @@ def test_oe_tune_preset_runs_on_tiny_files_from_a_papers_baseline_checkpoint(
     baseline = tmp_path / f"{dataset}_wrn_baseline_epoch_99.pt"  # a plain state_dict, as released
     torch.save(builder(num_classes=10).state_dict(), baseline)
     checksums = "{" + ",".join(f"{k}:{v}" for k, v in sums.items()) + "}"
-    proc = run_cli("oe-train", f"experiment=paper/{dataset}_oe_tune", f"module.pretrained={baseline}",
-                   f"paths.data_dir={root}", f"data.checksums={checksums}", "+trainer.fast_dev_run=1",
-                   "data.batch_size=8", "data.oe_batch_size=16", "data.num_workers=0",
-                   "data.pin_memory=false", "logger=none", "print_config=false", "hydra.run.dir=run",
-                   tmp_path=tmp_path)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    res = train_in_process(tmp_path / "run", f"experiment=paper/{dataset}_oe_tune", f"module.pretrained={baseline}",
+                           f"paths.data_dir={root}", f"data.checksums={checksums}", "+trainer.fast_dev_run=1",
+                           "data.batch_size=8", "data.oe_batch_size=16", "data.num_workers=0",
+                           "data.pin_memory=false", "logger=none", "print_config=false",
+                           "callbacks.progress_bar=null", "trainer.enable_progress_bar=false",
+                           tiny=False)
     expected = {"cifar10": {"gaussian", "rademacher", "blobs", "textures", "svhn", "places365",
                             "lsun_crop", "lsun_resize", "isun", "cifar100"},
                 "svhn": {"gaussian", "rademacher", "blobs", "textures", "places365", "lsun_crop",
@@ -115,9 +112,10 @@ def test_tiny_imagenet_reads_train_folders_and_val_annotations(tmp_path):
         TinyImageNet(tmp_path / "nowhere", "val")
 
 
-@pytest.mark.slow
-def test_missing_paper_data_names_the_path_and_how_to_get_it(tmp_path):
-    proc = run_cli("oe-train", "experiment=paper/cifar10_baseline", f"paths.data_dir={tmp_path}/none",
-                   "logger=none", tmp_path=tmp_path)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "cifar-10-batches-py" in proc.stderr and "prepare_data.py cifar10" in proc.stderr
+def test_missing_paper_data_names_the_path_and_how_to_get_it(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_in_process(tmp_path / "run", "experiment=paper/cifar10_baseline", f"paths.data_dir={tmp_path}/none",
+                         "logger=none")
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert "cifar-10-batches-py" in err and "prepare_data.py cifar10" in err

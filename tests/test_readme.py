@@ -1,4 +1,9 @@
-"""The README's everyday commands run as printed (with tiny epochs appended), each in a subprocess."""
+"""The README's everyday commands run as printed, with tiny epochs appended.
+
+Commands that need a process of their own (``-m`` sweeps, ``VAR=value`` prefixes such as
+``PYTHONPATH=.``) run as subprocesses through the installed console script; the others run the
+entry point's task function in-process with the same overrides.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +18,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, SAFETY_TIMEOUT, TINY, cli_env, results_files
+from tests.conftest import (
+    REPO,
+    SAFETY_TIMEOUT,
+    TINY_CLI,
+    TINY_EVAL_CLI,
+    cli_env,
+    cli_order,
+    results_files,
+    run_in_process,
+    train_in_process,
+)
 
-pytestmark = pytest.mark.slow
+
 
 MY_NET = '''
 import torch
@@ -57,45 +72,54 @@ def test_the_readme_lists_the_everyday_commands():
     assert any("model=custom" in c for c in commands) and any(c.startswith("oe-eval") for c in commands)
 
 
-def _run(command: str, cwd: Path, run_dir: Path | None, sweep_dir: Path) -> subprocess.CompletedProcess:
+def _run(command: str, cwd: Path, run_dir: Path | None, monkeypatch) -> list[Path]:
+    """Run a README command line in ``cwd`` (``RUN`` is a copy of ``run_dir``) with tiny epochs (one,
+    or three to continue RUN's one); returns the results.json files it wrote."""
     env = cli_env(cwd)
     words = shlex.split(command)
+    prefixed = False
     while "=" in words[0] and not words[0].startswith(("oe-", "-")):  # VAR=value prefixes
         key, value = words.pop(0).split("=", 1)
-        env[key] = value if key != "PYTHONPATH" else os.pathsep.join([value, str(REPO)])
+        env[key] = os.pathsep.join([value, str(REPO)]) if key == "PYTHONPATH" else value
+        prefixed = True
     entry, args = words[0], words[1:]
-    if run_dir is not None:
-        args = [a.replace("RUN/", f"{run_dir}/") for a in args]
-    extra = [*TINY, "hydra.sweep.dir=" + str(sweep_dir), "hydra.run.dir=" + str(cwd / "run")]
-    if entry == "oe-train" and not any(a.startswith("trainer.max_epochs=") for a in args):
-        extra.append("trainer.max_epochs=1")
-    if entry == "oe-eval":
-        extra = [e for e in extra if not e.startswith(("trainer.limit_train", "callbacks."))]
-    executable = shutil.which(entry) or ""
-    command_line = [executable] if executable else [sys.executable, "-m", f"oe_lightning.{entry[3:]}"]
-    if entry == "oe-eval" and not executable:
-        command_line = [sys.executable, "-m", "oe_lightning.evaluate"]
-    return subprocess.run([*command_line, *args, *extra], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=SAFETY_TIMEOUT)
+    if run_dir is not None and any("RUN" in a for a in args):
+        shutil.copytree(run_dir, cwd / "RUN")
+        args = [a.replace("=RUN", f"={cwd / 'RUN'}") for a in args]
+    if entry == "oe-train":  # a continued run needs more epochs than the one it continues
+        args.append("trainer.max_epochs=3" if "hydra.run.dir=RUN" in command else "trainer.max_epochs=1")
+    if prefixed or "-m" in args:
+        tiny = TINY_CLI if entry == "oe-train" else TINY_EVAL_CLI
+        extra = [*tiny, f"hydra.sweep.dir={cwd / 'sweep'}"]
+        if not any(a.startswith("hydra.run.dir=") for a in args):
+            extra.append(f"hydra.run.dir={cwd / 'run'}")
+        module = {"oe-train": "oe_lightning.train", "oe-eval": "oe_lightning.evaluate"}[entry]
+        executable = [shutil.which(entry)] if shutil.which(entry) else [sys.executable, "-m", module]
+        proc = subprocess.run([*executable, *cli_order([*args, *extra])], cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=SAFETY_TIMEOUT)
+        assert proc.returncode == 0, command + "\n" + proc.stdout[-2000:] + proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr
+    else:
+        monkeypatch.chdir(cwd)
+        out = next((Path(a.split("=", 1)[1]) for a in args if a.startswith("hydra.run.dir=")), cwd / "run")
+        run_in_process(entry, out, *[a for a in args if not a.startswith("hydra.run.dir=")])
+    return results_files(cwd)
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
-    """A run directory for the commands that name RUN (tiny epochs)."""
-    tmp = tmp_path_factory.mktemp("readme_run")
-    proc = _run("oe-train trainer.max_epochs=2", tmp, None, tmp / "sweep")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return tmp / "run"
+    """A run directory (one tiny epoch) for the commands that name RUN."""
+    run_dir = tmp_path_factory.mktemp("readme_run") / "run"
+    train_in_process(run_dir, "trainer.max_epochs=1")
+    return run_dir
 
 
-@pytest.mark.parametrize("command", everyday_commands())
-def test_an_everyday_command_runs_as_printed(command, trained_run, tmp_path):
+@pytest.mark.parametrize("command", [pytest.param(c, marks=pytest.mark.slow) if ("-m " in c or c.startswith(
+    "PYTHONPATH") or "resnet18" in c) else c for c in everyday_commands()])
+def test_an_everyday_command_runs_as_printed(command, trained_run, tmp_path, monkeypatch):
     (tmp_path / "my_pkg").mkdir()
     (tmp_path / "my_pkg" / "__init__.py").write_text(MY_NET)
-    proc = _run(command, tmp_path, trained_run, tmp_path / "sweep")
-    assert proc.returncode == 0, command + "\n" + proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    results = results_files(tmp_path)
+    results = _run(command, tmp_path, trained_run, monkeypatch)
     assert results, f"{command}: no results.json"
     for path in results:
         res = json.loads(path.read_text())
@@ -104,3 +128,8 @@ def test_an_everyday_command_runs_as_printed(command, trained_run, tmp_path):
             assert res["config"]["model"] == "my_pkg.MyNet"
         if "debug=fdr" in command:
             assert res["partial"] is True
+        if "tags=" in command:
+            assert res["tags"] == ["first_try", "digits"]
+        if "hydra.run.dir=RUN" in command:  # continued: 3 epochs of 3 steps, the first one's CSV rows kept
+            assert res["run"]["global_step"] == 9
+            assert (tmp_path / "RUN" / "csv" / "metrics.csv").read_text().count("\n0,") >= 1
