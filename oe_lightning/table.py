@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from oe_lightning.paper_results import MEANS, PER_SET
+from oe_lightning.paper_results import MEAN_SETS, MEANS, PAPER_FPR_RULE, PER_SET
 from oe_lightning.results import RESULTS_FILE, read_complete
 
 METRICS = ("fpr95", "auroc", "aupr_out")
@@ -164,10 +164,15 @@ def baseline_for(group: Group, groups: Sequence[Group]) -> Group | None:
 
 
 def paper_numbers(group: Group, ood_set: str | None, metric: str) -> float | None:
-    """The paper's value for this group's dataset and method (MSP, the paper's loss only)."""
+    """The paper's value for this group's dataset and method (MSP, the paper's loss only), where
+    ours is comparable: FPR95 only when read with the paper's rule, the mean only over its sets."""
     if group.config.get("score") != PAPER_SCORE:
         return None
     if group.method != "baseline" and group.config.get("loss") != PAPER_LOSS:
+        return None
+    if metric == "fpr95" and group.config.get("fpr_rule") != PAPER_FPR_RULE:
+        return None
+    if ood_set is None and tuple(group.ood_sets()) != MEAN_SETS.get(group.data):
         return None
     if ood_set is None:
         return MEANS.get(group.data, {}).get(group.method, {}).get(metric)
@@ -222,7 +227,13 @@ def comparisons(groups: Sequence[Group]) -> list[tuple[str, list[str], list[list
         base = baseline_for(g, groups) if g.method != "baseline" else None
         if base is not None:
             seeds = f"{len(g.runs)} seed{'s' if len(g.runs) > 1 else ''}"
-            out.append((f"{g.data}: baseline vs {g.label}, {seeds}", *comparison(base, g)))
+            notes = [f"FPR95 read with rule {r!r}, not compared with the paper's {PAPER_FPR_RULE!r}"
+                     for r in {x.config.get("fpr_rule") for x in (base, g)} - {PAPER_FPR_RULE}
+                     if g.data in MEANS]
+            if g.data in MEAN_SETS and tuple(g.ood_sets()) != MEAN_SETS[g.data]:
+                notes.append("mean over other sets than the paper's: not compared")
+            title = f"{g.data}: baseline vs {g.label}, {seeds}" + "".join(f" ({n})" for n in notes)
+            out.append((title, *comparison(base, g)))
     return out
 
 

@@ -21,6 +21,23 @@ from omegaconf import DictConfig
 REPO = Path(__file__).resolve().parents[1]
 
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one thread per pytest-xdist worker (and its subprocesses): two workers on two cores, not four
+    # threads fighting over them (torch reads this when it is first imported)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread_per_xdist_worker() -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
+
 def cli_env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update({
@@ -106,18 +123,19 @@ def train_in_process(run_dir: Path, *overrides: str, tiny: bool = True) -> dict:
 
 @pytest.fixture(scope="session")
 def lambda_sweep(tmp_path_factory) -> dict:
-    """``oe-train -m`` over λ = -1, 0, 0.5, 1.0 on the embedded data with W&B offline, tiny epochs:
-    the λ = -1 job fails on bad input, the sweep runs the others and exits 1."""
+    """``oe-train -m loss=uniform_ce,energy loss.lambda_oe=-1,0,0.5 logger=wandb`` on the embedded
+    data (W&B offline, tiny epochs): the two λ = -1 jobs fail on bad input, the sweep runs the
+    other four and exits 1. ``runs`` maps λ to the UniformCrossEntropy jobs, ``all`` lists every
+    complete job."""
     tmp = tmp_path_factory.mktemp("sweep")
     sweep_dir = tmp / "sweep"
-    proc = run_cli("oe-train", "-m", "loss.lambda_oe=-1,0,0.5,1.0", "logger=wandb", "trainer.max_epochs=2",
-                   *TINY_CLI, f"hydra.sweep.dir={sweep_dir}", tmp_path=tmp)
+    proc = run_cli("oe-train", "-m", "loss=uniform_ce,energy", "loss.lambda_oe=-1,0,0.5", "logger=wandb",
+                   "trainer.max_epochs=2", *TINY_CLI, f"hydra.sweep.dir={sweep_dir}", tmp_path=tmp)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
-    runs = {}
-    for path in results_files(sweep_dir):
-        res = json.loads(path.read_text())
-        runs[res["config"]["lambda_oe"]] = {"dir": path.parent, "results": res}
-    return {"dir": sweep_dir, "runs": runs, "stdout": proc.stdout, "stderr": proc.stderr}
+    everything = [{"dir": path.parent, "results": json.loads(path.read_text())} for path in results_files(sweep_dir)]
+    runs = {r["results"]["config"]["lambda_oe"]: r for r in everything
+            if r["results"]["config"]["loss"] == "UniformCrossEntropy"}
+    return {"dir": sweep_dir, "runs": runs, "all": everything, "stdout": proc.stdout, "stderr": proc.stderr}
 
 
 @pytest.fixture(scope="session")

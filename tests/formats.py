@@ -59,3 +59,23 @@ def write_svhn(root: Path, split: str = "train", n: int = 7, seed: int = 2) -> d
 def write_tiny_images(path: Path, images: np.ndarray) -> None:
     """Records of 3,072 bytes, each image (32, 32, 3) stored column-major as in the 80M file."""
     path.write_bytes(b"".join(img.flatten(order="F").tobytes() for img in images))
+
+
+def write_lsun_test_lmdb(root: Path, n: int = 5, size: int = 40, seed: int = 0) -> Path:
+    """``root/test_lmdb``: an LMDB of WebP-encoded images keyed by ids, as LSUN's test set."""
+    import io
+
+    import lmdb
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    path = root / "test_lmdb"
+    path.mkdir(parents=True)
+    env = lmdb.open(str(path), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        for i in range(n):
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8)).save(buf, "WEBP")
+            txn.put(f"{i:040x}".encode(), buf.getvalue())
+    env.close()
+    return path

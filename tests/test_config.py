@@ -84,7 +84,7 @@ def test_defaults_are_the_papers():
     assert cfg.loss.lambda_oe == 0.5 and cfg.loss.fn._target_.endswith("UniformCrossEntropy")
     opt = cfg.module.optimizer
     assert (opt._target_, opt.momentum, opt.nesterov, opt.weight_decay) == ("torch.optim.SGD", 0.9, True, 5e-4)
-    assert cfg.module.scheduler.min_factor == 1e-6
+    assert cfg.module.scheduler.min_lr == 1e-6  # absolute, CIFAR/oe_tune.py:142-148
     assert cfg.data.oe_batch_size == 2 * cfg.data.batch_size
     assert cfg.score._target_.endswith("MaxSoftmax")
 

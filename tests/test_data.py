@@ -1,5 +1,6 @@
 import functools
 
+import numpy as np
 import pytest
 import torch
 
@@ -132,21 +133,90 @@ def test_sample_image_crops_are_fixed_by_seed_and_in_range():
 
 
 def test_synthetic_sets_have_the_papers_ranges_and_statistics():
-    g = noise("gaussian", 2000, (3, 8, 8), seed=0).images
+    g = noise("gaussian", 2000, (3, 8, 8), seed=0).images()
     assert g.min() >= -1 and g.max() <= 1 and abs(g.mean()) < 0.01
-    assert g.std() == pytest.approx(0.46, abs=0.02)  # N(0, 0.5) clipped to [-1, 1]
-    r = noise("rademacher", 2000, (3, 8, 8), seed=0).images
+    assert g.std() == pytest.approx(0.4797, abs=0.01)  # N(0, 0.5) clipped at 2σ: 0.5·√0.9205
+    r = noise("rademacher", 2000, (3, 8, 8), seed=0).images()
     assert set(r.unique().tolist()) == {-1.0, 1.0} and abs(r.mean()) < 0.01
-    u = noise("uniform", 2000, (1, 8, 8), value_range=(0, 1)).images
+    u = noise("uniform", 2000, (1, 8, 8), value_range=(0, 1)).images()
     assert u.min() >= 0 and u.max() <= 1 and u.mean() == pytest.approx(0.5, abs=0.01)
-    b = noise("blobs", 500, (3, 32, 32), seed=0).images
+    b = noise("blobs", 500, (3, 32, 32), seed=0).images()
     assert b.min() == -1 and b.max() <= 1 and (b == -1).float().mean() > 0.3  # zeroed below 0.75
     assert ((b > -1) & (b < 0.5)).sum() == 0  # kept values were >= 0.75 before mapping
-    assert noise("gaussian", 4, (1, 8, 8), value_range=(0, 1)).images.min() >= 0
+    assert noise("gaussian", 4, (1, 8, 8), value_range=(0, 1)).images().min() >= 0
     # the blur spans channels too (skimage's multichannel=False): channels are correlated
-    b3 = (noise("blobs", 200, (3, 32, 32), seed=1).images + 1) / 2
+    b3 = (noise("blobs", 200, (3, 32, 32), seed=1).images() + 1) / 2
     corr = torch.corrcoef(torch.stack([b3[:, 0].flatten(), b3[:, 1].flatten()]))[0, 1]
     assert corr > 0.5
+    # one image at a time from (seed, index): the same whatever else was drawn, never all in memory
+    big = noise("gaussian", 52060, (3, 32, 32), seed=1)
+    assert len(big) == 52060 and torch.equal(big[52059][0], noise("gaussian", 52060, (3, 32, 32), seed=1)[52059][0])
+
+
+def _reference_draws(expression, n: int = 400, shape=(3, 32, 32)):
+    """The reference's numpy expression evaluated here with a fixed numpy seed."""
+    np.random.seed(0)
+    return expression(n, shape)
+
+
+# Each row: a suite's generator (the preset's config values) and the reference's expression from
+# hendrycks/outlier-exposure, evaluated with numpy (its code is unseeded, so statistics are compared).
+REFERENCE_GENERATORS = [
+    ("cifar10_paper", "gaussian",  # CIFAR/test.py:189-190
+     lambda n, s: np.clip(np.random.normal(size=(n, *s), scale=0.5), -1, 1)),
+    ("cifar10_paper", "rademacher",  # CIFAR/test.py:201-202
+     lambda n, s: np.random.binomial(n=1, p=0.5, size=(n, *s)).astype(np.float32) * 2 - 1),
+    ("cifar10_paper", "blobs", None),  # CIFAR/test.py:211-217, sigma 1.5, * 2 - 1
+    ("svhn_paper", "gaussian",  # SVHN/test.py:181-183
+     lambda n, s: np.clip(np.random.normal(size=(n, *s), loc=0.5, scale=0.5), 0, 1)),
+    ("svhn_paper", "bernoulli",  # SVHN/test.py:193-194
+     lambda n, s: np.random.binomial(n=1, p=0.5, size=(n, *s)).astype(np.float32)),
+    ("svhn_paper", "blobs", None),  # SVHN/test.py:203-209, sigma 1.5, no * 2 - 1
+    ("tiny_imagenet_paper", "gaussian",  # TinyImageNet/test.py:185-186
+     lambda n, s: np.clip(np.random.normal(size=(n, *s), scale=0.5), -1, 1)),
+    ("tiny_imagenet_paper", "blobs", None),  # TinyImageNet/test.py:207-213, sigma 2
+]
+BLOB_REFERENCE = {"cifar10_paper": (1.5, True), "svhn_paper": (1.5, False), "tiny_imagenet_paper": (2.0, True)}
+
+
+def _reference_blobs(n, shape, sigma, to_pm1):
+    from scipy.ndimage import gaussian_filter
+
+    c, h, w = shape
+    data = np.float32(np.random.binomial(n=1, p=0.7, size=(n, h, w, c)))
+    for i in range(n):  # skimage.filters.gaussian(img, sigma, multichannel=False): 3-D, 'nearest', truncate 4
+        data[i] = gaussian_filter(data[i], sigma=sigma, mode="nearest", truncate=4.0)
+        data[i][data[i] < 0.75] = 0.0
+    data = data.transpose((0, 3, 1, 2))
+    return data * 2 - 1 if to_pm1 else data
+
+
+@pytest.mark.parametrize("suite,name,expression", REFERENCE_GENERATORS)
+def test_every_paper_generator_matches_the_reference_statistics(suite, name, expression):
+    from hydra.utils import instantiate
+
+    from tests.test_config import compose_train
+
+    data = {"cifar10_paper": "cifar10", "svhn_paper": "svhn", "tiny_imagenet_paper": "tiny_imagenet"}[suite]
+    cfg = compose_train(f"data={data}", f"ood={suite}")
+    ours_ds = instantiate(cfg.ood[name])(transform=None)
+    shape = tuple(cfg.data.image_shape)
+    n = 400 if shape[1] == 32 else 150
+    ours = ours_ds.images(n).numpy().astype(np.float64)
+    if expression is None:
+        sigma, to_pm1 = BLOB_REFERENCE[suite]
+        assert cfg.ood[name].blur_sigma == sigma
+        ref = _reference_draws(lambda k, s: _reference_blobs(k, s, sigma, to_pm1), n, shape)
+    else:
+        ref = _reference_draws(expression, n, shape)
+    lo, hi = float(ref.min()), 1.0  # every generator's values lie in [lo, 1]
+    assert ours.min() >= lo - 1e-6 and ours.max() <= hi + 1e-6
+    assert ours.mean() == pytest.approx(ref.mean(), abs=0.01)
+    assert ours.std() == pytest.approx(ref.std(), abs=0.01)
+    for edge in (lo, hi):  # the same fraction clipped to (or sitting at) each end of the range
+        assert np.isclose(ours, edge).mean() == pytest.approx(np.isclose(ref, edge).mean(), abs=0.01)
+    if expression is None:  # the fraction of Blobs pixels on
+        assert (ours > lo).mean() == pytest.approx((ref > lo).mean(), abs=0.01)
 
 
 def test_a_validation_ood_set_of_its_own_replaces_the_oe_hold_out():

@@ -76,7 +76,7 @@ def test_tiny_images_reads_column_major_records_by_seek_and_skips_excluded(tmp_p
     path = tmp_path / "tiny_images.bin"
     write_tiny_images(path, images)
     exclude = tmp_path / "80mn_cifar_idxs.txt"
-    exclude.write_text("3\n5\n")
+    exclude.write_text("4\n6\n")  # 1-based, as the paper's file: records 3 and 5
     tiny = TinyImages(path, exclude_file=exclude)
     assert len(tiny) == 12
     assert np.array_equal(np.asarray(tiny[0][0]), images[0]) and tiny[0][1] == -1
@@ -84,8 +84,15 @@ def test_tiny_images_reads_column_major_records_by_seek_and_skips_excluded(tmp_p
     for _ in range(20):
         got = np.asarray(tiny[3][0])  # excluded: replaced by a random other record
         assert not np.array_equal(got, images[3]) and not np.array_equal(got, images[5])
+    # every record a whole epoch serves, from any offset: never one of the excluded
+    served = {bytes(np.asarray(tiny[i][0]).tobytes()) for i in range(200)}
+    assert images[3].tobytes() not in served and images[5].tobytes() not in served
+    assert {images[i].tobytes() for i in (0, 1, 2, 4, 6, 11)} <= served
     with pytest.raises(OEUserError, match="tiny_images was not found"):
         TinyImages(tmp_path / "nope.bin")
+    exclude.write_text("0\n6\n")
+    with pytest.raises(OEUserError, match="count from 1"):
+        TinyImages(path, exclude_file=exclude)
 
 
 def test_oe_sampler_modes():
@@ -213,3 +220,18 @@ def test_prepare_data_script_offline_says_what_it_could_not_fetch_and_leaves_no_
     assert out.count("could not download") == 2 and "Name or service not known" in out
     assert "cifar-10-python.tar.gz" in out and "extra_32x32.mat" in out and "dtd/images" in out
     assert not data_dir.exists()  # the failed downloads left nothing behind
+
+
+def test_lsun_test_set_reads_its_lmdb_and_resizes_like_the_paper(tmp_path):
+    """LSUN's test set is an LMDB of WebP images (the paper's lsun_loader, classes='test')."""
+    from oe_lightning.data.vision import LSUNTest
+    from tests.formats import write_lsun_test_lmdb
+
+    write_lsun_test_lmdb(tmp_path / "lsun", n=7, size=40)
+    a, b = LSUNTest(tmp_path / "lsun"), LSUNTest(tmp_path / "lsun", resize=64)  # two readers in one process
+    assert len(a) == len(b) == 7
+    image, label = a[6]
+    assert image.size == (32, 32) and label == -1  # Resize(32) + CenterCrop(32) of a 40x48 image
+    assert b[0][0].size == (64, 64)
+    with pytest.raises(OEUserError, match="lsun was not found.*test_lmdb"):
+        LSUNTest(tmp_path / "elsewhere")

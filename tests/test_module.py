@@ -75,6 +75,22 @@ def test_wrong_number_of_outputs_is_explained():
         module.training_step(batch(), 0)
 
 
+@pytest.mark.parametrize("lr", [0.1, 0.001, 1e-4])
+def test_paper_cosine_ends_at_an_absolute_1e6_whatever_the_start(lr):
+    """hendrycks/outlier-exposure CIFAR/oe_tune.py:142-148: factor 1e-6 / args.learning_rate."""
+    from oe_lightning.optim import paper_cosine
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    scheduler = paper_cosine(optimizer, total_steps=10)
+    lrs = [optimizer.param_groups[0]["lr"]]
+    for _ in range(10):
+        optimizer.step()
+        scheduler.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs[0] == pytest.approx(lr) and lrs[-1] == pytest.approx(1e-6)
+    assert lrs[5] == pytest.approx(1e-6 + (lr - 1e-6) / 2)
+
+
 def test_cosine_schedule_goes_from_lr_to_1e6_lr():
     assert cosine_annealing(0, 100) == 1.0
     assert cosine_annealing(50, 100) == pytest.approx(0.5, abs=1e-6)

@@ -9,10 +9,59 @@ from PIL import Image
 
 from oe_lightning.models import wrn_16_4, wrn_40_2
 from tests.conftest import train_in_process
-from tests.formats import write_cifar10, write_cifar100, write_svhn, write_tiny_images
+from tests.formats import write_cifar10, write_cifar100, write_lsun_test_lmdb, write_svhn, write_tiny_images
 from tests.test_config import compose_train, options
 
 PRESETS = [f"paper/{p}" for p in options("experiment/paper")]
+
+
+# The OOD sets each paper preset evaluates, in the reference's order: exactly the sets its
+# published mean is over (hendrycks/outlier-exposure).
+PAPER_SUITES = {
+    # CIFAR/test.py:188-273, mean over 8 at l.284-285
+    "cifar10_paper": ["gaussian", "rademacher", "blobs", "textures", "svhn", "places365", "lsun", "cifar100"],
+    "cifar100_paper": ["gaussian", "rademacher", "blobs", "textures", "svhn", "places365", "lsun", "cifar10"],
+    # SVHN/test.py:180-276, mean over 9 at l.285-286
+    "svhn_paper": ["gaussian", "bernoulli", "blobs", "icons50", "textures", "places365", "lsun", "cifar10",
+                   "street_letters"],
+    # TinyImageNet/test.py:184-267, mean over 8 at l.277-278
+    "tiny_imagenet_paper": ["gaussian", "rademacher", "blobs", "textures", "svhn", "places365", "lsun",
+                            "imagenet_heldout"],
+    # wetliu/energy_ood CIFAR/test.py:234-279, mean over 6 at l.287-288
+    "cifar10_energy": ["textures", "svhn", "places365", "lsun_crop", "lsun_resize", "isun"],
+}
+# (suite, set) -> the generator's parameters, cited
+GENERATORS = {
+    ("cifar10_paper", "gaussian"): dict(num_samples=20000, value_range=[-1, 1], loc=0.0, scale=0.5,
+                                        clip=[-1, 1]),  # CIFAR/test.py:189-190
+    ("cifar10_paper", "rademacher"): dict(num_samples=20000, value_range=[-1, 1], p=0.5),  # CIFAR/test.py:201-202
+    ("cifar10_paper", "blobs"): dict(num_samples=20000, value_range=[-1, 1], p=0.7, blur_sigma=1.5,
+                                     threshold=0.75),  # CIFAR/test.py:211-217
+    ("svhn_paper", "gaussian"): dict(num_samples=52060, value_range=[0, 1], loc=0.5, scale=0.5,
+                                     clip=[0, 1]),  # SVHN/test.py:181-183
+    ("svhn_paper", "bernoulli"): dict(num_samples=52060, value_range=[0, 1], p=0.5),  # SVHN/test.py:193-194
+    ("svhn_paper", "blobs"): dict(num_samples=52060, value_range=[0, 1], p=0.7, blur_sigma=1.5,
+                                  threshold=0.75),  # SVHN/test.py:203-209
+    ("tiny_imagenet_paper", "gaussian"): dict(num_samples=20000, value_range=[-1, 1], loc=0.0, scale=0.5,
+                                              clip=[-1, 1]),  # TinyImageNet/test.py:185-186
+    ("tiny_imagenet_paper", "blobs"): dict(num_samples=20000, value_range=[-1, 1], p=0.7, blur_sigma=2.0,
+                                           threshold=0.75),  # TinyImageNet/test.py:207-213
+}
+
+
+@pytest.mark.parametrize("preset", [p.split("/")[1] for p in PRESETS])
+def test_each_paper_preset_evaluates_exactly_the_papers_sets_with_the_papers_rule(preset):
+    cfg = compose_train(f"experiment=paper/{preset}", "module.pretrained=x.ckpt")
+    suite = next(s for s in PAPER_SUITES if s.startswith(preset.rsplit("_", 2)[0] + "_") and
+                 ("energy" in s) == ("energy" in preset))
+    assert list(cfg.ood) == PAPER_SUITES[suite]
+    assert cfg.module.fpr_rule == "nearest"  # utils/display_results.py:64 argmin |recall - 0.95|
+    assert cfg.module.protocol == "paper" and cfg.module.num_to_avg == 10  # experiments/*test.sh: --num_to_avg 10
+    for (s, name), params in GENERATORS.items():
+        if s == suite:
+            node = cfg.ood[name]
+            assert {k: node[k] for k in params} == params, (suite, name)
+            assert node.input_space is True  # never normalised in the reference
 
 
 def test_every_paper_preset_composes_with_the_papers_hyperparameters():
@@ -40,10 +89,10 @@ def test_every_paper_preset_composes_with_the_papers_hyperparameters():
     assert (energy.loss.fn.m_in, energy.loss.fn.m_out, energy.loss.lambda_oe) == (-23.0, -5.0, 0.1)
 
 
-def _folder(root: Path, n: int = 3, size: int = 40) -> None:
-    (root / "class0").mkdir(parents=True)
+def _folder(root: Path, n: int = 3, size: int = 40, cls: str = "class0") -> None:
+    (root / cls).mkdir(parents=True)
     for i in range(n):
-        Image.fromarray(np.full((size, size, 3), 30 * i, np.uint8)).save(root / "class0" / f"{i}.png")
+        Image.fromarray(np.full((size, size, 3), 30 * i, np.uint8)).save(root / cls / f"{i}.png")
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +104,12 @@ def paper_data_dir(tmp_path_factory) -> tuple[Path, dict]:
         sums |= write_svhn(root, split, n=6, seed=len(split))
     write_tiny_images(root / "tiny_images.bin",
                       np.random.default_rng(0).integers(0, 256, (50, 32, 32, 3), dtype=np.uint8))
-    (root / "80mn_cifar_idxs.txt").write_text("0\n7\n")
-    for folder, size in (("dtd/images", 60), ("places365", 48), ("LSUN_C", 36), ("LSUN_resize", 32),
-                         ("iSUN", 32)):
+    (root / "80mn_cifar_idxs.txt").write_text("1\n8\n")  # 1-based
+    for folder, size in (("dtd/images", 60), ("places365", 48), ("StreetLetters", 28)):
         _folder(root / folder, size=size)
+    for cls in ("animals", "numbers"):  # Icons-50 without its 'numbers' class
+        _folder(root / "Icons-50", size=40, cls=cls)
+    write_lsun_test_lmdb(root / "lsun")
     return root, sums
 
 
@@ -75,11 +126,8 @@ def test_oe_tune_preset_runs_on_tiny_files_from_a_papers_baseline_checkpoint(
                            "data.pin_memory=false", "logger=none", "print_config=false",
                            "callbacks.progress_bar=null", "trainer.enable_progress_bar=false",
                            tiny=False)
-    expected = {"cifar10": {"gaussian", "rademacher", "blobs", "textures", "svhn", "places365",
-                            "lsun_crop", "lsun_resize", "isun", "cifar100"},
-                "svhn": {"gaussian", "rademacher", "blobs", "textures", "places365", "lsun_crop",
-                         "cifar10"}}[dataset]
-    assert set(res["ood"]) == expected
+    expected = PAPER_SUITES[f"{dataset}_paper"]
+    assert list(res["ood"]) == expected
     assert res["config"]["protocol"] == "paper" and "fpr95_std" in res["ood"]["textures"]
     assert res["config"]["pretrained"] == str(baseline)
 

@@ -30,8 +30,6 @@ from tests.conftest import (
     train_in_process,
 )
 
-
-
 MY_NET = '''
 import torch
 from torch import nn
@@ -95,8 +93,8 @@ def _run(command: str, cwd: Path, run_dir: Path | None, monkeypatch) -> list[Pat
             extra.append(f"hydra.run.dir={cwd / 'run'}")
         module = {"oe-train": "oe_lightning.train", "oe-eval": "oe_lightning.evaluate"}[entry]
         executable = [shutil.which(entry)] if shutil.which(entry) else [sys.executable, "-m", module]
-        proc = subprocess.run([*executable, *cli_order([*args, *extra])], cwd=cwd, env=env, capture_output=True, text=True,
-                              timeout=SAFETY_TIMEOUT)
+        proc = subprocess.run([*executable, *cli_order([*args, *extra])], cwd=cwd, env=env, capture_output=True,
+                              text=True, timeout=SAFETY_TIMEOUT)
         assert proc.returncode == 0, command + "\n" + proc.stdout[-2000:] + proc.stderr[-3000:]
         assert "Traceback" not in proc.stderr
     else:

@@ -11,51 +11,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from oe_lightning.config import config_dir
-from oe_lightning.table import main as oe_table
 from tests.conftest import TINY_CLI, results_files, run_cli, train_in_process
-from tests.wandb_offline import read_offline_run
-
-FAST = ["trainer.max_epochs=2", *TINY_CLI]
-
-
-@pytest.mark.slow
-def test_lambda_by_loss_sweep_logs_each_job_to_wandb_and_makes_a_table(tmp_path, capsys):
-    sweep = tmp_path / "sweep"
-    proc = run_cli("oe-train", "-m", "loss=uniform_ce,energy", "loss.lambda_oe=0,0.5", "logger=wandb",
-                   *FAST, f"hydra.sweep.dir={sweep}", tmp_path=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    files = results_files(sweep)
-    assert len(files) == 4
-    jobs = {f.parent.name: json.loads(f.read_text()) for f in files}
-
-    runs = [read_offline_run(d) for d in sorted(sweep.glob("*/wandb/offline-run-*"))]
-    assert len(runs) == 4  # one W&B run per job
-    for run in runs:
-        assert run["exit_code"] == 0
-        assert run["run"]["group"] == "sweep" and run["run"]["job_type"] == "train"
-        assert run["run"]["name"] in jobs  # named by the job's overrides, as its directory
-        results = jobs[run["run"]["name"]]
-        assert run["history"]["test/mean/fpr95"] == pytest.approx(results["mean"]["fpr95"], abs=1e-6)
-        assert run["config"]["loss.lambda_oe"] == results["config"]["lambda_oe"]  # flat config
-        assert results["config"]["oe"] == "china_crops" and results["config"]["ood"] == "digits_suite"
-        table = run["tables"]["test/results_table"]
-        assert table["columns"][:3] == ["ood_set", "fpr95", "auroc"]
-        assert [row[0] for row in table["data"]] == [*results["ood"], "mean"]
-        roc = run["tables"]["test/roc_table"]["data"]
-        assert {r[0] for r in roc} == set(results["ood"]) and len(roc) <= 201 * len(results["ood"])
-        hist = run["histograms"]["test/score_hist/gaussian/out"]
-        assert sum(hist["values"]) == results["test_set_sizes"]["gaussian"]
-
-    assert oe_table([str(sweep)]) == 0
-    out = capsys.readouterr().out
-    overview = [line for line in out.splitlines() if line.startswith("| digits |")]
-    # λ = 0 under either loss is the same baseline (one row); each loss at λ = 0.5 is a row
-    assert [line.split(" | ")[1] for line in overview] == [
-        "baseline", "EnergyMargin λ=0.5 (scratch)", "UniformCrossEntropy λ=0.5 (scratch)"]
-    assert "## digits: baseline vs EnergyMargin λ=0.5 (scratch)" in out
-    for suffix in ("md", "tex", "csv"):
-        assert (sweep / f"table.{suffix}").stat().st_size > 0
-    assert (sweep / "fpr95_vs_lambda.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.slow
@@ -99,12 +55,12 @@ def test_slurm_ddp_launcher_maps_gpus_to_tasks_and_nodes():
 @pytest.mark.slow
 def test_optuna_searches_lambda_on_the_validation_metric(tmp_path):
     sweep = tmp_path / "search"
-    proc = run_cli("oe-train", "hparams_search=optuna_lambda", "hydra.sweeper.n_trials=3",
+    proc = run_cli("oe-train", "hparams_search=optuna_lambda", "hydra.sweeper.n_trials=2",
                    "trainer.max_epochs=2", *TINY_CLI, "logger=none", f"hydra.sweep.dir={sweep}", tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     trials = [json.loads(f.read_text()) for f in results_files(sweep)]
-    assert len(trials) == 3
+    assert len(trials) == 2
     # the objective is the validation FPR95 (ID split vs held-out OE), never the OOD test sets
     assert best["best_value"] == pytest.approx(min(t["val"]["fpr95"] for t in trials), abs=1e-6)
     best_lambdas = [t["config"]["lambda_oe"] for t in trials if t["val"]["fpr95"] == pytest.approx(best["best_value"])]

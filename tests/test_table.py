@@ -16,7 +16,8 @@ SETS = list(PER_SET["cifar10"]["baseline"])
 
 
 def fake_results(root: Path, name: str, lambda_oe: float, seed: int, fpr: float, pretrained: str | None = None,
-                 loss: str = "UniformCrossEntropy", complete: bool = True, oe: str = "tiny_images") -> None:
+                 loss: str = "UniformCrossEntropy", complete: bool = True, oe: str = "tiny_images",
+                 fpr_rule: str = "nearest") -> None:
     """A results.json as oe-train writes it; every OOD set gets FPR ``fpr`` (fraction)."""
     ood = {s: {"fpr95": fpr, "auroc": 1 - fpr / 2, "aupr_in": 0.9, "aupr_out": 1 - fpr} for s in SETS}
     mean = {k: sum(m[k] for m in ood.values()) / len(ood) for k in ood[SETS[0]]}
@@ -24,7 +25,7 @@ def fake_results(root: Path, name: str, lambda_oe: float, seed: int, fpr: float,
                "mean": mean if complete else {},
                "config": {"data": "cifar10", "oe": oe, "model": "oe_lightning.models.wrn_40_2", "loss": loss,
                           "lambda_oe": lambda_oe, "score": "MaxSoftmax", "seed": seed,
-                          "pretrained": pretrained, "protocol": "paper"}}
+                          "pretrained": pretrained, "protocol": "paper", "fpr_rule": fpr_rule}}
     (root / name).mkdir(parents=True)
     (root / name / "results.json").write_text(json.dumps(results))
 
@@ -126,3 +127,26 @@ def test_terminal_rendering_fits_80_columns_with_every_number_whole(paper_sweep)
     cells = [c.strip() for c in svhn.split("│")[1:7]]
     assert cells == ["svhn", "35.00 ± 7.07", "8.75 ± 1.77", "28.82", "4.76", "+3.99"]
     assert text.count("│ svhn ") == 3  # one row in each metric's table
+
+
+def test_fpr95_read_with_another_rule_or_a_mean_over_other_sets_is_not_compared_with_the_paper(tmp_path):
+    for seed in (0, 1):
+        fake_results(tmp_path / "b", f"s{seed}", 0.0, seed, 0.3, fpr_rule="first")
+        fake_results(tmp_path / "t", f"s{seed}", 0.5, seed, 0.1, pretrained=f"b{seed}", fpr_rule="first")
+    ((title, header, rows),) = comparisons(group_runs(collect_runs(tmp_path)[0]))
+    assert "FPR95 read with rule 'first', not compared with the paper's 'nearest'" in title
+    col = header.index("FPR95 ↓ paper OE")
+    assert all(row[col] == "" for row in rows)  # no paper FPR95 next to a 'first'-rule number
+    assert rows[0][header.index("AUROC ↑ paper OE")] == "99.60"  # AUROC does not depend on the rule
+
+    sub = tmp_path / "subset"
+    for seed in (0, 1):
+        fake_results(sub / "b", f"s{seed}", 0.0, seed, 0.3)
+        fake_results(sub / "t", f"s{seed}", 0.5, seed, 0.1, pretrained=f"b{seed}")
+    for f in sub.rglob("results.json"):  # a suite without the paper's LSUN set
+        res = json.loads(f.read_text())
+        del res["ood"]["lsun"]
+        f.write_text(json.dumps(res))
+    ((title, header, rows),) = comparisons(group_runs(collect_runs(sub)[0]))
+    assert "mean over other sets than the paper's: not compared" in title
+    assert rows[-1][0] == "mean" and rows[-1][header.index("AUROC ↑ paper OE")] == ""

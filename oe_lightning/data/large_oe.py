@@ -13,6 +13,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from oe_lightning.data.missing import missing_dataset
+from oe_lightning.errors import OEUserError
 
 RECORD_BYTES = 32 * 32 * 3
 
@@ -36,8 +37,15 @@ class TinyImages(Dataset):
                                   "use oe=random_300k (300K_random_images.npy) if you lack it")
         self.num_records = self.path.stat().st_size // RECORD_BYTES
         self.transform = transform
-        self.excluded = (np.unique(np.loadtxt(exclude_file, dtype=np.int64).reshape(-1))
+        # the list counts records from 1: hendrycks/outlier-exposure utils/tinyimages_80mn_loader.py:25-28
+        # ("indices in file take the 80mn database to start at 1, hence - 1")
+        self.excluded = (np.unique(np.loadtxt(exclude_file, dtype=np.int64).reshape(-1)) - 1
                          if exclude_file else np.empty(0, dtype=np.int64))
+        if len(self.excluded) and self.excluded[0] < 0:
+            raise OEUserError(
+                f"oe.exclude_file={str(exclude_file)!r} lists record 0, but its indices count from 1 (as the "
+                f"paper's 80mn_cifar_idxs.txt). Use the file from hendrycks/outlier-exposure/utils."
+            )
         self._rng = np.random.default_rng(seed)
         self._file, self._pid = None, None
         self.source = "tiny_images"

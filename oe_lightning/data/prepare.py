@@ -91,7 +91,18 @@ MANUAL = {
     "textures": ("Describable Textures (DTD)", "unpack dtd-r1.0.1.tar.gz: dtd/images/<class>/",
                  _folder("dtd/images")),
     "places365": ("Places365 test subset", "images in places365/<class>/", _folder("places365")),
-    "lsun_crop": ("LSUN (crop)", "unpack LSUN.tar.gz (ODIN release) as LSUN_C/<class>/", _folder("LSUN_C")),
+    "lsun": ("LSUN test set (the OE paper's LSUN)", "download the LSUN scene test set (`python download.py -c "
+             "test` from github.com/fyu/lsun) and unzip it as lsun/test_lmdb; needs pip install lmdb",
+             _file("lsun/test_lmdb/data.mdb")),
+    "icons50": ("Icons-50 (SVHN's suite)", "unpack Icons-50 (github.com/hendrycks/robustness) as Icons-50/<class>/",
+                _folder("Icons-50")),
+    "street_letters": ("Street View Characters (SVHN's suite)", "Chars74K street-view characters as "
+                       "StreetLetters/<class>/", _folder("StreetLetters")),
+    "imagenet_heldout": ("ImageNet-1K classes not in Tiny ImageNet (its suite)", "64x64 images of the 800 other "
+                         "classes (TinyImageNet/Tiny_ImageNet_dataset/make_tiny_imagenet.py in "
+                         "hendrycks/outlier-exposure) as imagenet_heldout/<class>/", _folder("imagenet_heldout")),
+    "lsun_crop": ("LSUN (crop), energy suite", "unpack LSUN.tar.gz (ODIN release) as LSUN_C/<class>/",
+                  _folder("LSUN_C")),
     "lsun_resize": ("LSUN (resize)", "unpack LSUN_resize.tar.gz (ODIN release)", _folder("LSUN_resize")),
     "isun": ("iSUN", "unpack iSUN.tar.gz (ODIN release) as iSUN/<class>/", _folder("iSUN")),
     "imagenet22k": ("ImageNet-22K minus ImageNet-1K", "images in imagenet22k_minus_1k/<class>/",

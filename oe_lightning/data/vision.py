@@ -7,8 +7,11 @@ checked against torchvision's published sums).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import io
+import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset
@@ -16,6 +19,7 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from oe_lightning.data.missing import missing_dataset
+from oe_lightning.errors import OEUserError
 
 CIFAR_MEAN = [x / 255 for x in (125.3, 123.0, 113.9)]  # the paper's, for CIFAR-10 and CIFAR-100
 CIFAR_STD = [x / 255 for x in (63.0, 62.1, 66.7)]
@@ -57,9 +61,12 @@ def cifar(root: str | Path, name: str = "cifar10", split: str = "train",
 
 
 def svhn(root: str | Path, split: str = "train", transform: Callable | None = None,
-         download: bool = False, checksums: Mapping[str, str] | None = None) -> Dataset:
-    """SVHN cropped digits (``{split}_32x32.mat``); ``split`` train, test, extra or train+extra."""
+         download: bool = False, checksums: Mapping[str, str] | None = None, resize: int | None = None) -> Dataset:
+    """SVHN cropped digits (``{split}_32x32.mat``); ``split`` train, test, extra or train+extra.
+    ``resize`` resizes the 32×32 digits first (Tiny ImageNet's suite: 64, TinyImageNet/test.py:234-235)."""
     parts = split.split("+")
+    if resize:
+        transform = v2.Compose([v2.Resize(resize)] + ([transform] if transform else []))
     try:
         cls = _checked_class(datasets.SVHN, checksums)
         sets = [cls(root=str(root), split=p, transform=transform, download=download) for p in parts]
@@ -71,25 +78,91 @@ def svhn(root: str | Path, split: str = "train", transform: Callable | None = No
     return dataset
 
 
-def image_folder(root: str | Path, transform: Callable | None = None, name: str = "",
-                 resize: int | None = None) -> Dataset:
-    """Images in class sub-folders (``root/<class>/*.jpg``), e.g. Textures, Places, LSUN, iSUN.
+def _resized(transform: Callable | None, resize: int | None, resize_mode: str) -> Callable | None:
+    """``resize`` first, then ``transform``: ``crop`` resizes the shorter side and centre-crops
+    (the paper's Textures, Places365, LSUN), ``stretch`` resizes to resize×resize (its Icons-50)."""
+    if not resize:
+        return transform
+    if resize_mode not in ("crop", "stretch"):
+        raise ValueError(f"resize_mode must be 'crop' or 'stretch', got {resize_mode!r}.")
+    steps = [v2.Resize(resize), v2.CenterCrop(resize)] if resize_mode == "crop" else [v2.Resize((resize, resize))]
+    return v2.Compose(steps + ([transform] if transform else []))
 
-    ``resize`` first resizes the shorter side and centre-crops to ``resize`` pixels (the paper's
-    treatment of Textures and Places365), then ``transform`` applies.
+
+def image_folder(root: str | Path, transform: Callable | None = None, name: str = "",
+                 resize: int | None = None, resize_mode: str = "crop",
+                 exclude_classes: Sequence[str] = ()) -> Dataset:
+    """Images in class sub-folders (``root/<class>/*.jpg``), e.g. Textures, Places, Icons-50.
+
+    ``resize`` (see ``resize_mode``) applies before ``transform``; ``exclude_classes`` drops whole
+    sub-folders (the paper's Icons-50 leaves out ``numbers``: SVHN/test.py:219-226).
     """
     root = Path(root)
-    if resize:
-        transform = v2.Compose([v2.Resize(resize), v2.CenterCrop(resize)]
-                               + ([transform] if transform else []))
     try:
-        dataset = datasets.ImageFolder(str(root), transform=transform)
+        dataset = datasets.ImageFolder(str(root), transform=_resized(transform, resize, resize_mode))
     except (FileNotFoundError, RuntimeError) as err:
         raise missing_dataset(name or root.name, root, f"{root}/<class>/<image>.jpg|png",
                               "download the set from its authors' page and unpack it there",
                               str(err).splitlines()[0]) from err
+    if exclude_classes:
+        dropped = {dataset.class_to_idx[c] for c in exclude_classes if c in dataset.class_to_idx}
+        dataset.samples = [s for s in dataset.samples if s[1] not in dropped]
+        dataset.imgs, dataset.targets = dataset.samples, [t for _, t in dataset.samples]
     dataset.source = f"folder:{root.resolve()}"
     return dataset
+
+
+class LSUNTest(Dataset):
+    """The LSUN scene-understanding *test* set, read from its LMDB (``root/test_lmdb``), as the paper's
+    ``lsun_loader.LSUN(..., classes='test')`` (CIFAR/test.py:259-261): 10,000 encoded images.
+
+    Keys are listed from the database itself (torchvision's reader would unpickle a key cache from
+    the working directory; nothing here is unpickled). Needs the ``lmdb`` package
+    (``pip install oe-lightning[paper]``).
+    """
+
+    def __init__(self, root: str | Path, transform: Callable | None = None, resize: int | None = 32):
+        self.path = Path(root) / "test_lmdb"
+        how = ("download the LSUN test set (test_lmdb.zip, `python download.py -c test` in "
+               "github.com/fyu/lsun) and unzip it there")
+        if not (self.path / "data.mdb").is_file():
+            raise missing_dataset("lsun", self.path, f"{self.path}/data.mdb (an LMDB)", how)
+        try:
+            import lmdb
+        except ImportError as err:
+            raise OEUserError(
+                "The LSUN test set is an LMDB database and needs the lmdb package: pip install lmdb "
+                "(or pip install 'oe-lightning[paper]')."
+            ) from err
+        with _lmdb_env(self.path).begin(write=False) as txn:
+            self.keys = [bytes(k) for k in txn.cursor().iternext(keys=True, values=False)]
+        if not self.keys:
+            raise missing_dataset("lsun", self.path, f"{self.path}/data.mdb (an LMDB)", how, "the database is empty")
+        self.transform = _resized(transform, resize, "crop")
+        self.source = f"lsun_test:{self.path.resolve()}"
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> tuple:
+        with _lmdb_env(self.path).begin(write=False) as txn:
+            image = Image.open(io.BytesIO(txn.get(self.keys[i]))).convert("RGB")
+        return (self.transform(image) if self.transform else image), -1
+
+
+_LMDB_ENVS: dict[tuple[str, int], Any] = {}
+
+
+def _lmdb_env(path: Path) -> Any:
+    """One read-only LMDB environment per database and process (lmdb refuses a second one in a
+    process; DataLoader workers open their own)."""
+    import lmdb
+
+    key = (str(path.resolve()), os.getpid())
+    if key not in _LMDB_ENVS:
+        _LMDB_ENVS[key] = lmdb.open(key[0], readonly=True, lock=False, readahead=False, meminit=False,
+                                    max_readers=64)
+    return _LMDB_ENVS[key]
 
 
 class TinyImageNet(Dataset):
