@@ -108,7 +108,7 @@ def test_oe_sampler_modes():
     assert list(sampler) == first  # the same epoch draws the same stream (every rank agrees)
     sampler.set_epoch(1)
     assert list(sampler) != first  # a fresh draw every epoch
-    with pytest.raises(ValueError, match="shuffle' or 'offset'"):
+    with pytest.raises(ValueError, match="one of \\('shuffle', 'offset', 'sequential'\\), got 'random'"):
         OESampler(10, 5, mode="random")
 
 

@@ -70,7 +70,7 @@ def test_every_paper_preset_composes_with_the_papers_hyperparameters():
         cfg = compose_train(f"experiment={preset}", "module.pretrained=x.ckpt")
         assert cfg.module.optimizer.nesterov and cfg.module.optimizer.momentum == 0.9
         assert cfg.module.optimizer.weight_decay == 5e-4 and cfg.module.protocol == "paper"
-        oe_batch = 180 if "tiny_imagenet" in preset else 256
+        oe_batch = 180 if "tiny_imagenet_oe_tune" in preset or "tiny_imagenet_baseline" in preset else 256
         assert (cfg.data.batch_size, cfg.data.oe_batch_size) == (128, oe_batch)
     c10 = compose_train("experiment=paper/cifar10_oe_tune", "module.pretrained=x.ckpt")
     assert (c10.trainer.max_epochs, c10.module.optimizer.lr, c10.loss.lambda_oe) == (10, 0.001, 0.5)
@@ -167,3 +167,32 @@ def test_missing_paper_data_names_the_path_and_how_to_get_it(tmp_path, capsys):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "Traceback" not in err
     assert "cifar-10-batches-py" in err and "prepare_data.py cifar10" in err
+
+
+def test_oe_pipelines_per_dataset_are_the_references():
+    """The OE transform and order of each D_in (hendrycks/outlier-exposure *_oe_tune.py)."""
+    from hydra.utils import instantiate
+    from torchvision.transforms import v2
+
+    sv = compose_train("experiment=paper/svhn_oe_tune", "module.pretrained=x.ckpt")
+    steps = instantiate(sv.data.oe_transform).transforms  # SVHN/oe_tune.py:70-72: flip, ToTensor
+    assert isinstance(steps[0], v2.RandomHorizontalFlip) and len(steps) == 2
+    assert sv.data.get("oe_sampling") is None  # 80M Tiny Images: its own random offset per epoch
+    for preset, batch in (("tiny_imagenet_oe_tune", 180), ("tiny_imagenet_oe_scratch", 256)):
+        tin = compose_train(f"experiment=paper/{preset}", "module.pretrained=x.ckpt")
+        # TinyImageNet/oe_tune.py:82-83 (Resize, CenterCrop, ToTensor, Normalize only), 95-98 (fixed order)
+        assert tin.data.oe_transform == tin.data.test_transform and tin.data.oe_sampling == "sequential"
+        assert tin.oe.resize == 64 and tin.data.oe_batch_size == batch  # oe_scratch.py:35 uses 256
+    c10 = compose_train("experiment=paper/cifar10_oe_tune", "module.pretrained=x.ckpt")
+    assert c10.data.get("oe_transform") is None  # CIFAR/oe_tune.py:84-86: the ID train augmentation
+
+
+def test_sequential_oe_sampling_reads_the_same_images_every_epoch():
+    from oe_lightning.data.samplers import OESampler
+
+    sampler = OESampler(10, 6, mode="sequential")
+    first = list(sampler)
+    sampler.set_epoch(1)
+    assert first == list(sampler) == [0, 1, 2, 3, 4, 5]
+    ranks = [list(OESampler(10, 3, mode="sequential", num_replicas=2, rank=r)) for r in (0, 1)]
+    assert ranks == [[0, 2, 4], [1, 3, 5]]

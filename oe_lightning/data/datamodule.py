@@ -105,7 +105,8 @@ class OEDataModule(pl.LightningDataModule):
 
     Each dataset argument is a dataset, or a factory called as ``factory(transform=...)`` (in
     configs, a ``_partial_: true`` node), so transforms are chosen here: ``train_transform`` for ID
-    training and for OE images, ``test_transform`` for validation, ID test and every OOD set. A
+    training, ``oe_transform`` for OE images (default: ``train_transform``), ``test_transform`` for
+    validation, ID test and every OOD set. A
     dataset object is used as it is (with these transforms on top, if given). ID datasets yield
     ``(image, label)``; OE and OOD datasets may yield images, ``(image,)`` or ``(image, label)``.
 
@@ -113,7 +114,8 @@ class OEDataModule(pl.LightningDataModule):
     loader; every step draws ``oe_batch_size`` OE images, afresh each epoch, by an
     :class:`~oe_lightning.data.samplers.OESampler`: ``oe_sampling="shuffle"`` cycles through a
     small OE set, ``"offset"`` reads on from a random start as the paper does for 80M Tiny
-    Images; by default the OE dataset's ``preferred_sampling``, else shuffle. With ``oe=None``
+    Images, ``"sequential"`` reads the same images in the same order every epoch (the paper's
+    Tiny ImageNet OE); by default the OE dataset's ``preferred_sampling``, else shuffle. With ``oe=None``
     (the λ = 0 baseline) no OE data is built and batches are ``{"in": (x, y)}``.
     Validation loaders are the held-out ID split and a validation OOD set, so λ can be tuned on
     ``val/fpr95`` without looking at the OOD test sets: ``val_ood`` if given (a set of its own,
@@ -134,7 +136,8 @@ class OEDataModule(pl.LightningDataModule):
                  batch_size: int = 128, oe_batch_size: int | None = None,
                  val_fraction: float = 0.1, split_seed: int = 0, num_workers: int = 0,
                  pin_memory: bool = False, drop_last: bool = False, oe_sampling: str | None = None,
-                 val_ood: Dataset | DatasetFactory | None = None, **info: Any):
+                 val_ood: Dataset | DatasetFactory | None = None, oe_transform: Callable | None = None,
+                 **info: Any):
         super().__init__()
         if batch_size < 1:
             raise OEUserError(f"data.batch_size must be a positive integer, got {batch_size}.")
@@ -150,6 +153,7 @@ class OEDataModule(pl.LightningDataModule):
         self.val_ood_factory = as_factory(val_ood, "val_ood")
         self.num_classes = num_classes
         self.train_transform, self.test_transform = train_transform, test_transform
+        self.oe_transform = oe_transform if oe_transform is not None else train_transform
         self.batch_size = batch_size
         self.oe_batch_size = oe_batch_size or 2 * batch_size
         self.val_fraction, self.split_seed = val_fraction, split_seed
@@ -194,7 +198,7 @@ class OEDataModule(pl.LightningDataModule):
             self._check_oe_not_in_tests()
 
     def _setup_oe(self, n_val: int) -> None:
-        oe_aug = ImagesOnly(self.oe_factory(transform=self.train_transform))
+        oe_aug = ImagesOnly(self.oe_factory(transform=self.oe_transform))
         if len(oe_aug) == 0:
             raise OEUserError("The OE dataset is empty; check the oe= config and its root.")
         n_val_oe = min(n_val, len(oe_aug) // 10)

@@ -39,6 +39,9 @@ class _SelfShardingSampler(DistributedSampler):
         self.drop_last = False
 
 
+OE_SAMPLING = ("shuffle", "offset", "sequential")
+
+
 class OESampler(_SelfShardingSampler):
     """``num_samples`` indices per rank into a dataset of ``size``, drawn afresh every epoch.
 
@@ -46,7 +49,9 @@ class OESampler(_SelfShardingSampler):
     needs (so every image is used before any repeats). Above 2^24 images indices are drawn
     uniformly with replacement instead of from a permutation of the whole set.
     ``mode="offset"``: a random start, then consecutive indices (modulo ``size``), as the paper's
-    80M Tiny Images loader does.
+    80M Tiny Images loader does. ``mode="sequential"``: the same indices 0, 1, 2, ... every epoch,
+    as the paper's Tiny ImageNet OE loader (``shuffle=False``; its offset has no effect on an
+    ImageFolder: TinyImageNet/oe_tune.py:95-98, 159).
 
     Every rank draws the same epoch stream of ``num_samples * num_replicas`` indices from
     ``(seed, epoch)`` and keeps every ``num_replicas``-th, so ranks see disjoint samples. Lightning
@@ -56,8 +61,8 @@ class OESampler(_SelfShardingSampler):
 
     def __init__(self, size: int, num_samples: int, mode: str = "shuffle", seed: int | None = None,
                  num_replicas: int | None = None, rank: int | None = None):
-        if mode not in ("shuffle", "offset"):
-            raise ValueError(f"OE sampling mode must be 'shuffle' or 'offset', got {mode!r}.")
+        if mode not in OE_SAMPLING:
+            raise ValueError(f"OE sampling mode must be one of {OE_SAMPLING}, got {mode!r}.")
         super().__init__(num_replicas, rank, seed)
         self.size, self.num_samples, self.mode = size, num_samples, mode
 
@@ -67,8 +72,8 @@ class OESampler(_SelfShardingSampler):
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         total = self.num_samples * self.num_replicas
-        if self.mode == "offset":
-            start = int(torch.randint(self.size, (), generator=g))
+        if self.mode in ("offset", "sequential"):
+            start = int(torch.randint(self.size, (), generator=g)) if self.mode == "offset" else 0
             indices = (torch.arange(total) + start) % self.size
         elif self.size > FULL_PERMUTATION_MAX:
             indices = torch.randint(self.size, (total,), generator=g)
