@@ -88,15 +88,23 @@ def fpr_at_recall(fps: Tensor, tps: Tensor, recall: float = 0.95, rule: FprRule 
     raise ValueError(f"fpr_rule must be 'first' or 'nearest', got {rule!r}.")
 
 
+POSITIVES = ("out", "in")
+
+
 def ood_metrics(scores_in: Tensor, scores_out: Tensor, recall: float = 0.95,
-                fpr_rule: FprRule = "first") -> dict[str, float]:
+                fpr_rule: FprRule = "first", positive: str = "out") -> dict[str, float]:
     """FPR at ``recall`` TPR, AUROC, AUPR-In and AUPR-Out (fractions) for one OOD set.
 
     Args:
         scores_in: OOD scores of in-distribution samples (larger = more OOD).
         scores_out: OOD scores of out-of-distribution samples.
-        recall: the TPR (OOD detected) at which the FPR (ID flagged) is read, 0.95 by default.
+        recall: the TPR at which the FPR is read, 0.95 by default.
         fpr_rule: ``"first"`` or ``"nearest"``, see :func:`fpr_at_recall`.
+        positive: the positive class of the FPR. ``"out"`` (the OE paper, hendrycks/outlier-exposure
+            CIFAR/test.py:174 ``get_measures(out_score, in_score)``): the share of ID samples flagged
+            when ``recall`` of the OOD samples are caught. ``"in"`` (the energy paper, wetliu/energy_ood
+            CIFAR/test.py:218-221 ``get_measures(-in_score, -out_score)``): the share of OOD samples
+            accepted when ``recall`` of the ID samples are kept. AUROC and both AUPRs are the same either way.
 
     Returns:
         ``{"fpr95": ..., "auroc": ..., "aupr_in": ..., "aupr_out": ...}``; the first key is
@@ -104,11 +112,16 @@ def ood_metrics(scores_in: Tensor, scores_out: Tensor, recall: float = 0.95,
     """
     if not 0.0 < recall <= 1.0:
         raise ValueError(f"recall must be in (0, 1], got {recall}.")
+    if positive not in POSITIVES:
+        raise ValueError(f"positive must be 'out' (OOD, the OE paper) or 'in' (ID, the energy paper), "
+                         f"got {positive!r}.")
     scores, is_ood = _labelled(scores_in, scores_out)
     fps, tps, _ = binary_clf_curve(scores, is_ood)
     fps_in, tps_in, _ = binary_clf_curve(-scores, ~is_ood)
+    fpr = fpr_at_recall(fps, tps, recall, fpr_rule) if positive == "out" else \
+        fpr_at_recall(fps_in, tps_in, recall, fpr_rule)
     return {
-        f"fpr{round(recall * 100)}": fpr_at_recall(fps, tps, recall, fpr_rule),
+        f"fpr{round(recall * 100)}": fpr,
         "auroc": auroc(fps, tps),
         "aupr_in": average_precision(fps_in, tps_in),
         "aupr_out": average_precision(fps, tps),
@@ -148,14 +161,14 @@ def score_histograms(scores_in: Tensor, scores_out: Tensor, bins: int = 50) -> d
 
 def subsampled_ood_metrics(scores_in: Tensor, scores_out: Tensor, num_out: int, repeats: int = 10,
                            seed: int = 0, recall: float = 0.95,
-                           fpr_rule: FprRule = "first") -> dict[str, float]:
+                           fpr_rule: FprRule = "first", positive: str = "out") -> dict[str, float]:
     """The paper's protocol: ``repeats`` random subsets of ``num_out`` OOD scores, each against
     all ID scores; returns the mean of every metric and its standard deviation (``<name>_std``).
     """
     s_out = _as_1d_float64("OOD scores", scores_out)
     g = torch.Generator().manual_seed(seed)
     runs = [ood_metrics(scores_in, s_out[torch.randperm(s_out.numel(), generator=g)[:num_out]],
-                        recall, fpr_rule) for _ in range(repeats)]
+                        recall, fpr_rule, positive) for _ in range(repeats)]
     out: dict[str, float] = {}
     for key in runs[0]:
         values = torch.tensor([r[key] for r in runs], dtype=torch.float64)
@@ -199,13 +212,15 @@ class OODMetrics(Metric):
     full_state_update = False
 
     def __init__(self, recall: float = 0.95, fpr_rule: FprRule = "first", protocol: str = "full",
-                 num_to_avg: int = 10, seed: int = 0, **kwargs):
+                 num_to_avg: int = 10, seed: int = 0, positive: str = "out", **kwargs):
         super().__init__(**kwargs)
         if fpr_rule not in ("first", "nearest"):
             raise ValueError(f"fpr_rule must be 'first' or 'nearest', got {fpr_rule!r}.")
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}.")
-        self.recall, self.fpr_rule = recall, fpr_rule
+        if positive not in POSITIVES:
+            raise ValueError(f"positive must be 'out' or 'in', got {positive!r}.")
+        self.recall, self.fpr_rule, self.positive = recall, fpr_rule, positive
         self.protocol, self.num_to_avg, self.seed = protocol, num_to_avg, seed
         self.add_state("scores", default=[], dist_reduce_fx="cat")
         self.add_state("is_ood", default=[], dist_reduce_fx="cat")
@@ -223,8 +238,8 @@ class OODMetrics(Metric):
             s_out = s_out.sort().values
             num_out = min(max(s_in.numel() // 5, 1), s_out.numel())
             return subsampled_ood_metrics(s_in, s_out, num_out, self.num_to_avg, self.seed,
-                                          self.recall, self.fpr_rule)
-        return ood_metrics(s_in, s_out, self.recall, self.fpr_rule)
+                                          self.recall, self.fpr_rule, self.positive)
+        return ood_metrics(s_in, s_out, self.recall, self.fpr_rule, self.positive)
 
     def _split(self) -> tuple[Tensor, Tensor]:
         """The ID and the OOD scores held so far."""

@@ -42,6 +42,8 @@ class OutlierExposureModule(pl.LightningModule):
         recall, fpr_rule: the FPR@TPR operating point and rule, see :mod:`oe_lightning.metrics`.
         protocol, num_to_avg: ``full`` (every OOD sample once) or ``paper`` (``num_to_avg``
             subsets of len(ID test) // 5 OOD samples, mean and std), see :class:`OODMetrics`.
+        positive: the FPR's positive class, ``out`` (the OE paper) or ``in`` (the energy paper),
+            see :func:`oe_lightning.metrics.ood_metrics`.
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, oe_loss: nn.Module | None = None,
@@ -49,13 +51,16 @@ class OutlierExposureModule(pl.LightningModule):
                  optimizer: Callable[..., torch.optim.Optimizer] | None = None,
                  scheduler: Callable[..., Any] | None = None, pretrained: str | None = None,
                  recall: float = 0.95, fpr_rule: str = "first", protocol: str = "full",
-                 num_to_avg: int = 10):
+                 num_to_avg: int = 10, positive: str = "out"):
         super().__init__()
         if lambda_oe is None or not lambda_oe >= 0:
             raise OEUserError(
                 f"loss.lambda_oe must be >= 0 (the weight of the OE term), got {lambda_oe}. "
                 f"Use loss.lambda_oe=0 for the plain baseline; the paper uses 0.5."
             )
+        if positive not in ("out", "in"):
+            raise OEUserError(f"module.positive must be 'out' (OOD positive, the OE paper) or 'in' (ID positive, "
+                              f"the energy paper), got {positive!r}.")
         self.save_hyperparameters(ignore=["backbone", "oe_loss", "score", "optimizer", "scheduler"])
         self.backbone = backbone
         self.num_classes = num_classes
@@ -65,7 +70,7 @@ class OutlierExposureModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.recall, self.fpr_rule = recall, fpr_rule
-        self.protocol, self.num_to_avg = protocol, num_to_avg
+        self.protocol, self.num_to_avg, self.positive = protocol, num_to_avg, positive
         if pretrained:
             load_backbone_weights(self.backbone, pretrained, num_classes)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -186,7 +191,7 @@ class OutlierExposureModule(pl.LightningModule):
         self.test_names = self.test_set_names()
         self.ood_names = [n for n in self.test_names if n != "in"]
         self.ood_metrics = nn.ModuleDict({
-            name: OODMetrics(self.recall, self.fpr_rule, self.protocol, self.num_to_avg)
+            name: OODMetrics(self.recall, self.fpr_rule, self.protocol, self.num_to_avg, positive=self.positive)
             for name in self.ood_names
         }).to(self.device)
         self.test_results = {}

@@ -53,6 +53,12 @@ MEAN_SETS: dict[str, tuple[str, ...]] = {
 }
 PAPER_FPR_RULE = "nearest"  # utils/display_results.py:64: the TPR nearest 0.95
 
+# The energy paper's (Liu et al., NeurIPS 2020) mean FPR95 over its 6 sets (conf/ood/cifar10_energy.yaml),
+# ID positive, WRN-40-2, energy score; it publishes no per-set, AUROC or AUPR values.
+# wetliu/energy_ood README.md:45-54 (CIFAR-10) and :71-79 (CIFAR-100), "Energy with fine-tune".
+ENERGY_MEAN_FPR95: dict[str, float] = {"cifar10": 3.32, "cifar100": 47.55}
+ENERGY_SETS = ("textures", "svhn", "places365", "lsun_crop", "lsun_resize", "isun")
+
 TEST_ERROR: dict[str, dict[str, float]] = {"cifar10": {"baseline": 5.16, "oe_tune": 5.27}}
 
 

@@ -47,6 +47,7 @@ def key_config(cfg: DictConfig) -> dict[str, Any]:
         "fpr_rule": get("module.fpr_rule", get("fpr_rule")),
         "recall": get("module.recall", get("recall")),
         "protocol": get("module.protocol", get("protocol")),
+        "positive": get("module.positive", get("positive")),
     }
 
 

@@ -221,7 +221,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     module = OutlierExposureModule(backbone, num_classes=cfg.data.num_classes,
                                    score=instantiate(cfg.score), pretrained=cfg.ckpt_path,
                                    recall=cfg.recall, fpr_rule=cfg.fpr_rule,
-                                   protocol=cfg.protocol, num_to_avg=cfg.num_to_avg)
+                                   protocol=cfg.protocol, num_to_avg=cfg.num_to_avg,
+                                   positive=cfg.get("positive", "out"))
     datamodule = build_datamodule(cfg, with_oe=False)
     check_accelerator(cfg)
     loggers = build_loggers(cfg.get("logger"))

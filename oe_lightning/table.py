@@ -29,7 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from oe_lightning.paper_results import MEAN_SETS, MEANS, PAPER_FPR_RULE, PER_SET
+from oe_lightning.paper_results import (
+    ENERGY_MEAN_FPR95,
+    ENERGY_SETS,
+    MEAN_SETS,
+    MEANS,
+    PAPER_FPR_RULE,
+    PER_SET,
+)
 from oe_lightning.results import RESULTS_FILE, read_complete
 
 METRICS = ("fpr95", "auroc", "aupr_out")
@@ -166,9 +173,13 @@ def baseline_for(group: Group, groups: Sequence[Group]) -> Group | None:
 def paper_numbers(group: Group, ood_set: str | None, metric: str) -> float | None:
     """The paper's value for this group's dataset and method (MSP, the paper's loss only), where
     ours is comparable: FPR95 only when read with the paper's rule, the mean only over its sets."""
+    if group.config.get("loss") == "EnergyMargin" and group.lambda_oe > 0:
+        return energy_paper_number(group, ood_set, metric)
     if group.config.get("score") != PAPER_SCORE:
         return None
     if group.method != "baseline" and group.config.get("loss") != PAPER_LOSS:
+        return None
+    if group.config.get("positive", "out") != "out":
         return None
     if metric == "fpr95" and group.config.get("fpr_rule") != PAPER_FPR_RULE:
         return None
@@ -177,6 +188,15 @@ def paper_numbers(group: Group, ood_set: str | None, metric: str) -> float | Non
     if ood_set is None:
         return MEANS.get(group.data, {}).get(group.method, {}).get(metric)
     return PER_SET.get(group.data, {}).get(group.method, {}).get(ood_set, {}).get(metric)
+
+
+def energy_paper_number(group: Group, ood_set: str | None, metric: str) -> float | None:
+    """The energy paper's mean FPR95 (its only published number), for an energy fine-tune scored by
+    energy, read as that paper does: ID positive, the nearest rule, the mean over its 6 sets."""
+    comparable = (ood_set is None and metric == "fpr95" and group.method == "oe_tune"
+                  and group.config.get("score") == "Energy" and group.config.get("positive") == "in"
+                  and group.config.get("fpr_rule") == PAPER_FPR_RULE and tuple(group.ood_sets()) == ENERGY_SETS)
+    return ENERGY_MEAN_FPR95.get(group.data) if comparable else None
 
 
 # ---- the comparison table ------------------------------------------------------------------

@@ -161,3 +161,24 @@ def test_metric_curves_use_all_scores_passed_to_update():
     curves = m.curves()
     assert curves["roc"]["tpr"][-1] == 1.0 and sum(curves["histogram"]["out"]) == 2
     assert m.compute()["auroc"] == 1.0
+
+
+@pytest.mark.parametrize("rule", ["first", "nearest"])
+def test_id_positive_fpr_is_the_energy_papers_get_measures_of_negated_scores(rule):
+    """wetliu/energy_ood CIFAR/test.py:218-221: get_measures(-in_score, -out_score), i.e. ID positive:
+    the share of OOD samples accepted when 95% of ID samples are kept."""
+    from sklearn.metrics import roc_curve
+
+    g = torch.Generator().manual_seed(3)
+    s_in, s_out = torch.randn(700, generator=g), torch.randn(300, generator=g) + 1.5
+    ours = ood_metrics(s_in, s_out, fpr_rule=rule, positive="in")
+    # the same as the OE convention with the roles swapped and the scores negated
+    swapped = ood_metrics(-s_out, -s_in, fpr_rule=rule)
+    assert ours["fpr95"] == pytest.approx(swapped["fpr95"], abs=1e-12)
+    assert ours["auroc"] == pytest.approx(ood_metrics(s_in, s_out)["auroc"], abs=1e-12)  # rule-free metrics
+    if rule == "first":  # sklearn's ROC with ID as the positive class
+        fpr, tpr, _ = roc_curve(np.r_[np.ones(700), np.zeros(300)], -np.r_[s_in.numpy(), s_out.numpy()])
+        assert ours["fpr95"] == pytest.approx(fpr[np.searchsorted(tpr, 0.95)], abs=1e-12)
+    assert ours["fpr95"] != pytest.approx(ood_metrics(s_in, s_out, fpr_rule=rule)["fpr95"], abs=1e-3)
+    with pytest.raises(ValueError, match="positive must be 'out'"):
+        ood_metrics(s_in, s_out, positive="ood")

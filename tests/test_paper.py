@@ -87,6 +87,9 @@ def test_every_paper_preset_composes_with_the_papers_hyperparameters():
     assert tin.oe.root.endswith("imagenet22k_minus_1k")
     energy = compose_train("experiment=paper/cifar10_energy_tune", "module.pretrained=x.ckpt")
     assert (energy.loss.fn.m_in, energy.loss.fn.m_out, energy.loss.lambda_oe) == (-23.0, -5.0, 0.1)
+    assert energy.module.positive == "in"  # wetliu/energy_ood CIFAR/test.py:218-221, no --out_as_pos in run.sh
+    assert all(compose_train(f"experiment={p}", "module.pretrained=x.ckpt").module.positive == "out"
+               for p in PRESETS if "energy" not in p)  # CIFAR/test.py:174 get_measures(out_score, in_score)
 
 
 def _folder(root: Path, n: int = 3, size: int = 40, cls: str = "class0") -> None:

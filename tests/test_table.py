@@ -150,3 +150,27 @@ def test_fpr95_read_with_another_rule_or_a_mean_over_other_sets_is_not_compared_
     ((title, header, rows),) = comparisons(group_runs(collect_runs(sub)[0]))
     assert "mean over other sets than the paper's: not compared" in title
     assert rows[-1][0] == "mean" and rows[-1][header.index("AUROC ↑ paper OE")] == ""
+
+
+def test_an_energy_fine_tune_read_as_the_energy_paper_is_compared_with_its_mean(tmp_path):
+    from oe_lightning.paper_results import ENERGY_SETS
+    from oe_lightning.table import paper_numbers
+
+    def energy_run(name, lam, pretrained, positive="in"):
+        ood = {s: {"fpr95": 0.05, "auroc": 0.98, "aupr_in": 0.9, "aupr_out": 0.9} for s in ENERGY_SETS}
+        res = {"schema": 1, "id_accuracy": 0.95, "rms_calibration_error": 0.05, "ood": ood, "mean": ood["svhn"],
+               "config": {"data": "cifar10", "oe": "tiny_images", "model": "wrn_40_2", "loss": "EnergyMargin",
+                          "lambda_oe": lam, "score": "Energy", "seed": 0, "pretrained": pretrained,
+                          "protocol": "paper", "fpr_rule": "nearest", "positive": positive}}
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "results.json").write_text(json.dumps(res))
+
+    energy_run("base", 0.0, None)
+    energy_run("tune", 0.1, "b.ckpt")
+    energy_run("tune_out", 0.1, "b.ckpt", positive="out")
+    groups = group_runs(collect_runs(tmp_path)[0])
+    tune = next(g for g in groups if g.lambda_oe > 0 and g.config["positive"] == "in")
+    other = next(g for g in groups if g.lambda_oe > 0 and g.config["positive"] == "out")
+    assert paper_numbers(tune, None, "fpr95") == 3.32  # wetliu/energy_ood README: Energy with fine-tune
+    assert paper_numbers(other, None, "fpr95") is None  # OOD-positive FPR is another number
+    assert paper_numbers(tune, "svhn", "fpr95") is None and paper_numbers(tune, None, "auroc") is None
