@@ -159,6 +159,20 @@ def score_histograms(scores_in: Tensor, scores_out: Tensor, bins: int = 50) -> d
             "out": torch.histc(s_out, bins, lo, hi).tolist()}
 
 
+PAPER_TEST_BATCH = 200  # the reference's --test_bs (CIFAR/test.py:30)
+
+
+def paper_subset_size(num_in: int) -> int:
+    """OOD samples per subset in the paper's protocol: ``len(ID test) // 5`` (CIFAR/test.py:104,
+    SVHN/test.py:95), read in whole batches of 200 up to ``ood_num_examples // test_bs`` of them
+    (CIFAR/test.py:118, SVHN/test.py:109): 2,000 for CIFAR and Tiny ImageNet, 5,200 for SVHN's
+    26,032 (not 5,206). Sets under 200 keep ``len // 5`` (at least 1)."""
+    per_run = num_in // 5
+    if per_run >= PAPER_TEST_BATCH:
+        per_run = per_run // PAPER_TEST_BATCH * PAPER_TEST_BATCH
+    return max(per_run, 1)
+
+
 def subsampled_ood_metrics(scores_in: Tensor, scores_out: Tensor, num_out: int, repeats: int = 10,
                            seed: int = 0, recall: float = 0.95,
                            fpr_rule: FprRule = "first", positive: str = "out") -> dict[str, float]:
@@ -236,7 +250,7 @@ class OODMetrics(Metric):
         if self.protocol == "paper":
             # subsets drawn from the sorted scores: the same draw however ranks interleaved them
             s_out = s_out.sort().values
-            num_out = min(max(s_in.numel() // 5, 1), s_out.numel())
+            num_out = min(paper_subset_size(s_in.numel()), s_out.numel())
             return subsampled_ood_metrics(s_in, s_out, num_out, self.num_to_avg, self.seed,
                                           self.recall, self.fpr_rule, self.positive)
         return ood_metrics(s_in, s_out, self.recall, self.fpr_rule, self.positive)

@@ -182,3 +182,12 @@ def test_id_positive_fpr_is_the_energy_papers_get_measures_of_negated_scores(rul
     assert ours["fpr95"] != pytest.approx(ood_metrics(s_in, s_out, fpr_rule=rule)["fpr95"], abs=1e-3)
     with pytest.raises(ValueError, match="positive must be 'out'"):
         ood_metrics(s_in, s_out, positive="ood")
+
+
+def test_paper_subsets_are_whole_batches_of_200_as_the_reference_reads_them():
+    """CIFAR/test.py:104,118 and SVHN/test.py:95,109: len(test) // 5, cut to whole batches of test_bs=200."""
+    from oe_lightning.metrics import paper_subset_size
+
+    assert paper_subset_size(10_000) == 2000  # CIFAR-10/100, Tiny ImageNet val
+    assert paper_subset_size(26_032) == 5200  # SVHN test: 5206 // 200 * 200
+    assert paper_subset_size(539) == 107 and paper_subset_size(3) == 1  # small sets: len // 5
