@@ -66,3 +66,20 @@ def report_user_errors(task: Callable[[DictConfig], Any], cfg: DictConfig) -> An
             log.error("job %s failed: %s", job_dir.name, message)
             return None
         sys.exit(EXIT_USER_ERROR)
+
+
+def run_task(cfg: DictConfig, task: str, entry_module: str) -> float | None:
+    """What an entry point runs once Hydra has composed ``cfg``: print the config tree, then
+    import :mod:`oe_lightning.runner` (torch, Lightning: the heavy part) and run ``runner.<task>``;
+    returns ``cfg.optimized_metric`` of its results (what a sweeper minimises). DDP ranks are
+    started as ``python -m <entry_module>``."""
+    if cfg.get("print_config"):
+        from oe_lightning.config import print_config_tree
+
+        print_config_tree(cfg, save_to=Path(HydraConfig.get().runtime.output_dir) / "config_tree.log")
+    from oe_lightning import runner
+    from oe_lightning.distributed import set_entry_module
+    from oe_lightning.results import objective
+
+    set_entry_module(entry_module)
+    return objective(getattr(runner, task)(cfg), cfg.get("optimized_metric"))

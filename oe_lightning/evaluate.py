@@ -5,25 +5,15 @@ A thin entry point, as :mod:`oe_lightning.train`; the work is :func:`oe_lightnin
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from oe_lightning.cli import report_user_errors
-from oe_lightning.config import config_dir, print_config_tree
+from oe_lightning.cli import report_user_errors, run_task
+from oe_lightning.config import config_dir
 
 
 def _evaluate(cfg: DictConfig) -> float | None:
-    if cfg.get("print_config"):
-        print_config_tree(cfg, save_to=Path(HydraConfig.get().runtime.output_dir) / "config_tree.log")
-    from oe_lightning.distributed import set_entry_module
-    from oe_lightning.results import objective
-    from oe_lightning.runner import evaluate
-
-    set_entry_module("oe_lightning.evaluate")  # DDP ranks are started as `python -m oe_lightning.evaluate`
-    return objective(evaluate(cfg), cfg.get("optimized_metric"))
+    return run_task(cfg, "evaluate", "oe_lightning.evaluate")
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")

@@ -233,7 +233,7 @@ class OODMetrics(Metric):
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}.")
         if positive not in POSITIVES:
-            raise ValueError(f"positive must be 'out' or 'in', got {positive!r}.")
+            raise ValueError(f"positive must be one of {POSITIVES}, got {positive!r}.")
         self.recall, self.fpr_rule, self.positive = recall, fpr_rule, positive
         self.protocol, self.num_to_avg, self.seed = protocol, num_to_avg, seed
         self.add_state("scores", default=[], dist_reduce_fx="cat")

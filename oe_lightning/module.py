@@ -15,7 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from oe_lightning.checkpoints import load_backbone_weights
 from oe_lightning.errors import NonFiniteLossError, OEUserError
 from oe_lightning.losses import UniformCrossEntropy
-from oe_lightning.metrics import OODMetrics, rms_calibration_error
+from oe_lightning.metrics import POSITIVES, OODMetrics, rms_calibration_error
 from oe_lightning.scores import MaxSoftmax
 
 
@@ -58,7 +58,7 @@ class OutlierExposureModule(pl.LightningModule):
                 f"loss.lambda_oe must be >= 0 (the weight of the OE term), got {lambda_oe}. "
                 f"Use loss.lambda_oe=0 for the plain baseline; the paper uses 0.5."
             )
-        if positive not in ("out", "in"):
+        if positive not in POSITIVES:
             raise OEUserError(f"module.positive must be 'out' (OOD positive, the OE paper) or 'in' (ID positive, "
                               f"the energy paper), got {positive!r}.")
         self.save_hyperparameters(ignore=["backbone", "oe_loss", "score", "optimizer", "scheduler"])

@@ -72,8 +72,9 @@ def completed_results(cfg: DictConfig) -> dict[str, Any] | None:
 RESUMABLE_CHANGES = ("max_epochs",)  # what may change when a run is continued
 
 
-def resume_checkpoint(cfg: DictConfig) -> str | None:
-    """``ckpt_path`` if given, else (``auto_resume``) the run directory's own ``last.ckpt``.
+def resume_checkpoint(cfg: DictConfig) -> tuple[str | None, int]:
+    """``(path, global_step)`` of the checkpoint to resume: ``ckpt_path`` if given, else
+    (``auto_resume``) the run directory's own ``last.ckpt``; ``(None, 0)`` for a fresh run.
 
     A requeued SLURM job or a re-run sweep job thereby continues where it stopped (also with a
     larger ``trainer.max_epochs``); a checkpoint of a run with other key settings is refused.
@@ -82,11 +83,12 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
         if not Path(cfg.ckpt_path).is_file():
             raise OEUserError(f"ckpt_path={cfg.ckpt_path!r} does not exist; to resume, pass a "
                               f"checkpoint written by oe-train (RUN_DIR/checkpoints/last.ckpt).")
-        return str(cfg.ckpt_path)
+        return str(cfg.ckpt_path), read_checkpoint(cfg.ckpt_path).get("global_step", 0)
     last = run_dir() / "checkpoints" / "last.ckpt"
     if not (cfg.get("auto_resume") and last.exists()):
-        return None
-    stored = (read_checkpoint(last).get("oe_lightning") or {}).get("run_config") or {}
+        return None, 0
+    checkpoint = read_checkpoint(last)
+    stored = (checkpoint.get("oe_lightning") or {}).get("run_config") or {}
     changed = {k: (stored.get(k), v) for k, v in key_config(cfg).items()
                if k not in RESUMABLE_CHANGES and k in stored and stored[k] != v}
     if changed:
@@ -97,7 +99,7 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
             f"hydra.sweep.dir), or pass auto_resume=false to start over in this directory."
         )
     log.info("resuming from %s", last)
-    return str(last)
+    return str(last), checkpoint.get("global_step", 0)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -109,13 +111,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         print_results(done)
         return done
     pl.seed_everything(cfg.seed, workers=True)
-    ckpt_path = resume_checkpoint(cfg)
+    ckpt_path, resumed_step = resume_checkpoint(cfg)
     module = build_module(cfg)
     datamodule = build_datamodule(cfg, with_oe=module.lambda_oe > 0)
     check_objective(cfg.get("optimized_metric"), datamodule, module)
     check_accelerator(cfg)
     loggers = build_loggers(cfg.get("logger"))
-    continue_logs(loggers, read_checkpoint(ckpt_path).get("global_step", 0) if ckpt_path else 0)
+    continue_logs(loggers, resumed_step)
     callbacks = instantiate_group(cfg.get("callbacks"))
     if not loggers:  # nothing to monitor the learning rate into
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]

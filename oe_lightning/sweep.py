@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from oe_lightning.results import RESULTS_FILE, read_complete, read_results_or_none
+from oe_lightning.results import RESULTS_FILE, is_complete, read_results_or_none
 
 SUMMARY_FILE = "sweep_summary.json"
 EXIT_FAILED_JOBS = 1
@@ -28,13 +28,12 @@ EXIT_FAILED_JOBS = 1
 def job_status(job_dir: Path) -> dict[str, Any]:
     """``{"job", "status": done|failed, "mean_fpr95", "error"}`` of one sweep job directory."""
     entry: dict[str, Any] = {"job": job_dir.name, "status": "failed", "mean_fpr95": None, "error": None}
-    results = read_complete(job_dir)
-    if results is not None:
+    results = read_results_or_none(job_dir)
+    if is_complete(results):
         entry.update(status="done", mean_fpr95=results["mean"].get("fpr95"))
         return entry
-    partial = read_results_or_none(job_dir)
-    if isinstance(partial, dict) and partial.get("partial") and isinstance(partial.get("mean"), dict):
-        entry.update(status="partial", mean_fpr95=partial["mean"].get("fpr95"),
+    if isinstance(results, dict) and results.get("partial") and isinstance(results.get("mean"), dict):
+        entry.update(status="partial", mean_fpr95=results["mean"].get("fpr95"),
                      error="scored part of the test sets only (fast_dev_run / limit_test_batches)")
         return entry
     error = job_dir / "error.txt"

@@ -50,15 +50,14 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-# subprocess runs: a few batches per epoch from a test-only preset (tests/conf/test/tiny.yaml), so
-# that a sweep job's directory name gains one short override ("+test:tiny")
+# a few batches per epoch from a test-only preset (tests/conf/test/tiny.yaml): in a sweep, a job's
+# directory name gains one short override ("+test:tiny")
 TEST_CONF = REPO / "tests" / "conf"
 TINY_CLI = (f"--config-dir={TEST_CONF}", "+test=tiny")
 TINY_EVAL_CLI = (f"--config-dir={TEST_CONF}", "+test=tiny_eval")
-# in-process runs: the same settings as plain overrides
-TINY = ("trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.log_every_n_steps=1",
-        "callbacks.progress_bar=null", "trainer.enable_progress_bar=false", "callbacks.model_summary=null",
-        "print_config=false")
+# the same presets for in-process runs (compose has no --config-dir)
+TINY = (f"hydra.searchpath=[file://{TEST_CONF}]", "+test=tiny")
+TINY_EVAL = (f"hydra.searchpath=[file://{TEST_CONF}]", "+test=tiny_eval")
 SAFETY_TIMEOUT = 1800  # only so that a hung process cannot hang CI; never reached by a working run
 
 
@@ -104,11 +103,16 @@ def hydra_job(config_name: str, overrides: list[str], run_dir: Path) -> Iterator
 def run_in_process(entry: str, run_dir: Path, *overrides: str, tiny: bool = True) -> dict:
     """``oe-train`` / ``oe-eval`` in this process, through the entry point's own task function
     (user errors print one paragraph and exit 2, as on the command line); returns results.json's dict.
-    ``tiny`` adds :data:`TINY` (training) or ``print_config=false`` (evaluation)."""
+    ``tiny`` adds the test-only presets :data:`TINY` (training) or :data:`TINY_EVAL`."""
     from oe_lightning import evaluate, train
 
     config_name, task = {"oe-train": ("train", train._train), "oe-eval": ("eval", evaluate._evaluate)}[entry]
-    extra = (TINY if entry == "oe-train" else ("print_config=false",)) if tiny else ()
+    extra = list(TINY if entry == "oe-train" else TINY_EVAL) if tiny else []
+    own = [o for o in overrides if o.startswith("hydra.searchpath=[")]
+    if extra and own:  # one search path override holding both (Hydra keeps only one)
+        extra = extra[1:]
+        overrides = tuple(o.replace("hydra.searchpath=[", f"hydra.searchpath=[file://{TEST_CONF},", 1)
+                          if o in own else o for o in overrides)
     with hydra_job(config_name, ["logger=csv", *extra, *overrides], run_dir) as cfg:
         from oe_lightning.cli import report_user_errors
 
