@@ -33,6 +33,8 @@ _EXPORTS = {
     "ood_metrics": "oe_lightning.metrics",
     "OODMetrics": "oe_lightning.metrics",
     "rms_calibration_error": "oe_lightning.metrics",
+    "calibration_error": "oe_lightning.metrics",
+    "tune_temperature": "oe_lightning.metrics",
     # backbones
     "SmallCNN": "oe_lightning.models",
     "WideResNet": "oe_lightning.models",

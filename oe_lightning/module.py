@@ -15,7 +15,15 @@ from torchmetrics.classification import MulticlassAccuracy
 from oe_lightning.checkpoints import load_backbone_weights
 from oe_lightning.errors import NonFiniteLossError, OEUserError
 from oe_lightning.losses import UniformCrossEntropy
-from oe_lightning.metrics import POSITIVES, OODMetrics, rms_calibration_error
+from oe_lightning.metrics import (
+    CALIBRATION_RULE,
+    POSITIVES,
+    OODMetrics,
+    calibration_summary,
+    ood_calibration,
+    paper_subset_size,
+    tune_temperature,
+)
 from oe_lightning.scores import MaxSoftmax
 
 
@@ -77,6 +85,9 @@ class OutlierExposureModule(pl.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_confidence, self.test_correct = CatMetric(), CatMetric()
+        self.val_logits, self.val_labels = CatMetric(), CatMetric()  # for the softmax temperature
+        self.ood_confidence = nn.ModuleDict()
+        self.temperature: float | None = None
         self.val_ood = OODMetrics(recall, fpr_rule)
         self.ood_metrics = nn.ModuleDict()
         self.ood_names: list[str] = []
@@ -166,10 +177,11 @@ class OutlierExposureModule(pl.LightningModule):
 
     # ---- testing --------------------------------------------------------------------------
     def test_set_names(self) -> list[str]:
-        """Names of the test loaders in order: ``"in"`` (the ID test set), then the OOD sets.
+        """Names of the test loaders in order: ``"val"`` (optional, first: the held-out ID split the
+        softmax temperature is tuned on), ``"in"`` (the ID test set), then the OOD sets.
 
         From a dict passed to ``trainer.test(dataloaders={"in": ..., "svhn": ...})``, else from the
-        DataModule's ``ood_names``, else ``ood_1``, ``ood_2``, ... for a plain list of loaders.
+        DataModule's ``test_names``, else ``in``, ``ood_1``, ``ood_2``, ... for a plain list of loaders.
         """
         loaders = self.trainer.test_dataloaders
         if isinstance(loaders, Mapping):
@@ -180,64 +192,109 @@ class OutlierExposureModule(pl.LightningModule):
                     f"set 'in' and each OOD set by its name: dataloaders={{'in': id_loader, "
                     f"'svhn': svhn_loader}}."
                 )
+            if "val" in names and names[0] != "val":
+                raise OEUserError(
+                    f"trainer.test got loaders named {names}: 'val' (the held-out ID split the "
+                    f"temperature is tuned on) must come first, before 'in' and the OOD sets."
+                )
             return names
         count = len(loaders) if isinstance(loaders, list | tuple) else 1
-        ood = list(getattr(getattr(self.trainer, "datamodule", None), "ood_names", None) or [])
-        if len(ood) != count - 1:
-            ood = [f"ood_{i}" for i in range(1, count)]
-        return ["in", *ood]
+        names = list(getattr(getattr(self.trainer, "datamodule", None), "test_names", None) or [])
+        return names if len(names) == count else ["in", *[f"ood_{i}" for i in range(1, count)]]
 
     def on_test_epoch_start(self) -> None:
         self.test_names = self.test_set_names()
-        self.ood_names = [n for n in self.test_names if n != "in"]
+        self.ood_names = [n for n in self.test_names if n not in ("in", "val")]
         self.ood_metrics = nn.ModuleDict({
             name: OODMetrics(self.recall, self.fpr_rule, self.protocol, self.num_to_avg, positive=self.positive)
             for name in self.ood_names
         }).to(self.device)
+        self.ood_confidence = nn.ModuleDict({name: CatMetric() for name in self.ood_names}).to(self.device)
+        self.temperature = None
         self.test_results = {}
+
+    def _tuned_temperature(self) -> float:
+        """Tune T on the ``val`` loader's logits (all ranks), or 1 without one."""
+        if "val" not in self.test_names or not self.val_labels.update_count:
+            return 1.0
+        return tune_temperature(self.val_logits.compute(), self.val_labels.compute())
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         """ID batches are ``(x, y)``; OOD batches ``(x, y)``, ``(x,)`` or ``x`` (labels unused)."""
         x = batch[0] if isinstance(batch, list | tuple) else batch
         logits = self.backbone(x)
-        scores = self.score(logits)
         name = self.test_names[dataloader_idx]
+        if name == "val":
+            self._check_logits(logits)
+            self.val_logits.update(logits.detach().float())
+            self.val_labels.update(batch[1])
+            return
+        if self.temperature is None:  # the first batch after the val loader
+            self.temperature = self._tuned_temperature()
+        scores = self.score(logits)
+        confidence = F.softmax(logits.detach().float() / self.temperature, dim=1).max(dim=1)
         if name == "in":
             y = batch[1]
             self._check_logits(logits)
             self.test_acc.update(logits, y)
-            confidence, prediction = F.softmax(logits, dim=1).max(dim=1)
-            self.test_confidence.update(confidence)
-            self.test_correct.update((prediction == y).float())
+            self.test_confidence.update(confidence.values)
+            self.test_correct.update((confidence.indices == y).float())
             for metric in self.ood_metrics.values():
                 metric.update(scores, False)
         else:
             self.ood_metrics[name].update(scores, True)
+            self.ood_confidence[name].update(confidence.values)
 
     def _scored_counts(self) -> dict[str, int]:
         """Samples scored per test set (fewer than the set holds under fast_dev_run / limit_test_batches)."""
         counts = {name: metric.counts() for name, metric in self.ood_metrics.items()}
         scored = {"in": next(iter(counts.values()))[0]} if counts else {}
+        if "val" in self.test_names:
+            scored = {"val": int(self.val_labels.compute().numel()) if self.val_labels.update_count else 0,
+                      **scored}
         return {**scored, **{name: n_out for name, (_, n_out) in counts.items()}}
+
+    def _calibration(self) -> dict[str, Any]:
+        """Calibration on ID test data alone and mixed with each OOD set (OOD counted as wrong),
+        at the tuned temperature: the paper's Table 12 setting (CIFAR/test_calibration.py)."""
+        conf_in, correct_in = self.test_confidence.compute(), self.test_correct.compute()
+        repeats = self.num_to_avg if self.protocol == "paper" else 1
+        num_out = paper_subset_size(conf_in.numel())
+        per_set = {name: ood_calibration(conf_in, correct_in, metric.compute(), num_out, repeats)
+                   for name, metric in self.ood_confidence.items() if metric.update_count}
+        n_val = self._scored_counts().get("val", 0)
+        return {
+            "rule": CALIBRATION_RULE,
+            "temperature": float(self.temperature or 1.0),
+            "temperature_tuned_on": n_val,  # held-out ID images; 0: T = 1
+            "ood_per_mixture": num_out,
+            "in": calibration_summary(conf_in, correct_in),
+            "ood": per_set,
+            "mean": {k: sum(v[k] for v in per_set.values()) / len(per_set) for k in next(iter(per_set.values()))}
+            if per_set else {},
+        }
 
     def on_test_epoch_end(self) -> None:
         per_set = {name: metric.compute() for name, metric in self.ood_metrics.items()}
         self.test_curves = {name: metric.curves() for name, metric in self.ood_metrics.items()}
         keys = [k for k in next(iter(per_set.values())) if not k.endswith("_std")] if per_set else []
         mean = {k: sum(m[k] for m in per_set.values()) / len(per_set) for k in keys}
+        calibration = self._calibration()
         self.test_results = {
             "id_accuracy": float(self.test_acc.compute()),
-            "rms_calibration_error": rms_calibration_error(self.test_confidence.compute(),
-                                                           self.test_correct.compute()),
+            "rms_calibration_error": calibration["in"]["rms"],
+            "calibration": calibration,
             "ood": per_set,
             "mean": mean,
             "scored": self._scored_counts(),
         }
         flat = {"test/id_accuracy": self.test_results["id_accuracy"],
-                "test/rms_calibration_error": self.test_results["rms_calibration_error"]}
+                "test/rms_calibration_error": calibration["in"]["rms"],
+                "test/temperature": calibration["temperature"]}
+        flat.update({f"test/calibration_ood_{k}": v for k, v in calibration["mean"].items()})
         for name, values in {**per_set, "mean": mean}.items():
             flat.update({f"test/{name}/{k}": v for k, v in values.items()})
         self.log_dict(flat, add_dataloader_idx=False, rank_zero_only=True)
-        self.test_acc.reset()
-        self.test_confidence.reset()
-        self.test_correct.reset()
+        for metric in (self.test_acc, self.test_confidence, self.test_correct, self.val_logits,
+                       self.val_labels):
+            metric.reset()

@@ -41,12 +41,22 @@ def _title(results: dict[str, Any]) -> str:
     return " · ".join(str(p) for p in parts if p)
 
 
+def calibration_line(results: dict[str, Any]) -> str:
+    """ID accuracy and RMS calibration error (ID test data; mixed with OOD sets, the paper's Table 12)."""
+    line = (f"ID accuracy {100 * results['id_accuracy']:.2f}, "
+            f"RMS calibration error {100 * results['rms_calibration_error']:.2f}")
+    calib = results.get("calibration") or {}
+    if calib.get("mean"):
+        tuned = f"T={calib['temperature']:.3f} tuned on {calib['temperature_tuned_on']} held-out images" \
+            if calib.get("temperature_tuned_on") else "T=1"
+        line += f" (ID+OOD mean {100 * calib['mean']['rms']:.2f}; {tuned})"
+    return line
+
+
 def results_table(results: dict[str, Any]) -> Table:
     """A rich table of one run's results, with ID accuracy and calibration as its caption."""
     header, rows = results_rows(results)
-    table = Table(title=_title(results), caption=(
-        f"values in %; ID accuracy {100 * results['id_accuracy']:.2f}, "
-        f"RMS calibration error {100 * results['rms_calibration_error']:.2f}"))
+    table = Table(title=_title(results), caption=f"values in %; {calibration_line(results)}")
     for i, h in enumerate(header):
         table.add_column(h, justify="left" if i == 0 else "right")
     for i, row in enumerate(rows):
@@ -63,5 +73,5 @@ def results_markdown(results: dict[str, Any]) -> str:
     header, rows = results_rows(results)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    lines.append(f"\nID accuracy: {100 * results['id_accuracy']:.2f}%")
+    lines.append(f"\n{calibration_line(results)} (in %)")
     return "\n".join(lines) + "\n"

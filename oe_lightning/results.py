@@ -48,6 +48,7 @@ def key_config(cfg: DictConfig) -> dict[str, Any]:
         "recall": get("module.recall", get("recall")),
         "protocol": get("module.protocol", get("protocol")),
         "positive": get("module.positive", get("positive")),
+        "val_size": get("data.val_size"),  # calibration=paper runs hold out a fixed count
     }
 
 

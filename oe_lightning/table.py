@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from oe_lightning.paper_results import (
+    CALIBRATION,
     ENERGY_MEAN_FPR95,
     ENERGY_SETS,
     MEAN_SETS,
@@ -209,6 +210,10 @@ def fmt(stat: tuple[float, float] | float | None, seeds: int = 1) -> str:
     return f"{stat:.2f}"
 
 
+def fmt_paper(value: float | None, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
 def comparison(baseline: Group, oe: Group) -> tuple[list[str], list[list[str]]]:
     """Header and rows (OOD sets, then mean) of baseline vs OE, with the paper's numbers if any."""
     rows_sets: list[str | None] = [*[s for s in oe.ood_sets()], None]
@@ -228,7 +233,9 @@ def comparison(baseline: Group, oe: Group) -> tuple[list[str], list[list[str]]]:
             if with_paper:
                 p_base, p_oe = paper_numbers(baseline, s, m), paper_numbers(oe, s, m)
                 delta = ours_oe[0] - p_oe if ours_oe is not None and p_oe is not None else None
-                row += [fmt(p_base), fmt(p_oe), "" if delta is None else f"{delta:+.2f}"]
+                digits = 2 if s is None else 1  # as printed: Table 7's means 2 decimals, its set rows 1
+                row += [fmt_paper(p_base, digits), fmt_paper(p_oe, digits),
+                        "" if delta is None else f"{delta:+.2f}"]
         rows.append(row)
     return header, rows
 
@@ -254,6 +261,39 @@ def comparisons(groups: Sequence[Group]) -> list[tuple[str, list[str], list[list
                 notes.append("mean over other sets than the paper's: not compared")
             title = f"{g.data}: baseline vs {g.label}, {seeds}" + "".join(f" ({n})" for n in notes)
             out.append((title, *comparison(base, g)))
+    return out
+
+
+CALIBRATION_KEYS = (("rms", "RMS ↓"), ("mad", "MAD ↓"), ("soft_f1", "Soft F1 ↑"))
+
+
+def calibration_stat(group: Group, key: str) -> tuple[float, float] | None:
+    """Mean ± std over seeds (in %) of an ID+OOD calibration measure at the tuned temperature."""
+    values = [100 * r["calibration"]["mean"][key] for r in group.runs
+              if (r.get("calibration") or {}).get("mean") and r["calibration"].get("temperature_tuned_on")]
+    return _mean_std(values) if len(values) == len(group.runs) else None
+
+
+def calibration_comparison(groups: Sequence[Group]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Per D_in, the calibration of every group whose temperature was tuned on held-out images
+    (calibration=paper), with the paper's Table 12 where comparable: its loss, over its OOD sets."""
+    out = []
+    for data in dict.fromkeys(g.data for g in groups):
+        tuned = [g for g in groups if g.data == data and calibration_stat(g, "rms") is not None]
+        if not tuned:
+            continue
+        header = ["method", *[f"{label} {w}" for _, label in CALIBRATION_KEYS for w in ("ours", "paper")]]
+        rows = []
+        for g in tuned:
+            comparable = (tuple(g.ood_sets()) == MEAN_SETS.get(data)
+                          and (g.method == "baseline" or g.config.get("loss") == PAPER_LOSS))
+            paper = CALIBRATION.get(data, {}).get(g.method, {}) if comparable else {}
+            row = [g.label]
+            for key, _ in CALIBRATION_KEYS:
+                row += [fmt(calibration_stat(g, key), len(g.runs)), fmt_paper(paper.get(key), 1)]
+            rows.append(row)
+        out.append((f"{data}: calibration on ID test + OOD images, temperature tuned on held-out images "
+                    f"(paper Table 12)", header, rows))
     return out
 
 
@@ -287,14 +327,15 @@ def latex_table(title: str, header: list[str], rows: list[list[str]]) -> str:
 
 def render_markdown(groups: Sequence[Group]) -> str:
     parts = ["## Runs (values in %, mean ± std over seeds)\n", markdown_table(*overview(groups))]
-    for title, header, rows in comparisons(groups):
+    for title, header, rows in [*comparisons(groups), *calibration_comparison(groups)]:
         parts += [f"\n## {title}\n", markdown_table(header, rows)]
     return "\n".join(parts)
 
 
 def render_latex(groups: Sequence[Group]) -> str:
     parts = [latex_table("Runs (values in %, mean $\\pm$ std over seeds)", *overview(groups))]
-    parts += [latex_table(title, header, rows) for title, header, rows in comparisons(groups)]
+    parts += [latex_table(title, header, rows)
+              for title, header, rows in [*comparisons(groups), *calibration_comparison(groups)]]
     return "\n".join(parts)
 
 
@@ -322,6 +363,10 @@ def print_terminal(groups: Sequence[Group], console: Any = None) -> None:
     tables = [("Runs (values in %, mean ± std over seeds)", *overview(groups))]
     for title, header, rows in comparisons(groups):
         tables += split_by_metric(title, header, rows)
+    for title, header, rows in calibration_comparison(groups):  # one table per measure: 80 columns
+        for i in range(1, len(header), 2):
+            tables.append((f"{title} · {header[i].rsplit(' ', 1)[0]}", ["method", "ours", "paper"],
+                           [[r[0], r[i], r[i + 1]] for r in rows]))
     for title, header, rows in tables:
         table = Table(title=title, title_justify="left")
         labels = 2 if header[0] == "data" else 1

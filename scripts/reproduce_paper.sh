@@ -6,6 +6,7 @@
 #   scripts/reproduce_paper.sh cifar10            # cifar10 | cifar100 | svhn | tiny_imagenet
 #   SEEDS=0,1,2 scripts/reproduce_paper.sh cifar100 trainer.devices=1
 #   SCRATCH=1 scripts/reproduce_paper.sh cifar10  # + "OE from scratch" (CIFAR only in the paper)
+#   CALIBRATION=1 scripts/reproduce_paper.sh cifar10  # + Table 12: baseline and OE tune, with 5,000 held out
 #   LAUNCHER=slurm_1gpu scripts/reproduce_paper.sh cifar10 hydra.launcher.partition=gpu
 #
 # Data: under OE_DATA_DIR (python scripts/prepare_data.py --check cifar10 tiny_images ...).
@@ -38,5 +39,13 @@ sweep oe_tune "${DATA}_oe_tune" "module.pretrained=${ROOT}/baseline/seed_\${seed
 # 3. optionally OE from scratch
 if [[ -n "${SCRATCH:-}" ]]; then sweep oe_scratch "${DATA}_oe_scratch" "$@"; fi
 
-# 4. the table: ours vs the paper, Markdown on screen; table.{md,tex,csv} in ROOT
+# 4. optionally the calibration runs (paper Table 12, App. G.2): both trained with the paper's
+#    held-out images (calibration=paper), the temperature tuned on them at test time
+if [[ -n "${CALIBRATION:-}" ]]; then
+  sweep calibration/baseline "${DATA}_baseline" calibration=paper "$@"
+  sweep calibration/oe_tune "${DATA}_oe_tune" calibration=paper \
+    "module.pretrained=${ROOT}/calibration/baseline/seed_\${seed}/checkpoints/last.ckpt" "$@"
+fi
+
+# 5. the table: ours vs the paper, Markdown on screen; table.{md,tex,csv} in ROOT
 run oe-table "${ROOT}"

@@ -235,3 +235,32 @@ def test_lsun_test_set_reads_its_lmdb_and_resizes_like_the_paper(tmp_path):
     assert b[0][0].size == (64, 64)
     with pytest.raises(OEUserError, match="lsun was not found.*test_lmdb"):
         LSUNTest(tmp_path / "elsewhere")
+
+
+def test_held_out_split_random_tail_or_numpy_shuffle_as_the_references():
+    """val_split=tail: the last images in order (utils/validation_dataset.py:29-30, the paper's CIFAR
+    and SVHN calibration runs); numpy_shuffle: np.random.seed(0) + shuffle(arange(n)), the first
+    int(n * 0.9) train (:63-71, Tiny ImageNet); both the size the paper holds out (App. G.2)."""
+    from oe_lightning.data import OEDataModule
+    from oe_lightning.data.embedded import TensorImages
+
+    images = TensorImages(torch.rand(1000, 1, 2, 2), torch.arange(1000) % 10)
+    split = {}
+    for mode in ("random", "tail", "numpy_shuffle"):
+        dm = OEDataModule(train=images, test=images, num_classes=10, val_fraction=0.1, val_split=mode)
+        dm.setup("fit")
+        split[mode] = (list(dm.train_set.indices), list(dm.val_set.indices))
+        assert len(split[mode][1]) == 100 and sorted(split[mode][0] + split[mode][1]) == list(range(1000))
+    assert split["tail"] == (list(range(900)), list(range(900, 1000)))
+    np.random.seed(0)  # the reference's own calls, as the oracle
+    perm = np.asarray(range(1000))
+    np.random.shuffle(perm)
+    assert split["numpy_shuffle"] == (perm[:900].tolist(), perm[900:].tolist())
+    assert split["random"][1] != split["tail"][1]
+    dm = OEDataModule(train=images, test=images, num_classes=10, val_size=37, val_split="tail")
+    dm.setup("test")  # the held-out split is built for testing too: the temperature is tuned on it
+    assert list(dm.val_set.indices) == list(range(963, 1000)) and dm.test_names == ["val", "in"]
+    with pytest.raises(OEUserError, match="val_size=1000 must be in"):
+        OEDataModule(train=images, test=images, num_classes=10, val_size=1000).setup("fit")
+    with pytest.raises(OEUserError, match="data.val_split must be one of"):
+        OEDataModule(train=images, test=images, num_classes=10, val_split="last")

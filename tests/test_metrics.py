@@ -1,9 +1,17 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from oe_lightning.metrics import OODMetrics, ood_metrics, rms_calibration_error
+from oe_lightning.metrics import (
+    OODMetrics,
+    calibration_error,
+    ood_calibration,
+    ood_metrics,
+    rms_calibration_error,
+    tune_temperature,
+)
 
 
 def _tied_scores(rng, scale):
@@ -122,16 +130,70 @@ def test_torchmetrics_wrapper_equals_functional_over_batches():
     assert metric.scores == []
 
 
-def test_rms_calibration_error():
-    # one bin (n < 100): |mean confidence - accuracy|
-    conf = torch.tensor([0.9, 0.9, 0.9, 0.9])
-    correct = torch.tensor([1.0, 1.0, 0.0, 1.0])
-    assert rms_calibration_error(conf, correct) == pytest.approx(0.15)
-    # two bins of 2: errors 0.4 and 0.1 -> sqrt((0.4^2 + 0.1^2) / 2)
-    conf = torch.tensor([0.6, 0.6, 0.9, 0.9])
-    correct = torch.tensor([1.0, 1.0, 1.0, 1.0])
-    assert rms_calibration_error(conf, correct, bin_size=2) == pytest.approx(((0.16 + 0.01) / 2) ** 0.5)
-    assert rms_calibration_error(torch.ones(10), torch.ones(10)) == 0.0
+def _reference_calib_err(confidence, correct, p="2", beta=100):
+    """hendrycks/outlier-exposure utils/calibration_tools.py:4-32 (calib_err), restated in numpy as
+    the oracle: adaptive bins of beta by confidence, the last (remainder) bin left out of the sum."""
+    idx = np.argsort(confidence, kind="stable")
+    confidence, correct = confidence[idx], correct[idx]
+    bins = [[i * beta, (i + 1) * beta] for i in range(len(confidence) // beta)]
+    bins[-1] = [bins[-1][0], len(confidence)]
+    err = 0.0
+    for lo, hi in bins[:-1]:
+        gap = abs(confidence[lo:hi].mean() - correct[lo:hi].mean())
+        err += (hi - lo) / len(confidence) * (gap ** 2 if p == "2" else gap)
+    return np.sqrt(err) if p == "2" else err
+
+
+def test_calibration_error_equals_the_papers_calib_err_last_bin_left_out():
+    rng = np.random.default_rng(0)
+    for n in (100, 250, 12_345):
+        conf = rng.uniform(0.1, 1.0, n)
+        correct = (rng.uniform(size=n) < conf ** 2).astype(float)
+        assert calibration_error(torch.tensor(conf), torch.tensor(correct)) == pytest.approx(
+            _reference_calib_err(conf, correct), rel=1e-12)
+        assert calibration_error(torch.tensor(conf), torch.tensor(correct), norm="mad") == pytest.approx(
+            _reference_calib_err(conf, correct, "1"), rel=1e-12)
+    # by hand: 4 samples, bins of 2 -> bins (0.6, 0.6) vs (1, 1) and (0.9, 0.9) vs (1, 1); only the
+    # first counts: sqrt(2/4 * 0.4^2); with every bin: sqrt((0.4^2 + 0.1^2) / 2)
+    conf, correct = torch.tensor([0.6, 0.9, 0.6, 0.9]), torch.ones(4)
+    assert rms_calibration_error(conf, correct, bin_size=2) == pytest.approx((0.5 * 0.16) ** 0.5)
+    assert rms_calibration_error(conf, correct, bin_size=2, drop_last_bin=False) == pytest.approx(
+        ((0.16 + 0.01) / 2) ** 0.5)
+    with pytest.raises(ValueError, match="4 confidences but 3"):
+        calibration_error(conf, torch.ones(3))
+
+
+def test_tuned_temperature_minimises_the_nll_within_the_bracket():
+    """The bisection of the paper's tune_temp (utils/calibration_tools.py:50-68) lands on the NLL
+    minimum: logits made over-confident by a factor 2.5 give back T ~ 2.5."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (4000,), generator=g)
+    true_logits = torch.randn(4000, 10, generator=g) + 2.0 * F.one_hot(labels, 10)
+    # labels drawn from softmax(true_logits): the calibrated temperature of 2.5 * true_logits is 2.5
+    labels = torch.multinomial(torch.softmax(true_logits, 1), 1, generator=g).squeeze(1)
+    t = tune_temperature(2.5 * true_logits, labels)
+    grid = torch.linspace(0.2, 5.0, 4801)
+    nll = torch.stack([F.cross_entropy(2.5 * true_logits / x, labels) for x in grid])
+    assert t == pytest.approx(float(grid[nll.argmin()]), abs=2e-3)
+    assert t == pytest.approx(2.5, abs=0.15)
+    assert tune_temperature(true_logits * 100, labels) <= 5.0  # bracketed as the reference: [0.2, 5]
+
+
+def test_ood_calibration_counts_ood_samples_as_wrong():
+    """CIFAR/test_calibration.py:180-182: OOD confidences join the ID ones with correct = 0; a model
+    unconfident on OOD data (confidence 0.1) is better calibrated on the mixture than a confident one."""
+    conf_in, correct_in = torch.full((1000,), 0.95), (torch.arange(1000) % 20 != 0).float()
+    low = ood_calibration(conf_in, correct_in, torch.full((5000,), 0.1), num_out=200)
+    high = ood_calibration(conf_in, correct_in, torch.full((5000,), 0.99), num_out=200)
+    # 1,200 samples, 12 bins of 100; ID bins are exact (0.95 vs 95% correct), the OOD ones fill the
+    # lowest 2 (gap 0.1) or the highest 2 (gap 0.99), of which the last bin is left out
+    assert low["rms"] == pytest.approx((200 / 1200 * 0.1 ** 2) ** 0.5)
+    assert high["rms"] == pytest.approx((100 / 1200 * 0.99 ** 2) ** 0.5)
+    assert low["mad"] == pytest.approx(200 / 1200 * 0.1)
+    # the same draw whatever the order in which ranks gathered the OOD confidences
+    c = torch.rand(3000, generator=torch.Generator().manual_seed(1))
+    assert ood_calibration(conf_in, correct_in, c, 200, repeats=3) == \
+        ood_calibration(conf_in, correct_in, c.flip(0), 200, repeats=3)
 
 
 def test_downsampled_roc_stays_on_the_exact_curve_and_histograms_count_every_score():

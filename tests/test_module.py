@@ -172,3 +172,44 @@ def test_validation_reports_ood_metrics_against_held_out_oe_images(tmp_path):
         x_oe = torch.cat([x for x, _ in dm.val_dataloader()[1]])
         expected = ood_metrics(module.score(module(x_in)), module.score(module(x_oe)))
     assert float(metrics["val/auroc"]) == pytest.approx(expected["auroc"], abs=1e-6)
+
+
+class FixedLogits(nn.Module):
+    """A 'backbone' whose logits are the input itself: every logit is chosen by the test."""
+
+    def forward(self, x):
+        return x.flatten(1)
+
+
+def test_temperature_is_tuned_on_the_val_loader_and_calibration_mixes_each_ood_set(tmp_path):
+    """trainer.test(dataloaders={"val", "in", OOD...}): T from the held-out split's logits (the paper's
+    tune_temp), then ID test confidences at T, alone and mixed with each OOD set counted as wrong."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from oe_lightning.metrics import calibration_summary, ood_calibration, paper_subset_size, tune_temperature
+
+    g = torch.Generator().manual_seed(0)
+    val_x, in_x = 3 * torch.randn(600, 5, generator=g), 3 * torch.randn(1000, 5, generator=g)
+    # labels drawn from softmax(logits / 2): the calibrating temperature is about 2
+    val_y, in_y = (torch.multinomial(torch.softmax(x / 2, 1), 1, generator=g).squeeze(1) for x in (val_x, in_x))
+    ood_x = 6 * torch.randn(700, 5, generator=g)
+    loaders = {name: DataLoader(TensorDataset(*t), batch_size=128)
+               for name, t in (("val", (val_x, val_y)), ("in", (in_x, in_y)), ("noise", (ood_x,)))}
+    module = OutlierExposureModule(FixedLogits(), num_classes=5)
+    pl.Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path).test(
+        module, dataloaders=loaders, verbose=False)
+    calib = module.test_results["calibration"]
+    t = tune_temperature(val_x, val_y)
+    assert calib["temperature"] == t and calib["temperature_tuned_on"] == 600 and 1.5 < t < 2.5
+    conf = torch.softmax(in_x / t, 1).max(1)
+    assert calib["in"] == pytest.approx(calibration_summary(conf.values, (conf.indices == in_y).float()))
+    expected = ood_calibration(conf.values, (conf.indices == in_y).float(),
+                               torch.softmax(ood_x / t, 1).max(1).values, paper_subset_size(1000))
+    assert calib["ood"]["noise"] == pytest.approx(expected) and calib["mean"] == calib["ood"]["noise"]
+    assert module.test_results["scored"] == {"val": 600, "in": 1000, "noise": 700}
+    assert set(module.test_results["ood"]) == {"noise"}  # the val split is no OOD set
+
+    late = {"in": loaders["in"], "val": loaders["val"]}
+    with pytest.raises(OEUserError, match="'val' .* must come first"):
+        pl.Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path).test(
+            module, dataloaders=late, verbose=False)

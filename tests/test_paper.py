@@ -29,6 +29,7 @@ PAPER_SUITES = {
                             "imagenet_heldout"],
     # wetliu/energy_ood CIFAR/test.py:234-279, mean over 6 at l.287-288
     "cifar10_energy": ["textures", "svhn", "places365", "lsun_crop", "lsun_resize", "isun"],
+    "cifar100_energy": ["textures", "svhn", "places365", "lsun_crop", "lsun_resize", "isun"],  # same test.py
 }
 # (suite, set) -> the generator's parameters, cited
 GENERATORS = {
@@ -65,7 +66,7 @@ def test_each_paper_preset_evaluates_exactly_the_papers_sets_with_the_papers_rul
 
 
 def test_every_paper_preset_composes_with_the_papers_hyperparameters():
-    assert len(PRESETS) == 13
+    assert len(PRESETS) == 14
     for preset in PRESETS:
         cfg = compose_train(f"experiment={preset}", "module.pretrained=x.ckpt")
         assert cfg.module.optimizer.nesterov and cfg.module.optimizer.momentum == 0.9
@@ -87,6 +88,8 @@ def test_every_paper_preset_composes_with_the_papers_hyperparameters():
     assert tin.oe.root.endswith("imagenet22k_minus_1k")
     energy = compose_train("experiment=paper/cifar10_energy_tune", "module.pretrained=x.ckpt")
     assert (energy.loss.fn.m_in, energy.loss.fn.m_out, energy.loss.lambda_oe) == (-23.0, -5.0, 0.1)
+    e100 = compose_train("experiment=paper/cifar100_energy_tune", "module.pretrained=x.ckpt")
+    assert (e100.loss.fn.m_in, e100.loss.fn.m_out) == (-27.0, -5.0)  # wetliu/energy_ood CIFAR/run.sh:54-56
     assert energy.module.positive == "in"  # wetliu/energy_ood CIFAR/test.py:218-221, no --out_as_pos in run.sh
     assert all(compose_train(f"experiment={p}", "module.pretrained=x.ckpt").module.positive == "out"
                for p in PRESETS if "energy" not in p)  # CIFAR/test.py:174 get_measures(out_score, in_score)
@@ -199,3 +202,21 @@ def test_sequential_oe_sampling_reads_the_same_images_every_epoch():
     assert first == list(sampler) == [0, 1, 2, 3, 4, 5]
     ranks = [list(OESampler(10, 3, mode="sequential", num_replicas=2, rank=r)) for r in (0, 1)]
     assert ranks == [[0, 2, 4], [1, 3, 5]]
+
+
+# calibration=paper: the held-out images (paper App. G.2: "5000, 5000, 5000, and 10000 training examples
+# held out") and how the reference picks them
+CALIBRATION_HOLDOUT = {
+    "cifar10": (5000, "tail"),    # CIFAR/test_calibration.py:64 validation_split(train_data, val_share=0.1)
+    "cifar100": (5000, "tail"),   # same file, CIFAR-100 branch
+    "svhn": (5000, "tail"),       # SVHN/test_calibration.py:55 val_share=5000/604388.
+    "tiny_imagenet": (10000, "numpy_shuffle"),  # TinyImageNet/test_calibration.py:62 validation_split_folder
+}
+
+
+@pytest.mark.parametrize("preset", [p for p in PRESETS if "energy" not in p])
+def test_calibration_paper_holds_out_what_the_papers_calibration_runs_held_out(preset):
+    cfg = compose_train(f"experiment={preset}", "calibration=paper", "module.pretrained=x.ckpt")
+    assert (cfg.data.val_size, cfg.data.val_split) == CALIBRATION_HOLDOUT[cfg.data.name]
+    plain = compose_train(f"experiment={preset}", "module.pretrained=x.ckpt")
+    assert plain.data.val_fraction == 0.0 and plain.data.val_size is None  # detection runs train on all

@@ -17,7 +17,7 @@ SETS = list(PER_SET["cifar10"]["baseline"])
 
 def fake_results(root: Path, name: str, lambda_oe: float, seed: int, fpr: float, pretrained: str | None = None,
                  loss: str = "UniformCrossEntropy", complete: bool = True, oe: str = "tiny_images",
-                 fpr_rule: str = "nearest") -> None:
+                 fpr_rule: str = "nearest", calibration: dict | None = None) -> None:
     """A results.json as oe-train writes it; every OOD set gets FPR ``fpr`` (fraction)."""
     ood = {s: {"fpr95": fpr, "auroc": 1 - fpr / 2, "aupr_in": 0.9, "aupr_out": 1 - fpr} for s in SETS}
     mean = {k: sum(m[k] for m in ood.values()) / len(ood) for k in ood[SETS[0]]}
@@ -26,6 +26,9 @@ def fake_results(root: Path, name: str, lambda_oe: float, seed: int, fpr: float,
                "config": {"data": "cifar10", "oe": oe, "model": "oe_lightning.models.wrn_40_2", "loss": loss,
                           "lambda_oe": lambda_oe, "score": "MaxSoftmax", "seed": seed,
                           "pretrained": pretrained, "protocol": "paper", "fpr_rule": fpr_rule}}
+    if calibration is not None:
+        results["calibration"] = calibration
+        results["config"]["val_size"] = 5000
     (root / name).mkdir(parents=True)
     (root / name / "results.json").write_text(json.dumps(results))
 
@@ -55,8 +58,8 @@ def test_comparison_sits_beside_the_papers_numbers_with_the_difference(paper_swe
                           "FPR95 ↓ paper OE", "FPR95 ↓ Δ OE"]
     by_set = {row[0]: row for row in rows}
     assert list(by_set) == [*SETS, "mean"]
-    # ours: 8.75 ± 1.77 on every set; the paper's OE tune on SVHN: FPR95 4.76 -> Δ +3.99
-    assert by_set["svhn"][1:6] == ["35.00 ± 7.07", "8.75 ± 1.77", "28.82", "4.76", "+3.99"]
+    # ours: 8.75 ± 1.77 on every set; the paper's OE tune on SVHN (Table 7, 1 decimal): FPR95 4.8 -> Δ +3.95
+    assert by_set["svhn"][1:6] == ["35.00 ± 7.07", "8.75 ± 1.77", "28.8", "4.8", "+3.95"]
     assert by_set["mean"][3:6] == ["34.94", "9.50", "-0.75"]
 
 
@@ -66,8 +69,8 @@ def test_latex_and_csv_renderings(paper_sweep):
     assert latex.count(r"\begin{tabular}") == 2 and r"35.00 $\pm$ 7.07" in latex and r"$\lambda$=0.5" in latex
     rows = list(csv.DictReader(io.StringIO(render_csv(groups))))
     svhn_oe = next(r for r in rows if r["method"] == "oe_tune" and r["ood_set"] == "svhn" and r["metric"] == "fpr95")
-    assert float(svhn_oe["mean"]) == pytest.approx(8.75) and float(svhn_oe["paper"]) == 4.76
-    assert float(svhn_oe["delta_vs_paper"]) == pytest.approx(3.99)
+    assert float(svhn_oe["mean"]) == pytest.approx(8.75) and float(svhn_oe["paper"]) == 4.8
+    assert float(svhn_oe["delta_vs_paper"]) == pytest.approx(3.95)
     assert int(svhn_oe["seeds"]) == 2
 
 
@@ -125,7 +128,7 @@ def test_terminal_rendering_fits_80_columns_with_every_number_whole(paper_sweep)
     assert "cifar10: baseline vs UniformCrossEntropy λ=0.5 (tune), 2 seeds · FPR95 ↓" in text
     svhn = next(line for line in text.splitlines() if "│ svhn " in line)  # the FPR95 table comes first
     cells = [c.strip() for c in svhn.split("│")[1:7]]
-    assert cells == ["svhn", "35.00 ± 7.07", "8.75 ± 1.77", "28.82", "4.76", "+3.99"]
+    assert cells == ["svhn", "35.00 ± 7.07", "8.75 ± 1.77", "28.8", "4.8", "+3.95"]
     assert text.count("│ svhn ") == 3  # one row in each metric's table
 
 
@@ -137,7 +140,7 @@ def test_fpr95_read_with_another_rule_or_a_mean_over_other_sets_is_not_compared_
     assert "FPR95 read with rule 'first', not compared with the paper's 'nearest'" in title
     col = header.index("FPR95 ↓ paper OE")
     assert all(row[col] == "" for row in rows)  # no paper FPR95 next to a 'first'-rule number
-    assert rows[0][header.index("AUROC ↑ paper OE")] == "99.60"  # AUROC does not depend on the rule
+    assert rows[0][header.index("AUROC ↑ paper OE")] == "99.6"  # AUROC does not depend on the rule
 
     sub = tmp_path / "subset"
     for seed in (0, 1):
@@ -174,3 +177,25 @@ def test_an_energy_fine_tune_read_as_the_energy_paper_is_compared_with_its_mean(
     assert paper_numbers(tune, None, "fpr95") == 3.32  # wetliu/energy_ood README: Energy with fine-tune
     assert paper_numbers(other, None, "fpr95") is None  # OOD-positive FPR is another number
     assert paper_numbers(tune, "svhn", "fpr95") is None and paper_numbers(tune, None, "auroc") is None
+
+
+def test_calibration_runs_are_tabulated_beside_the_papers_table_12(tmp_path, capsys):
+    def calib(rms, tuned_on=5000):
+        return {"temperature": 1.5, "temperature_tuned_on": tuned_on, "in": {"rms": 0.03},
+                "mean": {"rms": rms, "mad": rms / 2, "soft_f1": 0.5}}
+
+    for seed, rms in ((0, 0.19), (1, 0.21)):
+        fake_results(tmp_path / "base", f"seed_{seed}", 0.0, seed, 0.3, calibration=calib(rms))
+        fake_results(tmp_path / "tune", f"seed_{seed}", 0.5, seed, 0.1, pretrained="b.ckpt",
+                     calibration=calib(rms / 2))
+    fake_results(tmp_path / "untuned", "seed_0", 0.5, 0, 0.1, oe="other", calibration=calib(0.5, tuned_on=0))
+    from oe_lightning.table import calibration_comparison
+
+    ((title, header, rows),) = calibration_comparison(group_runs(collect_runs(tmp_path)[0]))
+    assert "paper Table 12" in title and header[:3] == ["method", "RMS ↓ ours", "RMS ↓ paper"]
+    by_method = {r[0].split(" ")[0]: r for r in rows}
+    assert len(rows) == 2  # the run with T = 1 (nothing held out) is not a calibration run
+    assert by_method["baseline"][1:3] == ["20.00 ± 1.41", "19.4"]  # Table 12, CIFAR-10, Temperature
+    assert by_method["UniformCrossEntropy"][1:3] == ["10.00 ± 0.71", "9.3"]  # Table 12, CIFAR-10, +OE
+    assert main([str(tmp_path), "--no-files"]) == 0
+    assert "19.4" in capsys.readouterr().out

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytorch_lightning as pl
+import numpy
 import torch
 from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
@@ -100,6 +101,9 @@ def _source(dataset: Dataset) -> str:
     return getattr(dataset, "source", "")
 
 
+VAL_SPLITS = ("random", "tail", "numpy_shuffle")
+
+
 class OEDataModule(pl.LightningDataModule):
     """In-distribution data, the auxiliary outlier set D_out^OE and the OOD test sets.
 
@@ -121,7 +125,14 @@ class OEDataModule(pl.LightningDataModule):
     ``val/fpr95`` without looking at the OOD test sets: ``val_ood`` if given (a set of its own,
     e.g. Tiny ImageNet for CIFAR, as OpenOOD), else, when OE is used, ``len(val split)`` OE images
     held out from training (at most a tenth of the OE set).
-    Test loaders are the ID test set first, then one loader per OOD set in ``ood`` order.
+    The held-out ID split (``val_size`` images, else a ``val_fraction`` of the training set) is
+    drawn at random with ``split_seed`` (``val_split="random"``), or is the training set's tail in
+    order (``"tail"``, the paper's ``validation_split``, hendrycks/outlier-exposure
+    utils/validation_dataset.py:20-34), or numpy's shuffle with seed ``split_seed`` (``"numpy_shuffle"``,
+    its ``validation_split_folder``, :51-73, used for Tiny ImageNet).
+    Test loaders (:attr:`test_names`) are the held-out ID split (``"val"``, if any: the softmax
+    temperature for calibration is tuned on it), the ID test set (``"in"``), then one loader per
+    OOD set in ``ood`` order.
 
     Under DDP the DataModule shards every loader itself: the ID training set by a
     ``DistributedSampler``, OE by :class:`OESampler` (``oe_batch_size`` per rank and step, epoch
@@ -137,7 +148,7 @@ class OEDataModule(pl.LightningDataModule):
                  val_fraction: float = 0.1, split_seed: int = 0, num_workers: int = 0,
                  pin_memory: bool = False, drop_last: bool = False, oe_sampling: str | None = None,
                  val_ood: Dataset | DatasetFactory | None = None, oe_transform: Callable | None = None,
-                 **info: Any):
+                 val_split: str = "random", val_size: int | None = None, **info: Any):
         super().__init__()
         if batch_size < 1:
             raise OEUserError(f"data.batch_size must be a positive integer, got {batch_size}.")
@@ -145,6 +156,10 @@ class OEDataModule(pl.LightningDataModule):
             raise OEUserError(
                 f"data.val_fraction must be in [0, 1), got {val_fraction}; use 0 for no validation."
             )
+        if val_split not in VAL_SPLITS:
+            raise OEUserError(f"data.val_split must be one of {VAL_SPLITS}, got {val_split!r}: 'random' holds "
+                              f"out a seeded random val_fraction of the training set, 'tail' its last "
+                              f"val_fraction (the paper's calibration runs).")
         self.factories = {"train": as_factory(train, "train"), "test": as_factory(test, "test")}
         self.ood_factories = {name: as_factory(d, f"ood[{name!r}]") for name, d in (ood or {}).items()}
         if "in" in self.ood_factories:
@@ -156,7 +171,8 @@ class OEDataModule(pl.LightningDataModule):
         self.oe_transform = oe_transform if oe_transform is not None else train_transform
         self.batch_size = batch_size
         self.oe_batch_size = oe_batch_size or 2 * batch_size
-        self.val_fraction, self.split_seed = val_fraction, split_seed
+        self.val_fraction, self.split_seed, self.val_split = val_fraction, split_seed, val_split
+        self.val_size = val_size
         self.num_workers, self.pin_memory, self.drop_last = num_workers, pin_memory, drop_last
         self.oe_sampling = oe_sampling
         self.info = info  # descriptive keys from the config (name, image_shape, ...)
@@ -178,13 +194,11 @@ class OEDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None and stage in (None, "fit", "validate"):
             train_aug = self.factories["train"](transform=self.train_transform)
-            perm = torch.randperm(len(train_aug), generator=torch.Generator().manual_seed(
-                self.split_seed)).tolist()
-            n_val = int(round(len(perm) * self.val_fraction))
-            self.train_set = Subset(train_aug, sorted(perm[n_val:]))
-            if n_val:  # the held-out part, seen through the test transform
-                train_plain = self.factories["train"](transform=self.test_transform)
-                self.val_set = Subset(train_plain, sorted(perm[:n_val]))
+            keep, held = self._split(len(train_aug))
+            self.train_set = Subset(train_aug, keep)
+            n_val = len(held)
+            if n_val:
+                self._setup_val(held)
             held_out = n_val if self.val_ood_factory is None else 0
             if self.oe_factory is not None:
                 self._setup_oe(held_out)
@@ -192,10 +206,40 @@ class OEDataModule(pl.LightningDataModule):
                 self._check_val_ood_not_a_test_set()
                 self.val_ood_set = self.val_ood_factory(transform=self.test_transform)
         if self.test_set is None and stage in (None, "test", "predict"):
+            if self.val_set is None and (self.val_fraction > 0 or self.val_size):
+                train_plain = self.factories["train"](transform=self.test_transform)
+                self._setup_val(self._split(len(train_plain))[1], train_plain)
             self.test_set = self.factories["test"](transform=self.test_transform)
             self.ood_sets = {name: make(transform=self.test_transform)
                              for name, make in self.ood_factories.items()}
             self._check_oe_not_in_tests()
+
+    def _split(self, n: int) -> tuple[list[int], list[int]]:
+        """Indices of the training part and of the held-out ID validation part."""
+        if self.val_size is not None:
+            if not 0 <= self.val_size < n:
+                raise OEUserError(f"data.val_size={self.val_size} must be in [0, {n}): the training set "
+                                  f"has {n} images. Lower it, or use data.val_fraction.")
+            n_val = self.val_size
+        elif self.val_split == "random":
+            n_val = int(round(n * self.val_fraction))
+        else:  # the reference's count: n - int(n * (1 - share)) (utils/validation_dataset.py:29,63-64)
+            n_val = n - int(n * (1 - self.val_fraction))
+        if self.val_split == "tail":  # utils/validation_dataset.py:29-30: the last n_val, in order
+            return list(range(n - n_val)), list(range(n - n_val, n))
+        if self.val_split == "numpy_shuffle":  # utils/validation_dataset.py:66-71: np.random.seed(0)
+            perm = numpy.arange(n)
+            numpy.random.RandomState(self.split_seed).shuffle(perm)
+            perm = perm.tolist()
+            return perm[:n - n_val], perm[n - n_val:]
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed)).tolist()
+        return sorted(perm[n_val:]), sorted(perm[:n_val])
+
+    def _setup_val(self, held: list[int], train_plain: Dataset | None = None) -> None:
+        """The held-out ID split, seen through the test transform."""
+        if train_plain is None:
+            train_plain = self.factories["train"](transform=self.test_transform)
+        self.val_set = Subset(train_plain, held)
 
     def _setup_oe(self, n_val: int) -> None:
         oe_aug = ImagesOnly(self.oe_factory(transform=self.oe_transform))
@@ -268,9 +312,16 @@ class OEDataModule(pl.LightningDataModule):
         sets = [s for s in (self.val_set, self.val_ood_set) if s is not None]
         return [self._eval_loader(s) for s in sets] if self.val_set is not None else []
 
+    @property
+    def test_names(self) -> list[str]:
+        """Names of :meth:`test_dataloader`'s loaders: ``"val"`` (if held out), ``"in"``, the OOD sets."""
+        return [*(["val"] if self.val_set is not None else []), "in", *self.ood_names]
+
     def test_dataloader(self) -> list[DataLoader]:
-        return [self._eval_loader(d) for d in (self.test_set, *self.ood_sets.values())]
+        val = [self.val_set] if self.val_set is not None else []
+        return [self._eval_loader(d) for d in (*val, self.test_set, *self.ood_sets.values())]
 
     def test_set_sizes(self) -> dict[str, int]:
-        return {"in": len(self.test_set), **{n: len(d) for n, d in self.ood_sets.items()}}
+        val = {"val": len(self.val_set)} if self.val_set is not None else {}
+        return {**val, "in": len(self.test_set), **{n: len(d) for n, d in self.ood_sets.items()}}
 
