@@ -73,6 +73,9 @@ def test_every_paper_preset_composes_with_the_papers_hyperparameters():
         assert cfg.module.optimizer.weight_decay == 5e-4 and cfg.module.protocol == "paper"
         oe_batch = 180 if "tiny_imagenet_oe_tune" in preset or "tiny_imagenet_baseline" in preset else 256
         assert (cfg.data.batch_size, cfg.data.oe_batch_size) == (128, oe_batch)
+        # fp32 as the reference (no autocast or .half() in hendrycks/outlier-exposure), even on trainer=gpu
+        gpu = compose_train(f"experiment={preset}", "trainer=gpu", "module.pretrained=x.ckpt")
+        assert gpu.trainer.precision == "32-true" and gpu.trainer.accelerator == "gpu"
     c10 = compose_train("experiment=paper/cifar10_oe_tune", "module.pretrained=x.ckpt")
     assert (c10.trainer.max_epochs, c10.module.optimizer.lr, c10.loss.lambda_oe) == (10, 0.001, 0.5)
     assert c10.model._target_.endswith("wrn_40_2") and c10.model.drop_rate == 0.3
