@@ -66,6 +66,47 @@ def test_wrn_dropout_rates_and_sizes():
 def test_small_input_backbones_map_images_to_logits(shape):
     x = torch.randn(2, *shape)
     assert SmallCNN(num_classes=7, in_channels=shape[0])(x).shape == (2, 7)
-    resnet = torchvision_classifier("resnet18", num_classes=7, in_channels=shape[0])
+    resnet = torchvision_classifier("resnet18", num_classes=7, in_channels=shape[0], small_input=True)
     assert resnet(x).shape == (2, 7)
     assert resnet.conv1.stride == (1, 1) and isinstance(resnet.maxpool, torch.nn.Identity)
+
+
+def _contract_models():
+    import timm
+
+    return {
+        "wrn_16_4": (wrn_16_4(num_classes=5), (3, 32, 32), (256, 8, 8)),
+        "small_cnn": (SmallCNN(num_classes=5, in_channels=1, width=4), (1, 8, 8), (8, 4, 4)),
+        "timm_resnet18": (timm.create_model("resnet18", num_classes=5), (3, 32, 32), (512, 1, 1)),
+        "tv_mobilenet_v3_small": (torchvision_classifier("mobilenet_v3_small", num_classes=5), (3, 32, 32), (1024,)),
+        "tv_resnet18": (torchvision_classifier("resnet18", num_classes=5, small_input=True), (3, 32, 32), (512,)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_contract_models()))
+def test_every_bundled_backbone_keeps_the_feature_contract(name):
+    """forward_head(forward_features(x)) is the model's own output; pre_logits is the vector its
+    classifier reads (timm's contract, checked across models as timm's own tests do)."""
+    from oe_lightning.models.contract import feature_backbone
+
+    model, shape, feature_shape = _contract_models()[name]
+    model.eval()
+    view = feature_backbone(model)
+    x = torch.randn(3, *shape)
+    with torch.no_grad():
+        maps = view.forward_features(x)
+        pre = view.forward_head(maps, pre_logits=True)
+        assert maps.shape[1:] == feature_shape and pre.ndim == 2
+        torch.testing.assert_close(view.forward_head(maps), model(x))
+        torch.testing.assert_close(view.get_classifier()(pre), model(x))
+
+
+def test_a_module_without_the_contract_is_refused_by_feature_detectors_with_the_contract_named():
+    from oe_lightning.errors import OEUserError
+    from oe_lightning.models.contract import feature_backbone
+
+    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    with pytest.raises(OEUserError, match="knn needs penultimate features.*forward_features"):
+        feature_backbone(plain, needed_by="knn")
+    with pytest.raises(ValueError, match="not a torchvision classification model"):
+        torchvision_classifier("resnet_nonexistent")

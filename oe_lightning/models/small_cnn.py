@@ -24,5 +24,17 @@ class SmallCNN(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(2 * width, num_classes)
 
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The last feature maps, ``(B, 2·width, H/2, W/2)`` (timm's name)."""
+        return self.features[:-2](x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Global average pool, then (unless ``pre_logits``) dropout and the linear classifier."""
+        x = self.features[-2:](x)
+        return x if pre_logits else self.fc(self.dropout(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.dropout(self.features(x)))
+        return self.forward_head(self.forward_features(x))

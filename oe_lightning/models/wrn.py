@@ -79,12 +79,21 @@ class WideResNet(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
-    def features(self, x: Tensor) -> Tensor:
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The last feature maps, ``(B, 64·k, H/4, W/4)``, after the final BN-ReLU (timm's name)."""
         out = self.block3(self.block2(self.block1(self.conv1(x))))
-        return F.adaptive_avg_pool2d(F.relu(self.bn1(out)), 1).flatten(1)
+        return F.relu(self.bn1(out))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Global average pool, then (unless ``pre_logits``) the linear classifier."""
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return x if pre_logits else self.fc(x)
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.features(x))
+        return self.forward_head(self.forward_features(x))
 
 
 def wrn_40_2(num_classes: int = 10, drop_rate: float = 0.3, **kwargs) -> WideResNet:
