@@ -1,0 +1,205 @@
+"""Detectors on penultimate features, fitted on the ID training set's features."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy
+import torch
+from torch import Tensor, nn
+
+from oe_lightning.detectors.base import Detector, Outputs, energy_score
+from oe_lightning.errors import OEUserError
+
+
+def _features(outputs: Outputs, who: str) -> Tensor:
+    if outputs.features is None:
+        raise OEUserError(f"{who} needs penultimate features, and none were collected.")
+    return outputs.features
+
+
+def _check_fitted(ok: bool, who: str) -> None:
+    if not ok:
+        raise RuntimeError(f"{who} is not fitted: call fit(train_outputs) on ID training outputs first.")
+
+
+class Mahalanobis(Detector):
+    """Minimum Mahalanobis distance to a class mean, with one covariance shared by all classes
+    (Lee et al., NeurIPS 2018, without input preprocessing or layer ensembles).
+
+    ``fit``: class means and the shared covariance ``Σ_c Σ_i (z - μ_c)(z - μ_c)ᵀ / N`` (the
+    maximum-likelihood estimate, as sklearn's ``EmpiricalCovariance`` in the authors' code), and its
+    pseudo-inverse. Score: ``min_c (z - μ_c)ᵀ Σ⁺ (z - μ_c)``, in float64.
+    """
+
+    needs, requires_fit = "features", True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("means", torch.empty(0), persistent=False)
+        self.register_buffer("precision", torch.empty(0), persistent=False)
+
+    def fit(self, train: Outputs, head: nn.Module | None = None) -> Mahalanobis:
+        z = _features(train, "Mahalanobis").double()
+        if train.labels is None:
+            raise OEUserError("Mahalanobis needs the ID training labels to fit its class means.")
+        y = train.labels.long()
+        classes = int(y.max()) + 1
+        counts = torch.bincount(y, minlength=classes)
+        if (counts == 0).any():
+            missing = torch.nonzero(counts == 0).flatten().tolist()
+            raise OEUserError(f"Mahalanobis: classes {missing} have no training samples to fit a mean on.")
+        means = torch.zeros(classes, z.shape[1], dtype=torch.float64).index_add_(0, y, z) / counts[:, None]
+        centered = z - means[y]
+        self.means = means
+        self.precision = torch.linalg.pinv(centered.T @ centered / z.shape[0], hermitian=True)
+        return self
+
+    def score(self, outputs: Outputs, head: nn.Module | None = None) -> Tensor:
+        _check_fitted(self.means.numel() > 0, "Mahalanobis")
+        z = _features(outputs, "Mahalanobis").double()
+        # (z - μ)ᵀ P (z - μ) = zᵀPz - 2 zᵀPμ + μᵀPμ for every class at once
+        zp = z @ self.precision
+        dist = (zp * z).sum(1, keepdim=True) - 2 * zp @ self.means.T + \
+            ((self.means @ self.precision) * self.means).sum(1)[None, :]
+        return dist.min(dim=1).values
+
+
+class KNN(Detector):
+    """Distance to the k-th nearest ID training feature, features normalised to unit length
+    (Sun et al., ICML 2022). Exact, in chunks of queries × training features, so a 50k × 10k
+    problem never holds the full distance matrix; ``backend="faiss"`` uses faiss (optional extra)."""
+
+    needs, requires_fit = "features", True
+
+    def __init__(self, k: int = 50, normalize: bool = True, chunk_size: int = 2048, backend: str = "torch"):
+        super().__init__()
+        if k < 1:
+            raise OEUserError(f"detector knn: k must be >= 1, got {k}.")
+        if backend not in ("torch", "faiss"):
+            raise OEUserError(f"detector knn: backend must be 'torch' or 'faiss', got {backend!r}.")
+        self.k, self.normalize, self.chunk_size, self.backend = k, normalize, chunk_size, backend
+        self.register_buffer("bank", torch.empty(0), persistent=False)
+
+    def _prepare(self, z: Tensor) -> Tensor:
+        z = z.double()  # float64: the |q|² + |t|² - 2 q·t expansion cancels badly in float32 for near neighbours
+        return z / z.norm(dim=1, keepdim=True).clamp(min=1e-12) if self.normalize else z
+
+    def fit(self, train: Outputs, head: nn.Module | None = None) -> KNN:
+        bank = self._prepare(_features(train, "KNN"))
+        if bank.shape[0] < self.k:
+            raise OEUserError(f"detector knn: k={self.k} but only {bank.shape[0]} training features; lower k.")
+        self.bank = bank
+        return self
+
+    def score(self, outputs: Outputs, head: nn.Module | None = None) -> Tensor:
+        _check_fitted(self.bank.numel() > 0, "KNN")
+        queries = self._prepare(_features(outputs, "KNN"))
+        if self.backend == "faiss":
+            return self._faiss(queries)
+        bank_sq = (self.bank * self.bank).sum(1)
+        out = []
+        for q in queries.split(self.chunk_size):
+            best = None  # running k smallest squared distances of this query chunk
+            for start in range(0, self.bank.shape[0], 4 * self.chunk_size):
+                t, t_sq = self.bank[start:start + 4 * self.chunk_size], bank_sq[start:start + 4 * self.chunk_size]
+                d2 = (q * q).sum(1, keepdim=True) - 2 * q @ t.T + t_sq[None, :]
+                best = d2 if best is None else torch.cat([best, d2], dim=1)
+                best = best.topk(min(self.k, best.shape[1]), dim=1, largest=False).values
+            out.append(best[:, -1])
+        return torch.cat(out).clamp(min=0).sqrt()
+
+    def _faiss(self, queries: Tensor) -> Tensor:
+        try:
+            import faiss
+        except ImportError as err:
+            raise OEUserError("detector knn backend=faiss needs faiss: pip install -e '.[faiss]', "
+                              "or use backend=torch (exact, chunked).") from err
+        index = faiss.IndexFlatL2(self.bank.shape[1])
+        index.add(self.bank.float().cpu().numpy())
+        d2, _ = index.search(queries.float().cpu().numpy(), self.k)
+        return torch.from_numpy(d2[:, -1]).double().clamp(min=0).sqrt()
+
+    def hparams(self) -> dict[str, Any]:
+        return {"k": self.k, "normalize": self.normalize}
+
+
+class ViM(Detector):
+    """Virtual-logit matching (Wang et al., CVPR 2022): ``α‖x^{P⊥}‖ − logsumexp(logits)``, the norm
+    of the feature's residual outside the ``d`` principal directions of the ID training features
+    (centred at ``u = −W⁺b`` of the classifier), scaled so its mean matches the mean max logit.
+    ``d=None`` keeps half the feature dimensions."""
+
+    needs, requires_fit = "features", True
+
+    def __init__(self, d: int | None = None):
+        super().__init__()
+        self.d = d
+        self.alpha = 0.0
+        for name in ("origin", "residual_basis"):
+            self.register_buffer(name, torch.empty(0), persistent=False)
+
+    @staticmethod
+    def _linear(head: nn.Module | None) -> nn.Linear:
+        if not isinstance(head, nn.Linear):
+            raise OEUserError("ViM needs the backbone's final linear classifier (get_classifier()) for W and b.")
+        return head
+
+    def fit(self, train: Outputs, head: nn.Module | None = None) -> ViM:
+        fc = self._linear(head)
+        z = _features(train, "ViM").double()
+        w, b = fc.weight.detach().double().cpu(), fc.bias.detach().double().cpu()
+        dim = z.shape[1]
+        d = dim // 2 if self.d is None else self.d
+        if not 0 < d < dim:
+            raise OEUserError(f"detector vim: d must be in (0, {dim}) for {dim}-dimensional features, got {d}.")
+        origin = -torch.linalg.pinv(w) @ b
+        x = z.cpu() - origin
+        _, vectors = torch.linalg.eigh(x.T @ x / x.shape[0])  # ascending eigenvalues
+        basis = vectors[:, :dim - d]  # the D - d least-explained directions
+        logits = z.cpu() @ w.T + b
+        self.alpha = float(logits.max(dim=1).values.mean() / (x @ basis).norm(dim=1).mean())
+        self.origin, self.residual_basis = origin, basis
+        return self
+
+    def score(self, outputs: Outputs, head: nn.Module | None = None) -> Tensor:
+        _check_fitted(self.residual_basis.numel() > 0, "ViM")
+        fc = self._linear(head)
+        z = _features(outputs, "ViM").double().cpu()
+        logits = z @ fc.weight.detach().double().cpu().T + fc.bias.detach().double().cpu()
+        virtual = self.alpha * ((z - self.origin) @ self.residual_basis).norm(dim=1)
+        return virtual - torch.logsumexp(logits, dim=1)
+
+    def hparams(self) -> dict[str, Any]:
+        return {"d": self.d}
+
+
+class ReAct(Detector):
+    """Rectified activations (Sun et al., NeurIPS 2021): penultimate features clipped at the
+    ``percentile`` of all ID training activations, then the classifier, then the energy score."""
+
+    needs, requires_fit = "features", True
+
+    def __init__(self, percentile: float = 0.9):
+        super().__init__()
+        if not 0.0 < percentile <= 1.0:
+            raise OEUserError(f"detector react: percentile is a fraction in (0, 1], got {percentile}.")
+        self.percentile = percentile
+        self.threshold: float | None = None
+
+    def fit(self, train: Outputs, head: nn.Module | None = None) -> ReAct:
+        activations = _features(train, "ReAct").detach().float().cpu().flatten().numpy()
+        self.threshold = float(numpy.percentile(activations, 100 * self.percentile))
+        return self
+
+    def score(self, outputs: Outputs, head: nn.Module | None = None) -> Tensor:
+        _check_fitted(self.threshold is not None, "ReAct")
+        if head is None:
+            raise OEUserError("ReAct needs the backbone's classifier (get_classifier()) to score clipped features.")
+        clipped = _features(outputs, "ReAct").clamp(max=self.threshold)
+        param = next(head.parameters())
+        with torch.no_grad():
+            return energy_score(head(clipped.to(param.device, param.dtype))).cpu()
+
+    def hparams(self) -> dict[str, Any]:
+        return {"percentile": self.percentile}
