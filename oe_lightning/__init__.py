@@ -29,6 +29,15 @@ _EXPORTS = {
     "Energy": "oe_lightning.scores",
     "Entropy": "oe_lightning.scores",
     "UniformCrossEntropyScore": "oe_lightning.scores",
+    # evaluation and detectors (larger score = more OOD)
+    "OODEvaluation": "oe_lightning.evaluation",
+    "Detector": "oe_lightning.detectors",
+    "Mahalanobis": "oe_lightning.detectors",
+    "KNN": "oe_lightning.detectors",
+    "ViM": "oe_lightning.detectors",
+    "ReAct": "oe_lightning.detectors",
+    "ASH": "oe_lightning.detectors",
+    "ODIN": "oe_lightning.detectors",
     # metrics
     "ood_metrics": "oe_lightning.metrics",
     "OODMetrics": "oe_lightning.metrics",

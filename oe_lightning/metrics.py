@@ -235,6 +235,22 @@ def soft_f1(confidence: Tensor, correct: Tensor) -> float:
     return float(2 * ((1 - conf) * wrong).sum() / (1 - conf + wrong).sum())
 
 
+def protocol_metrics(scores_in: Tensor, scores_out: Tensor, protocol: str = "full", num_to_avg: int = 10,
+                     seed: int = 0, recall: float = 0.95, fpr_rule: FprRule = "first",
+                     positive: str = "out") -> dict[str, float]:
+    """:func:`ood_metrics` on every OOD score (``protocol="full"``), or the paper's protocol: the mean
+    and std over ``num_to_avg`` subsets of len(ID) // 5 OOD scores (:func:`subsampled_ood_metrics`),
+    drawn from the sorted scores, so the draw does not depend on the order ranks gathered them in."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}.")
+    if protocol == "paper":
+        s_in = _as_1d_float64("ID scores", scores_in)
+        s_out = _as_1d_float64("OOD scores", scores_out).sort().values
+        num_out = min(paper_subset_size(s_in.numel()), s_out.numel())
+        return subsampled_ood_metrics(s_in, s_out, num_out, num_to_avg, seed, recall, fpr_rule, positive)
+    return ood_metrics(scores_in, scores_out, recall, fpr_rule, positive)
+
+
 def rms_calibration_error(confidence: Tensor, correct: Tensor, bin_size: int = 100,
                           drop_last_bin: bool = True) -> float:
     """Root-mean-square calibration error, see :func:`calibration_error`."""
@@ -335,13 +351,8 @@ class OODMetrics(Metric):
 
     def compute(self) -> dict[str, float]:
         s_in, s_out = self._split()
-        if self.protocol == "paper":
-            # subsets drawn from the sorted scores: the same draw however ranks interleaved them
-            s_out = s_out.sort().values
-            num_out = min(paper_subset_size(s_in.numel()), s_out.numel())
-            return subsampled_ood_metrics(s_in, s_out, num_out, self.num_to_avg, self.seed,
-                                          self.recall, self.fpr_rule, self.positive)
-        return ood_metrics(s_in, s_out, self.recall, self.fpr_rule, self.positive)
+        return protocol_metrics(s_in, s_out, self.protocol, self.num_to_avg, self.seed, self.recall,
+                                self.fpr_rule, self.positive)
 
     def _split(self) -> tuple[Tensor, Tensor]:
         """The ID and the OOD scores held so far."""

@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import CatMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from oe_lightning.checkpoints import load_backbone_weights
 from oe_lightning.errors import NonFiniteLossError, OEUserError
+from oe_lightning.evaluation import check_evaluation_settings
 from oe_lightning.losses import UniformCrossEntropy
-from oe_lightning.metrics import (
-    CALIBRATION_RULE,
-    POSITIVES,
-    OODMetrics,
-    calibration_summary,
-    ood_calibration,
-    paper_subset_size,
-    tune_temperature,
-)
+from oe_lightning.metrics import OODMetrics
 from oe_lightning.scores import MaxSoftmax
 
 
@@ -33,17 +25,16 @@ class OutlierExposureModule(pl.LightningModule):
     Training batches are ``{"in": (x, y), "oe": x_oe}`` (``"oe"`` absent for the λ = 0
     baseline). One forward pass runs over ``cat(x, x_oe)``, so BatchNorm sees both, as in the
     paper; the loss is mean CE over the ID samples + ``lambda_oe`` · ``oe_loss`` (averaged over the
-    OE samples). At test time one loader is the ID test set and every other one an OOD set, named
-    as in :meth:`test_set_names` (e.g. ``trainer.test(module, dataloaders={"in": id_loader,
-    "noise": noise_loader})``); :attr:`test_results` then holds per-set OOD metrics, ID accuracy
-    and calibration.
+    OE samples). The module trains and validates; OOD evaluation is :class:`~oe_lightning.evaluation.
+    OODEvaluation`, which ``oe-train`` runs on :attr:`backbone` after fitting (``recall`` ...
+    ``positive`` below are its settings, kept here so one ``module`` config holds them).
 
     Args:
         backbone: any ``nn.Module`` mapping a batch of images to logits.
         num_classes: classes of D_in; checked against the backbone's output.
         oe_loss: ``loss(logits_oe, logits_in, targets) -> scalar``; default the paper's.
         lambda_oe: weight λ of the OE term, >= 0.
-        score: OOD score from logits (larger = more OOD); default max softmax probability.
+        score: OOD score from logits (larger = more OOD) for validation; default max softmax probability.
         optimizer: ``params -> Optimizer`` (a ``_partial_`` config).
         scheduler: ``(optimizer, total_steps) -> LR scheduler`` stepped every step, or None.
         pretrained: checkpoint whose backbone weights to start from (fine-tuning).
@@ -66,9 +57,7 @@ class OutlierExposureModule(pl.LightningModule):
                 f"loss.lambda_oe must be >= 0 (the weight of the OE term), got {lambda_oe}. "
                 f"Use loss.lambda_oe=0 for the plain baseline; the paper uses 0.5."
             )
-        if positive not in POSITIVES:
-            raise OEUserError(f"module.positive must be 'out' (OOD positive, the OE paper) or 'in' (ID positive, "
-                              f"the energy paper), got {positive!r}.")
+        check_evaluation_settings(recall, fpr_rule, protocol, num_to_avg, positive)
         self.save_hyperparameters(ignore=["backbone", "oe_loss", "score", "optimizer", "scheduler"])
         self.backbone = backbone
         self.num_classes = num_classes
@@ -83,17 +72,7 @@ class OutlierExposureModule(pl.LightningModule):
             load_backbone_weights(self.backbone, pretrained, num_classes)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_confidence, self.test_correct = CatMetric(), CatMetric()
-        self.val_logits, self.val_labels = CatMetric(), CatMetric()  # for the softmax temperature
-        self.ood_confidence = nn.ModuleDict()
-        self.temperature: float | None = None
         self.val_ood = OODMetrics(recall, fpr_rule)
-        self.ood_metrics = nn.ModuleDict()
-        self.ood_names: list[str] = []
-        self.test_names: list[str] = []
-        self.test_results: dict[str, Any] = {}
-        self.test_curves: dict[str, Any] = {}  # per OOD set: downsampled ROC, score histograms
         # stored in checkpoints: the backbone's config (so oe-eval can rebuild it) and run info
         self.model_config: dict | None = None
         self.run_config: dict | None = None
@@ -174,127 +153,3 @@ class OutlierExposureModule(pl.LightningModule):
         total = int(self.trainer.estimated_stepping_batches)
         scheduler = self.scheduler_factory(optimizer, total_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    # ---- testing --------------------------------------------------------------------------
-    def test_set_names(self) -> list[str]:
-        """Names of the test loaders in order: ``"val"`` (optional, first: the held-out ID split the
-        softmax temperature is tuned on), ``"in"`` (the ID test set), then the OOD sets.
-
-        From a dict passed to ``trainer.test(dataloaders={"in": ..., "svhn": ...})``, else from the
-        DataModule's ``test_names``, else ``in``, ``ood_1``, ``ood_2``, ... for a plain list of loaders.
-        """
-        loaders = self.trainer.test_dataloaders
-        if isinstance(loaders, Mapping):
-            names = [str(k) for k in loaders]
-            if "in" not in names:
-                raise OEUserError(
-                    f"trainer.test got loaders named {names}, none of them 'in'. Name the ID test "
-                    f"set 'in' and each OOD set by its name: dataloaders={{'in': id_loader, "
-                    f"'svhn': svhn_loader}}."
-                )
-            if "val" in names and names[0] != "val":
-                raise OEUserError(
-                    f"trainer.test got loaders named {names}: 'val' (the held-out ID split the "
-                    f"temperature is tuned on) must come first, before 'in' and the OOD sets."
-                )
-            return names
-        count = len(loaders) if isinstance(loaders, list | tuple) else 1
-        names = list(getattr(getattr(self.trainer, "datamodule", None), "test_names", None) or [])
-        return names if len(names) == count else ["in", *[f"ood_{i}" for i in range(1, count)]]
-
-    def on_test_epoch_start(self) -> None:
-        self.test_names = self.test_set_names()
-        self.ood_names = [n for n in self.test_names if n not in ("in", "val")]
-        self.ood_metrics = nn.ModuleDict({
-            name: OODMetrics(self.recall, self.fpr_rule, self.protocol, self.num_to_avg, positive=self.positive)
-            for name in self.ood_names
-        }).to(self.device)
-        self.ood_confidence = nn.ModuleDict({name: CatMetric() for name in self.ood_names}).to(self.device)
-        self.temperature = None
-        self.test_results = {}
-
-    def _tuned_temperature(self) -> float:
-        """Tune T on the ``val`` loader's logits (all ranks), or 1 without one."""
-        if "val" not in self.test_names or not self.val_labels.update_count:
-            return 1.0
-        return tune_temperature(self.val_logits.compute(), self.val_labels.compute())
-
-    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        """ID batches are ``(x, y)``; OOD batches ``(x, y)``, ``(x,)`` or ``x`` (labels unused)."""
-        x = batch[0] if isinstance(batch, list | tuple) else batch
-        logits = self.backbone(x)
-        name = self.test_names[dataloader_idx]
-        if name == "val":
-            self._check_logits(logits)
-            self.val_logits.update(logits.detach().float())
-            self.val_labels.update(batch[1])
-            return
-        if self.temperature is None:  # the first batch after the val loader
-            self.temperature = self._tuned_temperature()
-        scores = self.score(logits)
-        confidence = F.softmax(logits.detach().float() / self.temperature, dim=1).max(dim=1)
-        if name == "in":
-            y = batch[1]
-            self._check_logits(logits)
-            self.test_acc.update(logits, y)
-            self.test_confidence.update(confidence.values)
-            self.test_correct.update((confidence.indices == y).float())
-            for metric in self.ood_metrics.values():
-                metric.update(scores, False)
-        else:
-            self.ood_metrics[name].update(scores, True)
-            self.ood_confidence[name].update(confidence.values)
-
-    def _scored_counts(self) -> dict[str, int]:
-        """Samples scored per test set (fewer than the set holds under fast_dev_run / limit_test_batches)."""
-        counts = {name: metric.counts() for name, metric in self.ood_metrics.items()}
-        scored = {"in": next(iter(counts.values()))[0]} if counts else {}
-        if "val" in self.test_names:
-            scored = {"val": int(self.val_labels.compute().numel()) if self.val_labels.update_count else 0,
-                      **scored}
-        return {**scored, **{name: n_out for name, (_, n_out) in counts.items()}}
-
-    def _calibration(self) -> dict[str, Any]:
-        """Calibration on ID test data alone and mixed with each OOD set (OOD counted as wrong),
-        at the tuned temperature: the paper's Table 12 setting (CIFAR/test_calibration.py)."""
-        conf_in, correct_in = self.test_confidence.compute(), self.test_correct.compute()
-        repeats = self.num_to_avg if self.protocol == "paper" else 1
-        num_out = paper_subset_size(conf_in.numel())
-        per_set = {name: ood_calibration(conf_in, correct_in, metric.compute(), num_out, repeats)
-                   for name, metric in self.ood_confidence.items() if metric.update_count}
-        n_val = self._scored_counts().get("val", 0)
-        return {
-            "rule": CALIBRATION_RULE,
-            "temperature": float(self.temperature or 1.0),
-            "temperature_tuned_on": n_val,  # held-out ID images; 0: T = 1
-            "ood_per_mixture": num_out,
-            "in": calibration_summary(conf_in, correct_in),
-            "ood": per_set,
-            "mean": {k: sum(v[k] for v in per_set.values()) / len(per_set) for k in next(iter(per_set.values()))}
-            if per_set else {},
-        }
-
-    def on_test_epoch_end(self) -> None:
-        per_set = {name: metric.compute() for name, metric in self.ood_metrics.items()}
-        self.test_curves = {name: metric.curves() for name, metric in self.ood_metrics.items()}
-        keys = [k for k in next(iter(per_set.values())) if not k.endswith("_std")] if per_set else []
-        mean = {k: sum(m[k] for m in per_set.values()) / len(per_set) for k in keys}
-        calibration = self._calibration()
-        self.test_results = {
-            "id_accuracy": float(self.test_acc.compute()),
-            "rms_calibration_error": calibration["in"]["rms"],
-            "calibration": calibration,
-            "ood": per_set,
-            "mean": mean,
-            "scored": self._scored_counts(),
-        }
-        flat = {"test/id_accuracy": self.test_results["id_accuracy"],
-                "test/rms_calibration_error": calibration["in"]["rms"],
-                "test/temperature": calibration["temperature"]}
-        flat.update({f"test/calibration_ood_{k}": v for k, v in calibration["mean"].items()})
-        for name, values in {**per_set, "mean": mean}.items():
-            flat.update({f"test/{name}/{k}": v for k, v in values.items()})
-        self.log_dict(flat, add_dataloader_idx=False, rank_zero_only=True)
-        for metric in (self.test_acc, self.test_confidence, self.test_correct, self.val_logits,
-                       self.val_labels):
-            metric.reset()

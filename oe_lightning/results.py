@@ -74,6 +74,24 @@ def write_results(results: dict[str, Any], run_dir: str | Path) -> Path:
     return path
 
 
+SCORES_FILE = "scores.npz"
+
+
+def write_scores(scores: dict[str, Any], run_dir: str | Path) -> Path:
+    """Per-sample scores (``"<set>/<detector>"``), ID labels and predictions (``"in/labels"``,
+    ``"in/predictions"``) as ``scores.npz`` in dataset order, written atomically; read back with
+    ``numpy.load(path)`` (no pickle) to recompute any metric without the model."""
+    import numpy
+
+    path = Path(run_dir) / SCORES_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        numpy.savez_compressed(f, **{k: numpy.asarray(v.cpu() if hasattr(v, "cpu") else v)
+                                     for k, v in scores.items()})
+    tmp.replace(path)
+    return path
+
+
 def read_results(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():

@@ -17,17 +17,18 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 
-from oe_lightning.checkpoints import read_checkpoint
+from oe_lightning.checkpoints import load_backbone_weights, read_checkpoint
 from oe_lightning.config import flat_config
 from oe_lightning.dashboards import log_test_dashboard
 from oe_lightning.data import OEDataModule
 from oe_lightning.distributed import distributed_job
 from oe_lightning.errors import NonFiniteLossError, OEUserError
+from oe_lightning.evaluation import OODEvaluation
 from oe_lightning.loggers import build_loggers, continue_logs, finished_on_exit, instantiate_group
 from oe_lightning.module import OutlierExposureModule
 from oe_lightning.quiet import quiet_third_party
 from oe_lightning.report import print_results
-from oe_lightning.results import build_results, key_config, read_complete, write_results
+from oe_lightning.results import build_results, key_config, read_complete, write_results, write_scores
 
 log = logging.getLogger("oe_lightning")
 quiet_third_party()
@@ -133,7 +134,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                     else "No epoch finished, so no checkpoint was written.")
             raise NonFiniteLossError(f"{err} {kept}") from err
         extra = {"val": validation_metrics(trainer), "run": run_info(trainer, datamodule)}
-        return test_and_write(trainer, module, datamodule, cfg, started, last_checkpoint(trainer),
+        evaluation = build_evaluation(cfg, module.backbone, cfg.module)
+        return test_and_write(trainer, evaluation, datamodule, cfg, started, last_checkpoint(trainer),
                               **extra)
 
 
@@ -178,22 +180,40 @@ def run_info(trainer: pl.Trainer, datamodule: OEDataModule) -> dict[str, Any]:
             "global_step": trainer.global_step}
 
 
-def test_and_write(trainer: pl.Trainer, module: OutlierExposureModule, datamodule: OEDataModule,
+def build_evaluation(cfg: DictConfig, backbone: Any, settings: DictConfig) -> OODEvaluation:
+    """The evaluation of ``backbone``: the ``score`` config as the primary detector (named by its
+    group choice, e.g. ``msp``), then every ``detector=[...]`` entry; metric settings from ``settings``
+    (``cfg.module`` for oe-train, the top level for oe-eval)."""
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    primary = str(choices.get("score") or "score")
+    detectors = {primary: instantiate(cfg.score)}
+    for name, node in (cfg.get("detector") or {}).items():
+        detectors.setdefault(str(name), instantiate(node))
+    return OODEvaluation(backbone, detectors, primary=primary, recall=settings.recall,
+                         fpr_rule=settings.fpr_rule, protocol=settings.protocol,
+                         num_to_avg=settings.num_to_avg, positive=settings.get("positive", "out"),
+                         seed=cfg.get("seed", 0))
+
+
+def test_and_write(trainer: pl.Trainer, evaluation: OODEvaluation, datamodule: OEDataModule,
                    cfg: DictConfig, started: float, checkpoint: str | None,
                    trained_with: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-    """Test, then (on rank 0) write ``results.json`` into the run directory and print its table."""
-    trainer.test(module, datamodule=datamodule, verbose=False)
+    """Evaluate, then (on rank 0) write ``results.json`` and ``scores.npz`` into the run directory
+    and print the table."""
+    datamodule.fit_loader = bool(evaluation.fit_detectors)
+    trainer.test(evaluation, datamodule=datamodule, verbose=False)
     sizes = datamodule.test_set_sizes()
-    if module.test_results.get("scored", sizes) != sizes:  # fast_dev_run, limit_test_batches
+    if evaluation.results.get("scored", sizes) != sizes:  # fast_dev_run, limit_test_batches
         extra["partial"] = True
         log.warning("only part of the test sets was scored (%s of %s): results.json is marked partial and "
-                    "is neither skipped on re-runs nor tabulated", module.test_results["scored"], sizes)
-    results = build_results(module.test_results, cfg, trained_with,
+                    "is neither skipped on re-runs nor tabulated", evaluation.results["scored"], sizes)
+    results = build_results(evaluation.results, cfg, trained_with,
                             test_set_sizes=sizes, overrides=overrides(),
                             checkpoint=checkpoint, tags=list(cfg.get("tags") or []), **extra,
                             wall_time_s=round(time.perf_counter() - started, 2))
     if trainer.is_global_zero:
-        log_test_dashboard(trainer.loggers, results, module.test_curves)
+        log_test_dashboard(trainer.loggers, results, evaluation.curves)
+        write_scores(evaluation.sample_scores, run_dir())
         path = write_results(results, run_dir())
         print_results(results)
         log.info("results: %s", path)
@@ -220,16 +240,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
     checkpoint = read_checkpoint(cfg.ckpt_path)
     backbone = instantiate(model_config_for(cfg, checkpoint))
-    module = OutlierExposureModule(backbone, num_classes=cfg.data.num_classes,
-                                   score=instantiate(cfg.score), pretrained=cfg.ckpt_path,
-                                   recall=cfg.recall, fpr_rule=cfg.fpr_rule,
-                                   protocol=cfg.protocol, num_to_avg=cfg.num_to_avg,
-                                   positive=cfg.get("positive", "out"))
+    load_backbone_weights(backbone, cfg.ckpt_path, cfg.data.num_classes)
+    evaluation = build_evaluation(cfg, backbone, cfg)
     datamodule = build_datamodule(cfg, with_oe=False)
     check_accelerator(cfg)
     loggers = build_loggers(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False)
     trained_with = (checkpoint.get("oe_lightning") or {}).get("run_config")
     with distributed_job(), finished_on_exit(loggers):
-        return test_and_write(trainer, module, datamodule, cfg, started, str(cfg.ckpt_path),
+        return test_and_write(trainer, evaluation, datamodule, cfg, started, str(cfg.ckpt_path),
                               trained_with)

@@ -26,6 +26,7 @@ from pytorch_lightning.callbacks import Callback
 
 from oe_lightning.data import OEDataModule
 from oe_lightning.data.embedded import TensorImages
+from oe_lightning.evaluation import OODEvaluation
 from oe_lightning.models import wrn_40_2
 from oe_lightning.module import OutlierExposureModule
 
@@ -93,11 +94,11 @@ def bench_eval(scale: float, precision: str) -> dict:
                       ood={name: functools.partial(random_images, n, False, 10 + i)
                            for i, (name, n) in enumerate(sizes.items())},
                       batch_size=200, val_fraction=0.0)
-    module = OutlierExposureModule(wrn_40_2(10), num_classes=10)
+    evaluation = OODEvaluation(wrn_40_2(10))
     run = trainer(precision)
     dm.setup("test")
     started = time.perf_counter()
-    run.test(module, dm, verbose=False)
+    run.test(evaluation, dm, verbose=False)
     wall = time.perf_counter() - started
     total = n_id + sum(sizes.values())
     return {"precision": precision, "images": total, "wall_s": round(wall, 2),

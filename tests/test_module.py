@@ -10,6 +10,7 @@ from torch import nn
 from oe_lightning.data import OEDataModule
 from oe_lightning.data.embedded import TensorImages
 from oe_lightning.errors import NonFiniteLossError, OEUserError
+from oe_lightning.evaluation import OODEvaluation
 from oe_lightning.losses import EnergyMargin, UniformCrossEntropy
 from oe_lightning.models import SmallCNN
 from oe_lightning.module import OutlierExposureModule
@@ -118,8 +119,9 @@ def test_any_torchvision_backbone_trains_and_is_scored(tmp_path):
                          enable_progress_bar=False, default_root_dir=tmp_path)
     trainer.fit(module, dm)
     assert trainer.global_step == 3 and not torch.equal(before, backbone.fc.weight)
-    trainer.test(module, dm, verbose=False)
-    res = module.test_results
+    evaluation = OODEvaluation(module.backbone)
+    trainer.test(evaluation, dm, verbose=False)
+    res = evaluation.results
     assert set(res["ood"]) == {"noise"}
     assert set(res["ood"]["noise"]) == {"fpr95", "auroc", "aupr_in", "aupr_out"}
     assert 0.0 <= res["id_accuracy"] <= 1.0 and res["mean"] == res["ood"]["noise"]
@@ -182,7 +184,7 @@ class FixedLogits(nn.Module):
 
 
 def test_temperature_is_tuned_on_the_val_loader_and_calibration_mixes_each_ood_set(tmp_path):
-    """trainer.test(dataloaders={"val", "in", OOD...}): T from the held-out split's logits (the paper's
+    """OODEvaluation with loaders {"val", "in", OOD...}: T from the held-out split's logits (the paper's
     tune_temp), then ID test confidences at T, alone and mixed with each OOD set counted as wrong."""
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -195,10 +197,10 @@ def test_temperature_is_tuned_on_the_val_loader_and_calibration_mixes_each_ood_s
     ood_x = 6 * torch.randn(700, 5, generator=g)
     loaders = {name: DataLoader(TensorDataset(*t), batch_size=128)
                for name, t in (("val", (val_x, val_y)), ("in", (in_x, in_y)), ("noise", (ood_x,)))}
-    module = OutlierExposureModule(FixedLogits(), num_classes=5)
+    module = OODEvaluation(FixedLogits())
     pl.Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path).test(
         module, dataloaders=loaders, verbose=False)
-    calib = module.test_results["calibration"]
+    calib = module.results["calibration"]
     t = tune_temperature(val_x, val_y)
     assert calib["temperature"] == t and calib["temperature_tuned_on"] == 600 and 1.5 < t < 2.5
     conf = torch.softmax(in_x / t, 1).max(1)
@@ -206,10 +208,9 @@ def test_temperature_is_tuned_on_the_val_loader_and_calibration_mixes_each_ood_s
     expected = ood_calibration(conf.values, (conf.indices == in_y).float(),
                                torch.softmax(ood_x / t, 1).max(1).values, paper_subset_size(1000))
     assert calib["ood"]["noise"] == pytest.approx(expected) and calib["mean"] == calib["ood"]["noise"]
-    assert module.test_results["scored"] == {"val": 600, "in": 1000, "noise": 700}
-    assert set(module.test_results["ood"]) == {"noise"}  # the val split is no OOD set
-
-    late = {"in": loaders["in"], "val": loaders["val"]}
-    with pytest.raises(OEUserError, match="'val' .* must come first"):
-        pl.Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path).test(
-            module, dataloaders=late, verbose=False)
+    assert module.results["scored"] == {"val": 600, "in": 1000, "noise": 700}
+    assert set(module.results["ood"]) == {"noise"}  # the val split is no OOD set
+    late = {"in": loaders["in"], "noise": loaders["noise"], "val": loaders["val"]}  # any order
+    pl.Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path).test(
+        module, dataloaders=late, verbose=False)
+    assert module.results["calibration"]["temperature"] == t

@@ -20,8 +20,10 @@ def test_the_readme_example_runs_and_scores_named_ood_sets(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(compile(readme_python_example(), "README.md", "exec"), namespace)
-    results = namespace["module"].test_results
+    results = namespace["results"]
     assert list(results["ood"]) == ["noise", "photos"]  # names from the dict passed to trainer.test
+    assert list(results["detectors"]) == ["msp", "knn"] and results["detector"] == "msp"
+    assert results["scored"]["fit"] == len(namespace["train"]) == 1258  # KNN fitted on every training image
     assert set(results["ood"]["noise"]) == {"fpr95", "auroc", "aupr_in", "aupr_out"}
     assert results["id_accuracy"] > 0.5  # 3 epochs on digits: far above 10% chance
     # the example's own metric call agrees with the module's numbers for the noise set
@@ -62,15 +64,18 @@ def test_a_list_of_loaders_without_names_gets_numbered_names_and_a_dict_needs_in
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader, TensorDataset
 
-    from oe_lightning import OEUserError, OutlierExposureModule, SmallCNN
+    from oe_lightning import KNN, OEUserError, OODEvaluation, SmallCNN
 
     g = torch.Generator().manual_seed(0)
     ind = TensorDataset(torch.rand(20, 1, 8, 8, generator=g), torch.randint(0, 3, (20,), generator=g))
     ood = TensorDataset(torch.rand(15, 1, 8, 8, generator=g))
-    module = OutlierExposureModule(SmallCNN(num_classes=3, in_channels=1, width=4), num_classes=3)
+    evaluation = OODEvaluation(SmallCNN(num_classes=3, in_channels=1, width=4))
     trainer = pl.Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
-    trainer.test(module, dataloaders=[DataLoader(ind, batch_size=8), DataLoader(ood, batch_size=8)],
+    trainer.test(evaluation, dataloaders=[DataLoader(ind, batch_size=8), DataLoader(ood, batch_size=8)],
                  verbose=False)
-    assert list(module.test_results["ood"]) == ["ood_1"]
+    assert list(evaluation.results["ood"]) == ["ood_1"]
     with pytest.raises(OEUserError, match="none of them 'in'"):
-        trainer.test(module, dataloaders={"id": DataLoader(ind), "x": DataLoader(ood)}, verbose=False)
+        trainer.test(evaluation, dataloaders={"id": DataLoader(ind), "x": DataLoader(ood)}, verbose=False)
+    knn = OODEvaluation(SmallCNN(num_classes=3, in_channels=1, width=4), {"knn": KNN(k=3)})
+    with pytest.raises(OEUserError, match="fitted on the ID training set, and no loader is named 'fit'"):
+        trainer.test(knn, dataloaders={"in": DataLoader(ind), "x": DataLoader(ood)}, verbose=False)

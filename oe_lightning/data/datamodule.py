@@ -130,9 +130,10 @@ class OEDataModule(pl.LightningDataModule):
     order (``"tail"``, the paper's ``validation_split``, hendrycks/outlier-exposure
     utils/validation_dataset.py:20-34), or numpy's shuffle with seed ``split_seed`` (``"numpy_shuffle"``,
     its ``validation_split_folder``, :51-73, used for Tiny ImageNet).
-    Test loaders (:attr:`test_names`) are the held-out ID split (``"val"``, if any: the softmax
-    temperature for calibration is tuned on it), the ID test set (``"in"``), then one loader per
-    OOD set in ``ood`` order.
+    Test loaders (:attr:`test_names`) are the ID training images through the test transform
+    (``"fit"``, with ``fit_loader=True``: feature detectors are fitted on them), the held-out ID
+    split (``"val"``, if any: the softmax temperature for calibration is tuned on it), the ID test
+    set (``"in"``), then one loader per OOD set in ``ood`` order.
 
     Under DDP the DataModule shards every loader itself: the ID training set by a
     ``DistributedSampler``, OE by :class:`OESampler` (``oe_batch_size`` per rank and step, epoch
@@ -148,7 +149,8 @@ class OEDataModule(pl.LightningDataModule):
                  val_fraction: float = 0.1, split_seed: int = 0, num_workers: int = 0,
                  pin_memory: bool = False, drop_last: bool = False, oe_sampling: str | None = None,
                  val_ood: Dataset | DatasetFactory | None = None, oe_transform: Callable | None = None,
-                 val_split: str = "random", val_size: int | None = None, **info: Any):
+                 val_split: str = "random", val_size: int | None = None, fit_loader: bool = False,
+                 **info: Any):
         super().__init__()
         if batch_size < 1:
             raise OEUserError(f"data.batch_size must be a positive integer, got {batch_size}.")
@@ -162,8 +164,10 @@ class OEDataModule(pl.LightningDataModule):
                               f"val_fraction (the paper's calibration runs).")
         self.factories = {"train": as_factory(train, "train"), "test": as_factory(test, "test")}
         self.ood_factories = {name: as_factory(d, f"ood[{name!r}]") for name, d in (ood or {}).items()}
-        if "in" in self.ood_factories:
-            raise OEUserError("An OOD test set is named 'in', the name of the ID test set; rename it.")
+        taken = sorted(set(self.ood_factories) & {"in", "fit", "val"})
+        if taken:
+            raise OEUserError(f"An OOD test set is named {taken[0]!r}, a name the evaluation reserves ('in': the ID "
+                              f"test set, 'fit': ID training images, 'val': the held-out split); rename it.")
         self.oe_factory = as_factory(oe, "oe")
         self.val_ood_factory = as_factory(val_ood, "val_ood")
         self.num_classes = num_classes
@@ -173,10 +177,11 @@ class OEDataModule(pl.LightningDataModule):
         self.oe_batch_size = oe_batch_size or 2 * batch_size
         self.val_fraction, self.split_seed, self.val_split = val_fraction, split_seed, val_split
         self.val_size = val_size
+        self.fit_loader = fit_loader  # test: also the training images through the test transform
         self.num_workers, self.pin_memory, self.drop_last = num_workers, pin_memory, drop_last
         self.oe_sampling = oe_sampling
         self.info = info  # descriptive keys from the config (name, image_shape, ...)
-        self.train_set = self.val_set = self.test_set = self.oe_set = self.val_ood_set = None
+        self.train_set = self.val_set = self.test_set = self.oe_set = self.val_ood_set = self.fit_set = None
         self.ood_sets: dict[str, Dataset] = {}
         self.train_samples_per_rank: dict[str, int] = {}  # what each process draws per epoch
 
@@ -205,6 +210,9 @@ class OEDataModule(pl.LightningDataModule):
             if n_val and self.val_ood_factory is not None:
                 self._check_val_ood_not_a_test_set()
                 self.val_ood_set = self.val_ood_factory(transform=self.test_transform)
+        if stage in (None, "test", "predict") and self.fit_loader and self.fit_set is None:
+            train_plain = self.factories["train"](transform=self.test_transform)
+            self.fit_set = Subset(train_plain, self._split(len(train_plain))[0])
         if self.test_set is None and stage in (None, "test", "predict"):
             if self.val_set is None and (self.val_fraction > 0 or self.val_size):
                 train_plain = self.factories["train"](transform=self.test_transform)
@@ -312,16 +320,19 @@ class OEDataModule(pl.LightningDataModule):
         sets = [s for s in (self.val_set, self.val_ood_set) if s is not None]
         return [self._eval_loader(s) for s in sets] if self.val_set is not None else []
 
+    def _test_sets(self) -> dict[str, Dataset]:
+        roles = {"fit": self.fit_set if self.fit_loader else None, "val": self.val_set, "in": self.test_set}
+        return {**{k: d for k, d in roles.items() if d is not None}, **self.ood_sets}
+
     @property
     def test_names(self) -> list[str]:
-        """Names of :meth:`test_dataloader`'s loaders: ``"val"`` (if held out), ``"in"``, the OOD sets."""
-        return [*(["val"] if self.val_set is not None else []), "in", *self.ood_names]
+        """Names of :meth:`test_dataloader`'s loaders: ``"fit"`` (the training images through the test
+        transform, with ``fit_loader``), ``"val"`` (if held out), ``"in"``, then the OOD sets."""
+        return list(self._test_sets())
 
     def test_dataloader(self) -> list[DataLoader]:
-        val = [self.val_set] if self.val_set is not None else []
-        return [self._eval_loader(d) for d in (*val, self.test_set, *self.ood_sets.values())]
+        return [self._eval_loader(d) for d in self._test_sets().values()]
 
     def test_set_sizes(self) -> dict[str, int]:
-        val = {"val": len(self.val_set)} if self.val_set is not None else {}
-        return {**val, "in": len(self.test_set), **{n: len(d) for n, d in self.ood_sets.items()}}
+        return {name: len(d) for name, d in self._test_sets().items()}
 

@@ -1,0 +1,271 @@
+"""Evaluation: named loaders -> one backbone pass per sample -> every detector -> metrics and scores.
+
+``trainer.test(OODEvaluation(backbone, detectors), dataloaders={"in": ..., "svhn": ...})`` (or a
+DataModule whose ``test_names`` name its loaders). Loader names with a role:
+
+- ``"in"``: the ID test set (required); every OOD set is compared with it;
+- ``"fit"``: the ID training set seen through the test transform, to fit detectors on
+  (Mahalanobis, KNN, ViM, ReAct); required only by them;
+- ``"val"``: the held-out ID split, on which the softmax temperature for calibration is tuned;
+- any other name: an OOD test set.
+
+Logits (and penultimate features, when a detector reads them) are kept per set, gathered exactly
+across DDP ranks and put back in dataset order; ASH and ODIN score each batch during the pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import CatMetric
+
+from oe_lightning.detectors import Detector, Outputs, as_detector
+from oe_lightning.errors import OEUserError
+from oe_lightning.metrics import (
+    CALIBRATION_RULE,
+    POSITIVES,
+    PROTOCOLS,
+    calibration_summary,
+    ood_calibration,
+    paper_subset_size,
+    protocol_metrics,
+    roc_curve,
+    score_histograms,
+    tune_temperature,
+)
+from oe_lightning.models.contract import feature_backbone
+from oe_lightning.scores import MaxSoftmax
+
+ROLES = ("fit", "val", "in")  # loader names that are not OOD sets
+
+
+def check_evaluation_settings(recall: float, fpr_rule: str, protocol: str, num_to_avg: int, positive: str,
+                              prefix: str = "module.") -> None:
+    """Refuse bad metric settings before any data is read (one paragraph naming value and fix)."""
+    if not isinstance(recall, int | float) or not 0.0 < recall <= 1.0:
+        raise OEUserError(f"{prefix}recall is the TPR at which the FPR is read, in (0, 1], got {recall!r}; "
+                          f"the paper uses 0.95.")
+    if fpr_rule not in ("first", "nearest"):
+        raise OEUserError(f"{prefix}fpr_rule must be 'first' (OpenOOD, pytorch-ood) or 'nearest' (the paper's "
+                          f"code), got {fpr_rule!r}.")
+    if protocol not in PROTOCOLS:
+        raise OEUserError(f"{prefix}protocol must be one of {PROTOCOLS}, got {protocol!r}: 'full' scores every "
+                          f"OOD sample once, 'paper' averages {num_to_avg} subsets of len(ID test) // 5.")
+    if not isinstance(num_to_avg, int) or num_to_avg < 1:
+        raise OEUserError(f"{prefix}num_to_avg must be a positive integer, got {num_to_avg!r}.")
+    if positive not in POSITIVES:
+        raise OEUserError(f"{prefix}positive must be 'out' (OOD positive, the OE paper) or 'in' (ID positive, "
+                          f"the energy paper), got {positive!r}.")
+
+
+def dataset_order(values: Tensor, world_size: int) -> Tensor:
+    """Undo the rank-by-rank concatenation of an :class:`ExactShardSampler` gather (rank r holds
+    samples r, r + R, ...), so stored outputs are in dataset order whatever the world size."""
+    if world_size <= 1:
+        return values
+    n = values.shape[0]
+    index = torch.cat([torch.arange(r, n, world_size) for r in range(world_size)])
+    out = torch.empty_like(values)
+    out[index] = values
+    return out
+
+
+class OODEvaluation(pl.LightningModule):
+    """Scores the ID test set and every OOD set with several detectors from one forward pass.
+
+    Args:
+        backbone: maps images to logits; feature detectors need the feature contract
+            (:mod:`oe_lightning.models.contract`).
+        detectors: name -> detector (or any ``logits -> score`` callable); default ``{"msp": MSP}``.
+        primary: the detector whose results are results.json's top-level ``ood`` / ``mean``
+            (default: the first).
+        recall, fpr_rule, protocol, num_to_avg, positive: see :func:`oe_lightning.metrics.protocol_metrics`.
+    """
+
+    def __init__(self, backbone: nn.Module, detectors: Mapping[str, Any] | None = None,
+                 primary: str | None = None, recall: float = 0.95, fpr_rule: str = "first",
+                 protocol: str = "full", num_to_avg: int = 10, positive: str = "out", seed: int = 0):
+        super().__init__()
+        check_evaluation_settings(recall, fpr_rule, protocol, num_to_avg, positive, prefix="")
+        self.backbone = backbone
+        chosen = dict(detectors) if detectors else {"msp": MaxSoftmax()}
+        self.detectors = nn.ModuleDict({name: as_detector(d) for name, d in chosen.items()})
+        self.primary = primary or next(iter(self.detectors))
+        if self.primary not in self.detectors:
+            raise OEUserError(f"primary detector {self.primary!r} is not among the detectors {list(self.detectors)}.")
+        self.recall, self.fpr_rule, self.protocol = recall, fpr_rule, protocol
+        self.num_to_avg, self.positive, self.seed = num_to_avg, positive, seed
+        self.store = nn.ModuleDict()
+        self.names: list[str] = []
+        self.results: dict[str, Any] = {}
+        self.curves: dict[str, Any] = {}
+        self.sample_scores: dict[str, Tensor] = {}
+        self._view: Any = None
+
+    # ---- what the detectors need ---------------------------------------------------------------
+    def _needing(self, *needs: str) -> list[str]:
+        return [n for n, d in self.detectors.items() if d.needs in needs]
+
+    @property
+    def fit_detectors(self) -> list[str]:
+        """Detectors fitted on the ID training set (the ``"fit"`` loader)."""
+        return [n for n, d in self.detectors.items() if d.requires_fit]
+
+    def loader_names(self) -> list[str]:
+        """Names of the test loaders, in order (dict keys, the DataModule's ``test_names``, or
+        ``in, ood_1, ood_2, ...``), checked for the roles the detectors need."""
+        loaders = self.trainer.test_dataloaders
+        if isinstance(loaders, Mapping):
+            names = [str(k) for k in loaders]
+        else:
+            count = len(loaders) if isinstance(loaders, list | tuple) else 1
+            names = list(getattr(getattr(self.trainer, "datamodule", None), "test_names", None) or [])
+            if len(names) != count:
+                names = ["in", *[f"ood_{i}" for i in range(1, count)]]
+        if "in" not in names:
+            raise OEUserError(f"The test loaders are named {names}, none of them 'in'. Name the ID test set 'in' "
+                              f"and each OOD set by its name: dataloaders={{'in': id_loader, 'svhn': svhn_loader}}.")
+        if self.fit_detectors and "fit" not in names:
+            raise OEUserError(f"Detectors {self.fit_detectors} are fitted on the ID training set, and no loader is "
+                              f"named 'fit'. Pass dataloaders={{'fit': id_train_loader, 'in': ..., ...}} (the "
+                              f"training images through the test transform), or a DataModule with fit_set=True.")
+        return names
+
+    def on_test_epoch_start(self) -> None:
+        self.names = self.loader_names()
+        self._view = None
+        if self._needing("features", "maps"):
+            self._view = feature_backbone(self.backbone, needed_by=" and ".join(self._needing("features", "maps")))
+        kinds: dict[str, list[str]] = {}
+        for name in self.names:
+            if name == "fit" and not self.fit_detectors:
+                continue
+            kinds[name] = ["logits"]
+            if self._needing("features"):
+                kinds[name].append("features")
+            if name in ROLES:
+                kinds[name].append("labels")
+            if name != "fit":
+                kinds[name] += [f"score_{d}" for d in self._needing("maps", "input")]
+        self.store = nn.ModuleDict({f"{name}__{kind}": CatMetric(nan_strategy="disable")
+                                    for name, ks in kinds.items() for kind in ks}).to(self.device)
+        self.results, self.curves, self.sample_scores = {}, {}, {}
+
+    # ---- the one forward pass -------------------------------------------------------------------
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """ID batches are ``(x, y)``; OOD batches ``(x, y)``, ``(x,)`` or ``x`` (labels unused)."""
+        name = self.names[dataloader_idx]
+        if f"{name}__logits" not in self.store:
+            return  # a "fit" loader while no detector needs fitting
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        maps = None
+        if self._view is not None:
+            maps = self._view.forward_features(x)
+            logits = self._view.forward_head(maps)
+            if f"{name}__features" in self.store:
+                self.store[f"{name}__features"].update(self._view.forward_head(maps, pre_logits=True).float())
+        else:
+            logits = self.backbone(x)
+        if logits.ndim != 2:
+            raise OEUserError(f"The backbone returned outputs of shape {tuple(logits.shape)}; it must map a batch "
+                              f"of images to logits (batch, classes).")
+        self.store[f"{name}__logits"].update(logits.float())
+        if f"{name}__labels" in self.store:
+            self.store[f"{name}__labels"].update(batch[1])
+        for det in self._needing("maps", "input"):
+            key = f"{name}__score_{det}"
+            if key in self.store:
+                self.store[key].update(self.detectors[det].score_batch(self.backbone, self._view, x, maps).float())
+
+    # ---- everything else, once all sets went through ----------------------------------------
+    def _gathered(self) -> dict[str, dict[str, Tensor]]:
+        out: dict[str, dict[str, Tensor]] = {}
+        for key, metric in self.store.items():
+            name, kind = key.split("__", 1)
+            value = metric.compute() if metric.update_count or self.trainer.world_size > 1 else torch.empty(0)
+            value = dataset_order(torch.as_tensor(value).cpu(), self.trainer.world_size)
+            out.setdefault(name, {})[kind] = value.long() if kind == "labels" else value.double() \
+                if kind.startswith("score_") else value
+        return out
+
+    def _scores(self, detector: str, sets: dict[str, dict[str, Tensor]], head: nn.Module | None) -> dict[str, Tensor]:
+        det: Detector = self.detectors[detector]
+        if det.needs in ("maps", "input"):
+            return {name: s[f"score_{detector}"] for name, s in sets.items() if name != "fit"}
+        return {name: det.score(Outputs(s["logits"], s.get("features"), s.get("labels")), head).double().cpu()
+                for name, s in sets.items() if name not in ("fit",)}
+
+    def on_test_epoch_end(self) -> None:
+        sets = self._gathered()
+        head = self._view.get_classifier() if self._view is not None else None
+        if self.fit_detectors:
+            fit = sets["fit"]
+            if fit["logits"].shape[0] == 0:
+                raise OEUserError("The 'fit' loader (the ID training set) yielded no samples to fit detectors on.")
+            for name in self.fit_detectors:
+                self.detectors[name].fit(Outputs(fit["logits"], fit.get("features"), fit.get("labels")), head)
+        ood_names = [n for n in self.names if n not in ROLES]
+        per_detector: dict[str, Any] = {}
+        for detector in self.detectors:
+            scores = self._scores(detector, sets, head)
+            per_set = {name: protocol_metrics(scores["in"], scores[name], self.protocol, self.num_to_avg, self.seed,
+                                              self.recall, self.fpr_rule, self.positive) for name in ood_names}
+            keys = [k for k in next(iter(per_set.values())) if not k.endswith("_std")] if per_set else []
+            per_detector[detector] = {
+                "ood": per_set, "mean": {k: sum(m[k] for m in per_set.values()) / len(per_set) for k in keys},
+                "hparams": self.detectors[detector].hparams()}
+            self.sample_scores.update({f"{name}/{detector}": s for name, s in scores.items() if name != "val"})
+            if detector == self.primary:
+                self.curves = {name: {"roc": roc_curve(scores["in"], scores[name]),
+                                      "histogram": score_histograms(scores["in"], scores[name])}
+                               for name in ood_names}
+        logits_in, labels_in = sets["in"]["logits"], sets["in"]["labels"]
+        predictions = logits_in.argmax(dim=1)
+        self.sample_scores.update({"in/labels": labels_in, "in/predictions": predictions})
+        calibration = self._calibration(sets, ood_names)
+        primary = per_detector[self.primary]
+        self.results = {
+            "id_accuracy": float((predictions == labels_in).double().mean()),
+            "rms_calibration_error": calibration["in"]["rms"],
+            "calibration": calibration,
+            "ood": primary["ood"],
+            "mean": primary["mean"],
+            "detector": self.primary,
+            "detectors": per_detector,
+            "scored": {name: int(s["logits"].shape[0]) for name, s in sets.items()},
+        }
+        flat = {"test/id_accuracy": self.results["id_accuracy"], "test/rms_calibration_error": calibration["in"]["rms"],
+                "test/temperature": calibration["temperature"]}
+        flat.update({f"test/calibration_ood_{k}": v for k, v in calibration["mean"].items()})
+        for name, values in {**primary["ood"], "mean": primary["mean"]}.items():
+            flat.update({f"test/{name}/{k}": v for k, v in values.items()})
+        for detector, res in per_detector.items():
+            flat.update({f"test/detector/{detector}/{k}": v for k, v in res["mean"].items()})
+        self.log_dict(flat, add_dataloader_idx=False, rank_zero_only=True)
+        for metric in self.store.values():
+            metric.reset()
+
+    def _calibration(self, sets: dict[str, dict[str, Tensor]], ood_names: list[str]) -> dict[str, Any]:
+        """ID test data alone and mixed with each OOD set (OOD counted as wrong), at the temperature
+        tuned on the ``"val"`` split: the paper's Table 12 setting (CIFAR/test_calibration.py)."""
+        val = sets.get("val")
+        tuned_on = int(val["logits"].shape[0]) if val is not None else 0
+        temperature = tune_temperature(val["logits"], val["labels"]) if tuned_on else 1.0
+        probs = F.softmax(sets["in"]["logits"].double() / temperature, dim=1).max(dim=1)
+        conf_in, correct_in = probs.values, (probs.indices == sets["in"]["labels"]).double()
+        repeats = self.num_to_avg if self.protocol == "paper" else 1
+        num_out = paper_subset_size(conf_in.numel())
+        per_set = {name: ood_calibration(conf_in, correct_in, F.softmax(
+            sets[name]["logits"].double() / temperature, dim=1).max(dim=1).values, num_out, repeats)
+            for name in ood_names if sets[name]["logits"].shape[0]}
+        return {
+            "rule": CALIBRATION_RULE, "temperature": float(temperature), "temperature_tuned_on": tuned_on,
+            "ood_per_mixture": num_out, "in": calibration_summary(conf_in, correct_in), "ood": per_set,
+            "mean": {k: sum(v[k] for v in per_set.values()) / len(per_set) for k in next(iter(per_set.values()))}
+            if per_set else {},
+        }
