@@ -76,6 +76,7 @@ class OutlierExposureModule(pl.LightningModule):
         # stored in checkpoints: the backbone's config (so oe-eval can rebuild it) and run info
         self.model_config: dict | None = None
         self.run_config: dict | None = None
+        self.identity: dict | None = None  # the run's resolved config, flattened (results.run_identity)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.backbone(x)
@@ -91,6 +92,7 @@ class OutlierExposureModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["oe_lightning"] = {"model_config": self.model_config,
                                       "run_config": self.run_config,
+                                      "identity": self.identity,
                                       "num_classes": self.num_classes}
 
     # ---- training -------------------------------------------------------------------------

@@ -64,14 +64,39 @@ def results_table(results: dict[str, Any]) -> Table:
     return table
 
 
+def detector_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and one row per detector: its mean over the OOD sets (in %); empty with one detector."""
+    detectors = results.get("detectors") or {}
+    if len(detectors) < 2:
+        return [], []
+    keys = list(results["mean"])
+    header = ["detector (mean)"] + [_label(k) for k in keys]
+    return header, [[name] + [_cell(d["mean"], k) for k in keys] for name, d in detectors.items()]
+
+
 def print_results(results: dict[str, Any], console: Console | None = None) -> None:
-    (console or Console(width=max(Console().width, 100))).print(results_table(results))
+    console = console or Console(width=max(Console().width, 100))
+    console.print(results_table(results))
+    header, rows = detector_rows(results)
+    if rows:
+        table = Table(title="every detector, from the same forward pass", caption="values in %")
+        for i, h in enumerate(header):
+            table.add_column(h, justify="left" if i == 0 else "right")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+            *["| " + " | ".join(r) + " |" for r in rows]]
 
 
 def results_markdown(results: dict[str, Any]) -> str:
     """One run's results as a Markdown table (values in %)."""
-    header, rows = results_rows(results)
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines = _markdown(*results_rows(results))
+    d_header, d_rows = detector_rows(results)
+    if d_rows:
+        lines += ["", *_markdown(d_header, d_rows)]
     lines.append(f"\n{calibration_line(results)} (in %)")
     return "\n".join(lines) + "\n"

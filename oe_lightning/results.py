@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from oe_lightning.errors import OEUserError
 
@@ -23,6 +23,83 @@ def group_choice(group: str) -> str | None:
         return None
     value = HydraConfig.get().runtime.choices.get(group)
     return None if value in (None, "null") else str(value)
+
+
+# Keys that change where and how a run reports, never its numbers: not part of a run's identity.
+OUTPUT_ONLY = ("paths", "logger", "hydra", "print_config", "tags", "auto_resume", "skip_complete",
+               "optimized_metric", "trainer.default_root_dir", "trainer.enable_progress_bar",
+               "trainer.enable_model_summary", "trainer.log_every_n_steps", "data.num_workers",
+               "data.pin_memory")
+OUTPUT_CALLBACKS = ("ModelCheckpoint", "RichModelSummary", "ModelSummary", "RichProgressBar", "TQDMProgressBar",
+                    "LearningRateMonitor")
+# ...and what differs between the seeds (and their checkpoints) of one experiment: not part of its group.
+PER_SEED = ("seed", "module.pretrained", "ckpt_path", "trained.seed", "trained.module.pretrained")
+RESUMABLE = ("trainer.max_epochs",)  # what may change when a run is continued
+
+
+def _output_only(path: str, node: Any) -> bool:
+    if any(path == o or path.startswith(o + ".") for o in OUTPUT_ONLY):
+        return True
+    target = node.get("_target_", "") if isinstance(node, DictConfig) else ""
+    return path.startswith("callbacks.") and path.count(".") == 1 and \
+        str(target).rsplit(".", 1)[-1] in OUTPUT_CALLBACKS
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> resolved value; a value that cannot be resolved here (e.g. ``???`` or a Hydra
+    runtime interpolation outside a job) is kept as written."""
+    if isinstance(node, DictConfig):
+        out: dict[str, Any] = {}
+        for key in node:
+            path = f"{prefix}{key}"
+            try:
+                child = node[key]
+            except Exception:  # noqa: BLE001 - unresolvable here: keep the text
+                child = node._get_node(key)._value()
+            if not _output_only(path, child):
+                out.update(_leaves(child, path + "."))
+        return out if out or not prefix else {prefix[:-1]: {}}
+    if isinstance(node, ListConfig):
+        try:
+            return {prefix[:-1]: OmegaConf.to_container(node, resolve=True)}
+        except Exception:  # noqa: BLE001
+            return {prefix[:-1]: OmegaConf.to_container(node, resolve=False)}
+    return {prefix[:-1]: node}
+
+
+def run_identity(cfg: DictConfig, trained: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What identifies a run: its resolved config, flattened to dotted keys, minus output-only keys
+    (:data:`OUTPUT_ONLY`, reporting callbacks). oe-train's ``ckpt_path`` (where to resume) is left
+    out; oe-eval's is kept (which model), with the identity of the run that trained it (``trained``)
+    under ``trained.``."""
+    identity = _leaves(cfg)
+    if identity.get("task_name") == "train":
+        identity.pop("ckpt_path", None)
+    identity.update({f"trained.{k}": v for k, v in (trained or {}).items()})
+    return dict(sorted(identity.items()))
+
+
+def identity_hash(identity: dict[str, Any], ignore: tuple[str, ...] = ()) -> str:
+    """A short, stable hash of an identity (``ignore``: keys left out, e.g. :data:`PER_SEED`)."""
+    import hashlib
+
+    kept = {k: v for k, v in identity.items() if k not in ignore}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def group_identity(identity: dict[str, Any]) -> dict[str, Any]:
+    """The identity shared by every seed of an experiment: :data:`PER_SEED` left out, whether a
+    checkpoint was fine-tuned kept (``tuned``)."""
+    kept = {k: v for k, v in identity.items() if k not in PER_SEED}
+    kept["tuned"] = bool(identity.get("module.pretrained") or identity.get("trained.module.pretrained"))
+    return kept
+
+
+def identity_fields(cfg: DictConfig, trained: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``identity``, ``run_id`` and ``group_id`` for results.json."""
+    identity = run_identity(cfg, trained)
+    return {"identity": identity, "run_id": identity_hash(identity),
+            "group_id": identity_hash(group_identity(identity))}
 
 
 def key_config(cfg: DictConfig) -> dict[str, Any]:

@@ -28,7 +28,17 @@ from oe_lightning.loggers import build_loggers, continue_logs, finished_on_exit,
 from oe_lightning.module import OutlierExposureModule
 from oe_lightning.quiet import quiet_third_party
 from oe_lightning.report import print_results
-from oe_lightning.results import build_results, key_config, read_complete, write_results, write_scores
+from oe_lightning.results import (
+    RESUMABLE,
+    build_results,
+    identity_fields,
+    identity_hash,
+    key_config,
+    read_complete,
+    run_identity,
+    write_results,
+    write_scores,
+)
 
 log = logging.getLogger("oe_lightning")
 quiet_third_party()
@@ -59,18 +69,18 @@ def build_module(cfg: DictConfig) -> OutlierExposureModule:
     module = instantiate(cfg.module, backbone=cfg.model, oe_loss=cfg.loss.fn, score=cfg.score)
     module.model_config = OmegaConf.to_container(cfg.model, resolve=True)
     module.run_config = key_config(cfg)
+    module.identity = run_identity(cfg)
     return module
 
 
 def completed_results(cfg: DictConfig) -> dict[str, Any] | None:
     """The run directory's complete ``results.json`` when ``skip_complete`` is on (resumable sweeps)."""
     results = read_complete(run_dir()) if cfg.get("skip_complete") else None
-    if results is None or results.get("overrides") != overrides():  # none, or another run's
+    if results is None:
         return None
-    return results
-
-
-RESUMABLE_CHANGES = ("max_epochs",)  # what may change when a run is continued
+    if "run_id" in results:  # the same resolved config (output-only keys aside)
+        return results if results["run_id"] == identity_hash(run_identity(cfg)) else None
+    return results if results.get("overrides") == overrides() else None  # an older results.json
 
 
 def resume_checkpoint(cfg: DictConfig) -> tuple[str | None, int]:
@@ -89,9 +99,15 @@ def resume_checkpoint(cfg: DictConfig) -> tuple[str | None, int]:
     if not (cfg.get("auto_resume") and last.exists()):
         return None, 0
     checkpoint = read_checkpoint(last)
-    stored = (checkpoint.get("oe_lightning") or {}).get("run_config") or {}
-    changed = {k: (stored.get(k), v) for k, v in key_config(cfg).items()
-               if k not in RESUMABLE_CHANGES and k in stored and stored[k] != v}
+    info = checkpoint.get("oe_lightning") or {}
+    if info.get("identity") is not None:  # every key of the resolved config
+        stored, now = info["identity"], run_identity(cfg)
+        changed = {k: (stored.get(k), now.get(k)) for k in sorted(set(stored) | set(now))
+                   if k not in RESUMABLE and stored.get(k) != now.get(k)}
+    else:  # a checkpoint from before identities: its key settings
+        stored = info.get("run_config") or {}
+        changed = {k: (stored.get(k), v) for k, v in key_config(cfg).items()
+                   if k not in ("max_epochs",) and k in stored and stored[k] != v}
     if changed:
         diff = ", ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in changed.items())
         raise OEUserError(
@@ -197,7 +213,8 @@ def build_evaluation(cfg: DictConfig, backbone: Any, settings: DictConfig) -> OO
 
 def test_and_write(trainer: pl.Trainer, evaluation: OODEvaluation, datamodule: OEDataModule,
                    cfg: DictConfig, started: float, checkpoint: str | None,
-                   trained_with: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+                   trained_with: dict[str, Any] | None = None, trained_identity: dict[str, Any] | None = None,
+                   **extra: Any) -> dict[str, Any]:
     """Evaluate, then (on rank 0) write ``results.json`` and ``scores.npz`` into the run directory
     and print the table."""
     datamodule.fit_loader = bool(evaluation.fit_detectors)
@@ -207,7 +224,7 @@ def test_and_write(trainer: pl.Trainer, evaluation: OODEvaluation, datamodule: O
         extra["partial"] = True
         log.warning("only part of the test sets was scored (%s of %s): results.json is marked partial and "
                     "is neither skipped on re-runs nor tabulated", evaluation.results["scored"], sizes)
-    results = build_results(evaluation.results, cfg, trained_with,
+    results = build_results(evaluation.results, cfg, trained_with, **identity_fields(cfg, trained_identity),
                             test_set_sizes=sizes, overrides=overrides(),
                             checkpoint=checkpoint, tags=list(cfg.get("tags") or []), **extra,
                             wall_time_s=round(time.perf_counter() - started, 2))
@@ -246,7 +263,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_accelerator(cfg)
     loggers = build_loggers(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False)
-    trained_with = (checkpoint.get("oe_lightning") or {}).get("run_config")
+    info = checkpoint.get("oe_lightning") or {}
     with distributed_job(), finished_on_exit(loggers):
         return test_and_write(trainer, evaluation, datamodule, cfg, started, str(cfg.ckpt_path),
-                              trained_with)
+                              info.get("run_config"), info.get("identity"))

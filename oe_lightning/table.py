@@ -38,7 +38,7 @@ from oe_lightning.paper_results import (
     PAPER_FPR_RULE,
     PER_SET,
 )
-from oe_lightning.results import RESULTS_FILE, read_complete
+from oe_lightning.results import RESULTS_FILE, group_identity, read_complete
 
 METRICS = ("fpr95", "auroc", "aupr_out")
 LABELS = {"fpr95": "FPR95 ↓", "auroc": "AUROC ↑", "aupr_out": "AUPR ↑"}
@@ -53,6 +53,7 @@ class Group:
     config: dict[str, Any]
     runs: list[dict[str, Any]] = field(default_factory=list)
     distinguish: tuple[str, ...] = ()  # config keys shown in the label (they vary between groups)
+    identity: dict[str, Any] | None = None  # the group's resolved config (results.group_identity)
 
     @property
     def data(self) -> str:
@@ -76,7 +77,8 @@ class Group:
         else:
             how = "tune" if self.method == "oe_tune" else "scratch"
             text = f"{self.config.get('loss')} λ={self.lambda_oe:g} ({how})"
-        extra = [f"{k}={_short(self.config.get(k))}" for k in self.distinguish]
+        source = self.identity if self.identity is not None else self.config
+        extra = [f"{k}={_short(source.get(k))}" for k in self.distinguish]
         return text + (f" [{', '.join(extra)}]" if extra else "")
 
     @property
@@ -133,17 +135,45 @@ def group_key(config: dict[str, Any]) -> dict[str, Any]:
     return key
 
 
+# identity keys never shown as a distinguishing label: the title already says them, or they follow
+# from one that is shown
+LABELLED = ("loss.lambda_oe", "module.lambda_oe", "loss.fn._target_", "data.name", "tuned", "task_name")
+
+
+def _varying(groups: list[Group], keys: Iterable[str], value: Any) -> list[str]:
+    """Keys whose value differs among ``groups``, one per pattern of values (co-varying keys such
+    as an interpolated copy are shown once)."""
+    shown, patterns = [], set()
+    for k in sorted(keys):
+        values = tuple(json.dumps(value(g, k), sort_keys=True, default=str) for g in groups)
+        if len(set(values)) > 1 and values not in patterns:
+            patterns.add(values)
+            shown.append(k)
+    return shown
+
+
 def group_runs(runs: Iterable[dict[str, Any]]) -> list[Group]:
-    """Groups in first-seen order; a seed seen twice in a group counts once (the first run)."""
+    """Runs of one experiment (equal ``group_id``: the resolved config up to seed and checkpoint
+    paths) form a group, in first-seen order; a seed seen twice counts once (the first run). Older
+    results without an identity are grouped by their key config values."""
     groups: dict[str, Group] = {}
     for run in runs:
-        key = group_key(run.get("config", {}))
-        group = groups.setdefault(json.dumps(key, sort_keys=True, default=str), Group(key))
+        key = run.get("group_id") or json.dumps(group_key(run.get("config", {})), sort_keys=True, default=str)
+        group = groups.setdefault(key, Group(group_key(run.get("config", {}))))
+        if run.get("identity") is not None and group.identity is None:
+            group.identity = group_identity(run["identity"])
         if run["config"].get("seed") not in group.seeds:
             group.runs.append(run)
-    for g in groups.values():  # label each group by the keys that vary among its dataset's groups
+    for g in groups.values():  # label each group by what varies among its dataset's groups
         peers = [p for p in groups.values() if p.data == g.data]
-        oe_peers = [p for p in peers if p.method != "baseline"]  # a baseline has no OE source
+        if all(p.identity is not None for p in peers):
+            candidates = [p for p in peers if p.method != "baseline"] if g.method != "baseline" else peers
+            keys = {k for p in candidates for k in p.identity} - set(LABELLED)
+            if g.method == "baseline":  # a baseline has no OE source or loss
+                keys = {k for k in keys if not k.startswith(("oe.", "loss."))}
+            g.distinguish = tuple(_varying(candidates, keys, lambda p, k: p.identity.get(k)))
+            continue
+        oe_peers = [p for p in peers if p.method != "baseline"]
 
         def varies(key: str, among: list[Group]) -> bool:
             return len({json.dumps(p.config.get(key), default=str) for p in among}) > 1
@@ -264,7 +294,33 @@ def comparisons(groups: Sequence[Group]) -> list[tuple[str, list[str], list[list
     return out
 
 
+def detector_stat(group: Group, detector: str, metric: str) -> tuple[float, float] | None:
+    """Mean ± std over seeds (in %) of a detector's mean over the OOD sets; None unless every seed has it."""
+    values = [100 * r["detectors"][detector]["mean"][metric] for r in group.runs
+              if detector in (r.get("detectors") or {}) and metric in r["detectors"][detector]["mean"]]
+    return _mean_std(values) if len(values) == len(group.runs) else None
+
+
+def detector_matrix(groups: Sequence[Group], metric: str = "fpr95") -> list[tuple[str, list[str], list[list[str]]]]:
+    """Per D_in whose runs scored several detectors: training method (rows) × detector (columns),
+    each cell the mean over the OOD sets: the layout of OOD leaderboards."""
+    out = []
+    for data in dict.fromkeys(g.data for g in groups):
+        mine = [g for g in groups if g.data == data]
+        detectors = list(dict.fromkeys(d for g in mine for r in g.runs for d in (r.get("detectors") or {})))
+        if len(detectors) < 2:
+            continue
+        rows = [[g.label, *[fmt(detector_stat(g, d, metric), len(g.runs)) for d in detectors]] for g in mine]
+        out.append((f"{data}: training method × detector, mean {LABELS.get(metric, metric)} over the OOD sets",
+                    ["method", *detectors], rows))
+    return out
+
+
 CALIBRATION_KEYS = (("rms", "RMS ↓"), ("mad", "MAD ↓"), ("soft_f1", "Soft F1 ↑"))
+
+
+def detector_tables(groups: Sequence[Group]) -> list[tuple[str, list[str], list[list[str]]]]:
+    return [t for m in ("fpr95", "auroc") for t in detector_matrix(groups, m)]
 
 
 def calibration_stat(group: Group, key: str) -> tuple[float, float] | None:
@@ -278,7 +334,7 @@ def calibration_comparison(groups: Sequence[Group]) -> list[tuple[str, list[str]
     """Per D_in, the calibration of every group whose temperature was tuned on held-out images
     (calibration=paper), with the paper's Table 12 where comparable: its loss, over its OOD sets."""
     out = []
-    for data in dict.fromkeys(g.data for g in groups):
+    for data in dict.fromkeys(g.data for g in groups if g.data in CALIBRATION):
         tuned = [g for g in groups if g.data == data and calibration_stat(g, "rms") is not None]
         if not tuned:
             continue
@@ -327,7 +383,7 @@ def latex_table(title: str, header: list[str], rows: list[list[str]]) -> str:
 
 def render_markdown(groups: Sequence[Group]) -> str:
     parts = ["## Runs (values in %, mean ± std over seeds)\n", markdown_table(*overview(groups))]
-    for title, header, rows in [*comparisons(groups), *calibration_comparison(groups)]:
+    for title, header, rows in [*comparisons(groups), *detector_tables(groups), *calibration_comparison(groups)]:
         parts += [f"\n## {title}\n", markdown_table(header, rows)]
     return "\n".join(parts)
 
@@ -335,7 +391,8 @@ def render_markdown(groups: Sequence[Group]) -> str:
 def render_latex(groups: Sequence[Group]) -> str:
     parts = [latex_table("Runs (values in %, mean $\\pm$ std over seeds)", *overview(groups))]
     parts += [latex_table(title, header, rows)
-              for title, header, rows in [*comparisons(groups), *calibration_comparison(groups)]]
+              for title, header, rows in [*comparisons(groups), *detector_tables(groups),
+                                          *calibration_comparison(groups)]]
     return "\n".join(parts)
 
 
@@ -363,6 +420,9 @@ def print_terminal(groups: Sequence[Group], console: Any = None) -> None:
     tables = [("Runs (values in %, mean ± std over seeds)", *overview(groups))]
     for title, header, rows in comparisons(groups):
         tables += split_by_metric(title, header, rows)
+    for title, header, rows in detector_tables(groups):  # transposed: detectors down, methods across
+        tables.append((title, ["detector", *[r[0] for r in rows]],
+                       [[d, *[r[i] for r in rows]] for i, d in enumerate(header[1:], start=1)]))
     for title, header, rows in calibration_comparison(groups):  # one table per measure: 80 columns
         for i in range(1, len(header), 2):
             tables.append((f"{title} · {header[i].rsplit(' ', 1)[0]}", ["method", "ours", "paper"],

@@ -8,6 +8,7 @@ One file, so that pytest-xdist (``--dist loadfile``) builds the ``lambda_sweep``
 import json
 import re
 
+import numpy as np
 import pytest
 
 from oe_lightning.results import is_complete, read_results
@@ -126,14 +127,15 @@ def test_ddp_evaluation_equals_single_process(lambda_sweep, tmp_path):
     """The paper protocol (sorted, subsampled scores: the strictest on how ranks' scores are gathered)
     under DDP on 2 CPU processes vs in-process on one; every sample is scored exactly once."""
     ckpt = lambda_sweep["runs"][0.5]["dir"] / "checkpoints" / "last.ckpt"
-    proc = run_cli("oe-eval", "-m", f"ckpt_path={ckpt}", "trainer=ddp_sim", "protocol=paper", *ODD_SIZES,
+    detectors = "detector=[energy,mahalanobis,knn,vim,react,ash,odin]"
+    proc = run_cli("oe-eval", "-m", f"ckpt_path={ckpt}", "trainer=ddp_sim", "protocol=paper", *ODD_SIZES, detectors,
                    "logger=none", *TINY_EVAL_CLI, f"hydra.sweep.dir={tmp_path / 'ddp'}", tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp_runs = {r["config"]["protocol"]: r for r in map(read_results, results_files(tmp_path / "ddp"))}
     assert sorted(ddp_runs) == ["paper"]
     for protocol, ddp in ddp_runs.items():
         single = run_in_process("oe-eval", tmp_path / protocol, f"ckpt_path={ckpt}", f"protocol={protocol}",
-                                *ODD_SIZES)
+                                *ODD_SIZES, detectors)
         # 539 ID test images and OOD sets of 501, 333 and 77: no size divides by 2, nothing is padded
         assert ddp["test_set_sizes"] == single["test_set_sizes"] == ddp["scored"]
         assert ddp["test_set_sizes"]["in"] == 539 and ddp["test_set_sizes"]["blobs"] == 77
@@ -142,3 +144,13 @@ def test_ddp_evaluation_equals_single_process(lambda_sweep, tmp_path):
                 assert ddp["ood"][name][key] == pytest.approx(value, abs=1e-9), (protocol, name, key)
         assert ddp["id_accuracy"] == pytest.approx(single["id_accuracy"], abs=1e-9)
         assert ddp["rms_calibration_error"] == pytest.approx(single["rms_calibration_error"], abs=1e-9)
+        # every detector, fitted on the gathered ID training features, scores every sample as on one process
+        assert list(ddp["detectors"]) == ["msp", "energy", "mahalanobis", "knn", "vim", "react", "ash", "odin"]
+        for det, res in single["detectors"].items():
+            for key, value in res["mean"].items():
+                assert ddp["detectors"][det]["mean"][key] == pytest.approx(value, abs=1e-9), (det, key)
+        ddp_scores = np.load(results_files(tmp_path / "ddp")[0].parent / "scores.npz")
+        one_scores = np.load(tmp_path / protocol / "scores.npz")
+        assert sorted(ddp_scores) == sorted(one_scores) and "svhn/knn" not in one_scores
+        for key in one_scores:  # per sample, in dataset order
+            np.testing.assert_allclose(ddp_scores[key], one_scores[key], rtol=1e-9, atol=1e-9, err_msg=key)

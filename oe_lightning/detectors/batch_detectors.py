@@ -27,8 +27,10 @@ def ash(maps: Tensor, percentile: float, variant: str) -> Tensor:
     if variant == "b":
         values = (flat.sum(1) / keep)[:, None].expand_as(values)
     pruned = torch.zeros_like(flat).scatter_(1, index, values)
-    if variant == "s":
-        pruned = pruned * torch.exp(flat.sum(1) / pruned.sum(1))[:, None]
+    if variant == "s":  # an all-zero sample stays zero (pytorch-ood gives NaN there: 0 / 0)
+        kept = pruned.sum(1)
+        ratio = torch.where(kept != 0, flat.sum(1) / kept.where(kept != 0, torch.ones_like(kept)), 0.0)
+        pruned = pruned * torch.exp(ratio)[:, None]
     return pruned.view_as(maps)
 
 
