@@ -44,6 +44,7 @@ METRICS = ("fpr95", "auroc", "aupr_out")
 LABELS = {"fpr95": "FPR95 ↓", "auroc": "AUROC ↑", "aupr_out": "AUPR ↑"}
 PAPER_LOSS, PAPER_SCORE = "UniformCrossEntropy", "MaxSoftmax"
 IGNORED_KEYS = ("seed", "pretrained")
+MAX_LABEL_KEYS = 4  # differing config keys named in a group's label
 
 
 @dataclass
@@ -78,7 +79,9 @@ class Group:
             how = "tune" if self.method == "oe_tune" else "scratch"
             text = f"{self.config.get('loss')} λ={self.lambda_oe:g} ({how})"
         source = self.identity if self.identity is not None else self.config
-        extra = [f"{k}={_short(source.get(k))}" for k in self.distinguish]
+        extra = [f"{k}={_short(source.get(k))}" for k in self.distinguish[:MAX_LABEL_KEYS]]
+        if len(self.distinguish) > MAX_LABEL_KEYS:
+            extra.append(f"+{len(self.distinguish) - MAX_LABEL_KEYS} more keys")
         return text + (f" [{', '.join(extra)}]" if extra else "")
 
     @property
@@ -168,7 +171,8 @@ def group_runs(runs: Iterable[dict[str, Any]]) -> list[Group]:
         peers = [p for p in groups.values() if p.data == g.data]
         if all(p.identity is not None for p in peers):
             candidates = [p for p in peers if p.method != "baseline"] if g.method != "baseline" else peers
-            keys = {k for p in candidates for k in p.identity} - set(LABELLED)
+            # keys every candidate has (a key only some have comes with a differing choice shown anyway)
+            keys = set.intersection(*(set(p.identity) for p in candidates)) - set(LABELLED)
             if g.method == "baseline":  # a baseline has no OE source or loss
                 keys = {k for k in keys if not k.startswith(("oe.", "loss."))}
             g.distinguish = tuple(_varying(candidates, keys, lambda p, k: p.identity.get(k)))

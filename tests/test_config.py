@@ -32,6 +32,22 @@ def test_every_option_of_a_group_composes_and_builds(group):
         assert datamodule.num_classes == cfg.data.num_classes
 
 
+def test_every_detector_composes_into_one_list_and_builds_one_evaluation():
+    """detector=[...] selects several options of the group at once; each becomes a named detector
+    next to the score (the primary detector), and the evaluation knows which need the ID training set."""
+    from oe_lightning.runner import build_evaluation
+
+    names = options("detector")
+    assert set(names) >= {"msp", "max_logit", "energy", "entropy", "oe", "mahalanobis", "knn", "vim", "react",
+                          "ash", "odin"}
+    cfg = compose_train(f"detector=[{','.join(names)}]", "detector.knn.k=7", "score=energy")
+    evaluation = build_evaluation(cfg, build_module(cfg).backbone, cfg.module)
+    assert list(evaluation.detectors)[0] == "score" and evaluation.primary == "score"  # no Hydra job: unnamed
+    assert evaluation.detectors["knn"].k == 7
+    assert sorted(evaluation.fit_detectors) == ["knn", "mahalanobis", "react", "vim"]
+    assert evaluation.detectors["odin"].norm_std == [0.376]  # data/digits.yaml's std
+
+
 @pytest.mark.parametrize("group", ["trainer", "logger", "callbacks"])
 def test_runtime_groups_compose(group):
     for option in options(group):

@@ -199,3 +199,25 @@ def test_calibration_runs_are_tabulated_beside_the_papers_table_12(tmp_path, cap
     assert by_method["UniformCrossEntropy"][1:3] == ["10.00 ± 0.71", "9.3"]  # Table 12, CIFAR-10, +OE
     assert main([str(tmp_path), "--no-files"]) == 0
     assert "19.4" in capsys.readouterr().out
+
+
+def test_training_method_by_detector_table(tmp_path, capsys):
+    """Runs scored by several detectors give a method × detector table (means over the OOD sets)."""
+    from oe_lightning.table import detector_matrix
+
+    def with_detectors(path, fprs):
+        res = json.loads(path.read_text())
+        res["detectors"] = {d: {"ood": {}, "mean": {"fpr95": f, "auroc": 1 - f}} for d, f in fprs.items()}
+        path.write_text(json.dumps(res))
+
+    for seed, shift in ((0, 0.0), (1, 0.02)):
+        fake_results(tmp_path / "base", f"s{seed}", 0.0, seed, 0.3)
+        fake_results(tmp_path / "oe", f"s{seed}", 0.5, seed, 0.1, pretrained="b.ckpt")
+        with_detectors(tmp_path / "base" / f"s{seed}" / "results.json", {"msp": 0.30 + shift, "knn": 0.20 + shift})
+        with_detectors(tmp_path / "oe" / f"s{seed}" / "results.json", {"msp": 0.10 + shift, "knn": 0.12 + shift})
+    ((title, header, rows),) = detector_matrix(group_runs(collect_runs(tmp_path)[0]))
+    assert header == ["method", "msp", "knn"] and "training method × detector" in title
+    assert rows[0] == ["baseline", "31.00 ± 1.41", "21.00 ± 1.41"]
+    assert rows[1][1:] == ["11.00 ± 1.41", "13.00 ± 1.41"]
+    assert main([str(tmp_path), "--no-files", "--format", "md"]) == 0
+    assert "| baseline | 31.00 ± 1.41 | 21.00 ± 1.41 |" in capsys.readouterr().out

@@ -40,19 +40,20 @@ class Mahalanobis(Detector):
         self.register_buffer("precision", torch.empty(0), persistent=False)
 
     def fit(self, train: Outputs, head: nn.Module | None = None) -> Mahalanobis:
-        z = _features(train, "Mahalanobis").double()
+        z = _features(train, "Mahalanobis").float()
         if train.labels is None:
             raise OEUserError("Mahalanobis needs the ID training labels to fit its class means.")
-        y = train.labels.long()
+        y = train.labels.long().to(z.device)
         classes = int(y.max()) + 1
         counts = torch.bincount(y, minlength=classes)
         if (counts == 0).any():
             missing = torch.nonzero(counts == 0).flatten().tolist()
             raise OEUserError(f"Mahalanobis: classes {missing} have no training samples to fit a mean on.")
-        means = torch.zeros(classes, z.shape[1], dtype=torch.float64).index_add_(0, y, z) / counts[:, None]
-        centered = z - means[y]
-        self.means = means
-        self.precision = torch.linalg.pinv(centered.T @ centered / z.shape[0], hermitian=True)
+        means = torch.zeros(classes, z.shape[1], dtype=z.dtype, device=z.device).index_add_(0, y, z)
+        means /= counts[:, None]
+        centered = z - means[y]  # centred before the product: no cancellation in float32
+        self.means = means.double()
+        self.precision = torch.linalg.pinv((centered.T @ centered).double() / z.shape[0], hermitian=True)
         return self
 
     def score(self, outputs: Outputs, head: nn.Module | None = None) -> Tensor:
