@@ -38,6 +38,7 @@ from oe_lightning.paper_results import (
     PAPER_FPR_RULE,
     PER_SET,
 )
+from oe_lightning.rescore import bootstrap_mean_ci, load_scores, paired_difference, parse_settings, rescore
 from oe_lightning.results import RESULTS_FILE, group_identity, read_complete
 
 METRICS = ("fpr95", "auroc", "aupr_out")
@@ -125,7 +126,7 @@ def collect_runs(root: str | Path) -> tuple[list[dict[str, Any]], list[Path]]:
         if results is None:
             incomplete.append(path)
         else:
-            complete.append(results)
+            complete.append({**results, "_dir": str(path.parent)})
     return complete, incomplete
 
 
@@ -357,6 +358,63 @@ def calibration_comparison(groups: Sequence[Group]) -> list[tuple[str, list[str]
     return out
 
 
+Table3 = tuple[str, list[str], list[list[str]]]
+
+
+def rescore_runs(runs: list[dict[str, Any]], settings: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every run recomputed from its scores.npz under ``settings``; the directories without one."""
+    done, missing = [], []
+    for run in runs:
+        scores = load_scores(run["_dir"]) if run.get("detectors") else None
+        if scores is None:
+            missing.append(run["_dir"])
+        else:
+            done.append(rescore(run, scores, **settings))
+    return done, missing
+
+
+def paired_tables(groups: Sequence[Group]) -> list[Table3]:
+    """For each OE group and its baseline with at least two common seeds: the seed-paired difference
+    (OE − baseline) of the mean FPR95 and AUROC, with its paired t statistic."""
+    rows = []
+    for g in groups:
+        base = baseline_for(g, groups) if g.method != "baseline" else None
+        if base is None:
+            continue
+        for m in ("fpr95", "auroc"):
+            diff = paired_difference({r["config"].get("seed"): 100 * r["mean"][m] for r in base.runs},
+                                     {r["config"].get("seed"): 100 * r["mean"][m] for r in g.runs})
+            if diff is not None:
+                rows.append([f"{g.data}: {g.label} − baseline", LABELS[m], f"{diff['mean']:+.2f} ± {diff['std']:.2f}",
+                             str(diff["n"]), f"{diff['t']:+.1f}"])
+    if not rows:
+        return []
+    return [("Seed-paired differences (mean over OOD sets, % points; t: paired t statistic)",
+             ["comparison", "metric", "Δ mean ± std", "seeds", "t"], rows)]
+
+
+def ci_tables(groups: Sequence[Group], resamples: int) -> list[Table3]:
+    """Bootstrap 95% intervals of each group's mean FPR95 / AUROC over the OOD sets, from its first
+    seed's saved scores (primary detector): ID and each OOD set resampled with replacement."""
+    rows = []
+    for g in groups:
+        run = g.runs[0]
+        scores = load_scores(run["_dir"]) if run.get("_dir") else None
+        det = run.get("detector")
+        if scores is None or det is None or f"in/{det}" not in scores:
+            continue
+        cells = []
+        for m in ("fpr95", "auroc"):
+            lo, hi = bootstrap_mean_ci(scores, list(run["ood"]), det, m, resamples,
+                                       run["config"].get("fpr_rule", "first"))
+            cells.append(f"{100 * run['mean'][m]:.2f} [{100 * lo:.2f}, {100 * hi:.2f}]")
+        rows.append([f"{g.data}: {g.label} (seed {run['config'].get('seed')})", *cells])
+    if not rows:
+        return []
+    return [(f"Bootstrap 95% intervals, {resamples} resamples (primary detector, one seed)",
+             ["run", "mean FPR95 ↓ [95% CI]", "mean AUROC ↑ [95% CI]"], rows)]
+
+
 # ---- renderers -----------------------------------------------------------------------------
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |",
@@ -385,18 +443,19 @@ def latex_table(title: str, header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_markdown(groups: Sequence[Group]) -> str:
+def render_markdown(groups: Sequence[Group], extra: Sequence[Table3] = ()) -> str:
     parts = ["## Runs (values in %, mean ± std over seeds)\n", markdown_table(*overview(groups))]
-    for title, header, rows in [*comparisons(groups), *detector_tables(groups), *calibration_comparison(groups)]:
+    for title, header, rows in [*comparisons(groups), *detector_tables(groups), *calibration_comparison(groups),
+                                *extra]:
         parts += [f"\n## {title}\n", markdown_table(header, rows)]
     return "\n".join(parts)
 
 
-def render_latex(groups: Sequence[Group]) -> str:
+def render_latex(groups: Sequence[Group], extra: Sequence[Table3] = ()) -> str:
     parts = [latex_table("Runs (values in %, mean $\\pm$ std over seeds)", *overview(groups))]
     parts += [latex_table(title, header, rows)
               for title, header, rows in [*comparisons(groups), *detector_tables(groups),
-                                          *calibration_comparison(groups)]]
+                                          *calibration_comparison(groups), *extra]]
     return "\n".join(parts)
 
 
@@ -414,7 +473,7 @@ def split_by_metric(title: str, header: list[str], rows: Rows) -> list[tuple[str
     return out
 
 
-def print_terminal(groups: Sequence[Group], console: Any = None) -> None:
+def print_terminal(groups: Sequence[Group], console: Any = None, extra: Sequence[Table3] = ()) -> None:
     """The overview, then each comparison split into one table per metric, as rich tables: label
     columns wrap, numbers never do, so the tables fit an 80-column terminal."""
     from rich.console import Console
@@ -427,6 +486,7 @@ def print_terminal(groups: Sequence[Group], console: Any = None) -> None:
     for title, header, rows in detector_tables(groups):  # transposed: detectors down, methods across
         tables.append((title, ["detector", *[r[0] for r in rows]],
                        [[d, *[r[i] for r in rows]] for i, d in enumerate(header[1:], start=1)]))
+    tables += list(extra)
     for title, header, rows in calibration_comparison(groups):  # one table per measure: 80 columns
         for i in range(1, len(header), 2):
             tables.append((f"{title} · {header[i].rsplit(' ', 1)[0]}", ["method", "ours", "paper"],
@@ -509,6 +569,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write table.md, table.tex, table.csv and fpr95_vs_lambda.png here "
                              "(default: the first SWEEP_DIR)")
     parser.add_argument("--no-files", action="store_true", help="print only, write nothing")
+    parser.add_argument("--rescore", metavar="SETTINGS", default=None,
+                        help="recompute every metric from the runs' scores.npz under other settings, e.g. "
+                             "fpr_rule=nearest,protocol=paper (keys: fpr_rule, recall, protocol, num_to_avg, "
+                             "positive)")
+    parser.add_argument("--ci", type=int, metavar="RESAMPLES", default=0,
+                        help="add bootstrap 95%% intervals of each group's mean FPR95 and AUROC (primary "
+                             "detector, first seed's scores.npz), from RESAMPLES seeded resamples")
     return parser
 
 
@@ -532,11 +599,26 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"Run oe-train there first, or point oe-table at the directory that holds the runs.",
               file=sys.stderr)
         return 2
+    if args.rescore:
+        try:
+            settings = parse_settings(args.rescore)
+        except ValueError as err:
+            print(f"Error: {err}", file=sys.stderr)
+            return 2
+        runs, unscored = rescore_runs(runs, settings)
+        if unscored:
+            print(f"({len(unscored)} runs have no scores.npz and are left out of the rescored tables: "
+                  f"{', '.join(unscored[:3])}{' ...' if len(unscored) > 3 else ''})", file=sys.stderr)
+        if not runs:
+            print("Error: no run under these directories has a scores.npz to rescore.", file=sys.stderr)
+            return 2
     groups = group_runs(runs)
-    rendered = {"md": render_markdown(groups), "latex": render_latex(groups), "csv": render_csv(groups)}
+    extra = [*paired_tables(groups), *(ci_tables(groups, args.ci) if args.ci else [])]
+    rendered = {"md": render_markdown(groups, extra), "latex": render_latex(groups, extra),
+                "csv": render_csv(groups)}
     fmt_out = args.format or ("term" if sys.stdout.isatty() else "md")
     if fmt_out == "term":
-        print_terminal(groups)
+        print_terminal(groups, extra=extra)
     else:
         print(rendered[fmt_out])
     if incomplete:

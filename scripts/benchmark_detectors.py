@@ -36,9 +36,10 @@ def make_features(n_train: int, n_test: int, dim: int, classes: int, seed: int =
 
 def _status(field: str) -> int:
     """A /proc/self/status memory field in bytes (Linux)."""
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
     return 0
 
 
@@ -88,7 +89,7 @@ def main() -> None:
         peaks, scores = {}, {}
         for _ in range(args.repeats):  # interleaved
             for who, fn in (("ours", ours), ("pood", theirs)):
-                scores[who], wall, peaks[who] = timed(lambda fn=fn: fn(name, train, labels, test, head))
+                scores[who], wall, peaks[who] = timed(lambda fn=fn, name=name: fn(name, train, labels, test, head))
                 walls[who].append(wall)
         a, b = scores["ours"].double(), scores["pood"].double()
         if name == "mahalanobis":  # pytorch-ood: unnormalised covariance, half the distance (tests/test_detectors.py)

@@ -59,7 +59,7 @@ class Mahalanobis(Detector):
     def score(self, outputs: Outputs, head: nn.Module | None = None) -> Tensor:
         _check_fitted(self.means.numel() > 0, "Mahalanobis")
         z = _features(outputs, "Mahalanobis").double()
-        # (z - μ)ᵀ P (z - μ) = zᵀPz - 2 zᵀPμ + μᵀPμ for every class at once
+        # (z - μ)ᵀ P (z - μ) = zᵀPz - 2 zᵀPμ + μᵀPμ for every class at once, in float64
         zp = z @ self.precision
         dist = (zp * z).sum(1, keepdim=True) - 2 * zp @ self.means.T + \
             ((self.means @ self.precision) * self.means).sum(1)[None, :]
@@ -68,12 +68,12 @@ class Mahalanobis(Detector):
 
 class KNN(Detector):
     """Distance to the k-th nearest ID training feature, features normalised to unit length
-    (Sun et al., ICML 2022). Exact, in chunks of queries × training features, so a 50k × 10k
-    problem never holds the full distance matrix; ``backend="faiss"`` uses faiss (optional extra)."""
+    (Sun et al., ICML 2022). Exact, in chunks of queries, so a 50k × 10k problem never holds the
+    full distance matrix; ``backend="faiss"`` uses faiss (optional extra)."""
 
     needs, requires_fit = "features", True
 
-    def __init__(self, k: int = 50, normalize: bool = True, chunk_size: int = 2048, backend: str = "torch"):
+    def __init__(self, k: int = 50, normalize: bool = True, chunk_size: int = 512, backend: str = "torch"):
         super().__init__()
         if k < 1:
             raise OEUserError(f"detector knn: k must be >= 1, got {k}.")
@@ -83,7 +83,7 @@ class KNN(Detector):
         self.register_buffer("bank", torch.empty(0), persistent=False)
 
     def _prepare(self, z: Tensor) -> Tensor:
-        z = z.double()  # float64: the |q|² + |t|² - 2 q·t expansion cancels badly in float32 for near neighbours
+        z = z.float()
         return z / z.norm(dim=1, keepdim=True).clamp(min=1e-12) if self.normalize else z
 
     def fit(self, train: Outputs, head: nn.Module | None = None) -> KNN:
@@ -94,21 +94,23 @@ class KNN(Detector):
         return self
 
     def score(self, outputs: Outputs, head: nn.Module | None = None) -> Tensor:
+        """Candidates from one float32 product per chunk of queries (``chunk_size`` × the bank), then
+        the candidates re-measured from coordinate differences (no cancellation): the same k-th
+        neighbour distance as an exact float64 search, to float32 rounding."""
         _check_fitted(self.bank.numel() > 0, "KNN")
         queries = self._prepare(_features(outputs, "KNN"))
         if self.backend == "faiss":
             return self._faiss(queries)
+        spare = min(self.k + 8, self.bank.shape[0])  # float32 ties and rounding cannot reach past these
         bank_sq = (self.bank * self.bank).sum(1)
         out = []
         for q in queries.split(self.chunk_size):
-            best = None  # running k smallest squared distances of this query chunk
-            for start in range(0, self.bank.shape[0], 4 * self.chunk_size):
-                t, t_sq = self.bank[start:start + 4 * self.chunk_size], bank_sq[start:start + 4 * self.chunk_size]
-                d2 = (q * q).sum(1, keepdim=True) - 2 * q @ t.T + t_sq[None, :]
-                best = d2 if best is None else torch.cat([best, d2], dim=1)
-                best = best.topk(min(self.k, best.shape[1]), dim=1, largest=False).values
-            out.append(best[:, -1])
-        return torch.cat(out).clamp(min=0).sqrt()
+            # ‖q - t‖² = ‖q‖² + ‖t‖² - 2 q·t, minus the per-query constant ‖q‖² (ranking only)
+            d2 = torch.addmm(bank_sq[None, :], q, self.bank.T, alpha=-2.0)
+            index = d2.topk(spare, dim=1, largest=False, sorted=False).indices
+            exact = ((self.bank[index] - q[:, None, :]) ** 2).sum(-1)  # differences: no cancellation
+            out.append(exact.kthvalue(self.k, dim=1).values)
+        return torch.cat(out).double().sqrt()
 
     def _faiss(self, queries: Tensor) -> Tensor:
         try:
@@ -148,28 +150,28 @@ class ViM(Detector):
 
     def fit(self, train: Outputs, head: nn.Module | None = None) -> ViM:
         fc = self._linear(head)
-        z = _features(train, "ViM").double()
+        z = _features(train, "ViM").float().cpu()
         w, b = fc.weight.detach().double().cpu(), fc.bias.detach().double().cpu()
         dim = z.shape[1]
         d = dim // 2 if self.d is None else self.d
         if not 0 < d < dim:
             raise OEUserError(f"detector vim: d must be in (0, {dim}) for {dim}-dimensional features, got {d}.")
-        origin = -torch.linalg.pinv(w) @ b
-        x = z.cpu() - origin
-        _, vectors = torch.linalg.eigh(x.T @ x / x.shape[0])  # ascending eigenvalues
-        basis = vectors[:, :dim - d]  # the D - d least-explained directions
-        logits = z.cpu() @ w.T + b
-        self.alpha = float(logits.max(dim=1).values.mean() / (x @ basis).norm(dim=1).mean())
+        origin = (-torch.linalg.pinv(w) @ b).float()
+        x = z - origin
+        _, vectors = torch.linalg.eigh((x.T @ x).double() / x.shape[0])  # ascending eigenvalues
+        basis = vectors[:, :dim - d].float()  # the D - d least-explained directions
+        logits = z @ w.float().T + b.float()
+        self.alpha = float(logits.max(dim=1).values.double().mean() / (x @ basis).norm(dim=1).double().mean())
         self.origin, self.residual_basis = origin, basis
         return self
 
     def score(self, outputs: Outputs, head: nn.Module | None = None) -> Tensor:
         _check_fitted(self.residual_basis.numel() > 0, "ViM")
         fc = self._linear(head)
-        z = _features(outputs, "ViM").double().cpu()
-        logits = z @ fc.weight.detach().double().cpu().T + fc.bias.detach().double().cpu()
+        z = _features(outputs, "ViM").float().cpu()
+        logits = z @ fc.weight.detach().float().cpu().T + fc.bias.detach().float().cpu()
         virtual = self.alpha * ((z - self.origin) @ self.residual_basis).norm(dim=1)
-        return virtual - torch.logsumexp(logits, dim=1)
+        return virtual.double() - torch.logsumexp(logits, dim=1).double()
 
     def hparams(self) -> dict[str, Any]:
         return {"d": self.d}
