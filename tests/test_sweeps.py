@@ -97,7 +97,7 @@ def test_an_interrupted_job_resumes_from_its_last_checkpoint_and_keeps_its_logs(
     # the same directory with another λ: neither its results nor its checkpoint are taken as ours
     with pytest.raises(SystemExit):
         train_in_process(run_dir, "trainer.max_epochs=2", "loss.lambda_oe=0.1")
-    assert "already holds a checkpoint of a different run (lambda_oe: 0.5 there, 0.1 now" in \
+    assert "already holds a checkpoint of a different run (loss.lambda_oe: 0.5 there, 0.1 now" in \
         " ".join(capsys.readouterr().err.split())
 
 
