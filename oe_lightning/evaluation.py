@@ -7,6 +7,8 @@ DataModule whose ``test_names`` name its loaders). Loader names with a role:
 - ``"fit"``: the ID training set seen through the test transform, to fit detectors on
   (Mahalanobis, KNN, ViM, ReAct); required only by them;
 - ``"val"``: the held-out ID split, on which the softmax temperature for calibration is tuned;
+- ``"val_ood"``: a validation OOD set: with ``"val"``, each detector's ``val`` metrics, what a
+  search of detector hyperparameters may minimise (never the test sets);
 - any other name: an OOD test set.
 
 Logits (and penultimate features, when a detector reads them) are kept per set, gathered exactly
@@ -41,11 +43,11 @@ from oe_lightning.metrics import (
 from oe_lightning.models.contract import feature_backbone
 from oe_lightning.scores import MaxSoftmax
 
-ROLES = ("fit", "val", "in")  # loader names that are not OOD sets
+ROLES = ("fit", "val", "val_ood", "in")  # loader names that are not OOD test sets
 
 
 def check_evaluation_settings(recall: float, fpr_rule: str, protocol: str, num_to_avg: int, positive: str,
-                              prefix: str = "module.") -> None:
+                              prefix: str = "evaluation.") -> None:
     """Refuse bad metric settings before any data is read (one paragraph naming value and fix)."""
     if not isinstance(recall, int | float) or not 0.0 < recall <= 1.0:
         raise OEUserError(f"{prefix}recall is the TPR at which the FPR is read, in (0, 1], got {recall!r}; "
@@ -148,7 +150,7 @@ class OODEvaluation(pl.LightningModule):
             kinds[name] = ["logits"]
             if self._needing("features"):
                 kinds[name].append("features")
-            if name in ROLES:
+            if name in ("fit", "val", "in"):
                 kinds[name].append("labels")
             if name != "fit":
                 kinds[name] += [f"score_{d}" for d in self._needing("maps", "input")]
@@ -219,7 +221,12 @@ class OODEvaluation(pl.LightningModule):
             per_detector[detector] = {
                 "ood": per_set, "mean": {k: sum(m[k] for m in per_set.values()) / len(per_set) for k in keys},
                 "hparams": self.detectors[detector].hparams()}
-            self.sample_scores.update({f"{name}/{detector}": s for name, s in scores.items() if name != "val"})
+            if "val" in scores and "val_ood" in scores:  # validation data only: what a search may minimise
+                val = protocol_metrics(scores["val"], scores["val_ood"], "full", 1, 0, self.recall, self.fpr_rule,
+                                       self.positive)
+                per_detector[detector]["val"] = {k: v for k, v in val.items() if k in (keys[0], "auroc")}
+            self.sample_scores.update({f"{name}/{detector}": s for name, s in scores.items()
+                                       if name not in ("val", "val_ood")})
             if detector == self.primary:
                 self.curves = {name: {"roc": roc_curve(scores["in"], scores[name]),
                                       "histogram": score_histograms(scores["in"], scores[name])}

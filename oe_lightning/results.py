@@ -87,10 +87,18 @@ def identity_hash(identity: dict[str, Any], ignore: tuple[str, ...] = ()) -> str
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+UNUSED_WITHOUT_OE = ("loss.", "oe.", "data.oe_", "module.oe_loss")  # what λ = 0 never touches
+
+
 def group_identity(identity: dict[str, Any]) -> dict[str, Any]:
     """The identity shared by every seed of an experiment: :data:`PER_SEED` left out, whether a
-    checkpoint was fine-tuned kept (``tuned``)."""
+    checkpoint was fine-tuned kept (``tuned``); for a λ = 0 baseline, the OE loss and data it never
+    uses are left out too."""
     kept = {k: v for k, v in identity.items() if k not in PER_SEED}
+    for prefix in ("", "trained."):
+        if kept.get(f"{prefix}loss.lambda_oe") == 0:
+            kept = {k: v for k, v in kept.items() if k == f"{prefix}loss.lambda_oe"
+                    or not k.startswith(tuple(prefix + p for p in UNUSED_WITHOUT_OE))}
     kept["tuned"] = bool(identity.get("module.pretrained") or identity.get("trained.module.pretrained"))
     return kept
 
@@ -121,10 +129,10 @@ def key_config(cfg: DictConfig) -> dict[str, Any]:
         "max_epochs": get("trainer.max_epochs"),
         "lr": get("module.optimizer.lr"),
         "pretrained": get("module.pretrained"),
-        "fpr_rule": get("module.fpr_rule", get("fpr_rule")),
-        "recall": get("module.recall", get("recall")),
-        "protocol": get("module.protocol", get("protocol")),
-        "positive": get("module.positive", get("positive")),
+        "fpr_rule": get("evaluation.fpr_rule"),
+        "recall": get("evaluation.recall"),
+        "protocol": get("evaluation.protocol"),
+        "positive": get("evaluation.positive"),
         "val_size": get("data.val_size"),  # calibration=paper runs hold out a fixed count
     }
 

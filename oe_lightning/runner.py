@@ -150,7 +150,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                     else "No epoch finished, so no checkpoint was written.")
             raise NonFiniteLossError(f"{err} {kept}") from err
         extra = {"val": validation_metrics(trainer), "run": run_info(trainer, datamodule)}
-        evaluation = build_evaluation(cfg, module.backbone, cfg.module)
+        evaluation = build_evaluation(cfg, module.backbone)
         return test_and_write(trainer, evaluation, datamodule, cfg, started, last_checkpoint(trainer),
                               **extra)
 
@@ -196,10 +196,11 @@ def run_info(trainer: pl.Trainer, datamodule: OEDataModule) -> dict[str, Any]:
             "global_step": trainer.global_step}
 
 
-def build_evaluation(cfg: DictConfig, backbone: Any, settings: DictConfig) -> OODEvaluation:
+def build_evaluation(cfg: DictConfig, backbone: Any) -> OODEvaluation:
     """The evaluation of ``backbone``: the ``score`` config as the primary detector (named by its
-    group choice, e.g. ``msp``), then every ``detector=[...]`` entry; metric settings from ``settings``
-    (``cfg.module`` for oe-train, the top level for oe-eval)."""
+    group choice, e.g. ``msp``), then every ``detector=[...]`` entry; metric settings from the
+    ``evaluation`` group, shared by oe-train and oe-eval."""
+    settings = cfg.evaluation
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     primary = str(choices.get("score") or "score")
     detectors = {primary: instantiate(cfg.score)}
@@ -258,8 +259,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = read_checkpoint(cfg.ckpt_path)
     backbone = instantiate(model_config_for(cfg, checkpoint))
     load_backbone_weights(backbone, cfg.ckpt_path, cfg.data.num_classes)
-    evaluation = build_evaluation(cfg, backbone, cfg)
-    datamodule = build_datamodule(cfg, with_oe=False)
+    evaluation = build_evaluation(cfg, backbone)
+    datamodule = build_datamodule(cfg, with_oe=cfg.get("oe") is not None)  # oe=: held-out OE validates
     check_accelerator(cfg)
     loggers = build_loggers(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False)

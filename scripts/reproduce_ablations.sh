@@ -21,10 +21,11 @@ ROOT=${OE_OUTPUT_DIR:-outputs}/paper/${DATA}
 OUT=${ROOT}/ablations
 BASELINE="${ROOT}/baseline/seed_\${seed}/checkpoints/last.ckpt"
 
-# 1. scores: every OE-tuned seed, five scores (the paper's evaluation protocol)
+# 1. scores: the OE-tuned seed 0 under five logit scores and the feature detectors, one forward pass
+#    (the paper's evaluation protocol)
 run oe-eval -m "ckpt_path=${ROOT}/oe_tune/seed_0/checkpoints/last.ckpt" "data=${DATA}" "ood=${DATA}_paper" \
-  protocol=paper score=msp,max_logit,energy,oe,entropy "trainer=${TRAINER}" \
-  "hydra.sweep.dir=${OUT}/scores" "$@"
+  evaluation.protocol=paper score=msp "detector=[max_logit,energy,oe,entropy,mahalanobis,knn,vim,react,ash]" \
+  "trainer=${TRAINER}" "hydra.sweep.dir=${OUT}/scores" "$@"
 run oe-table "${OUT}/scores"
 
 # 2. OE sources (fine-tuning each seed's baseline, λ = 0.5)

@@ -25,7 +25,7 @@ def tiny_run(tmp_path_factory):
 def test_oe_eval_with_another_score_and_the_papers_fpr_rule(tiny_run, tmp_path):
     run_dir, trained = tiny_run
     res = run_in_process("oe-eval", tmp_path / "eval", f"ckpt_path={run_dir}/checkpoints/last.ckpt",
-                         "score=energy", "fpr_rule=nearest")
+                         "score=energy", "evaluation.fpr_rule=nearest")
     assert res["config"]["score"] == "Energy" and res["config"]["fpr_rule"] == "nearest"
     assert res["config"]["lambda_oe"] == trained["config"]["lambda_oe"]  # from the checkpoint
     assert res["id_accuracy"] == pytest.approx(trained["id_accuracy"])

@@ -41,7 +41,7 @@ def test_every_detector_composes_into_one_list_and_builds_one_evaluation():
     assert set(names) >= {"msp", "max_logit", "energy", "entropy", "oe", "mahalanobis", "knn", "vim", "react",
                           "ash", "odin"}
     cfg = compose_train(f"detector=[{','.join(names)}]", "detector.knn.k=7", "score=energy")
-    evaluation = build_evaluation(cfg, build_module(cfg).backbone, cfg.module)
+    evaluation = build_evaluation(cfg, build_module(cfg).backbone)
     assert list(evaluation.detectors)[0] == "score" and evaluation.primary == "score"  # no Hydra job: unnamed
     assert evaluation.detectors["knn"].k == 7
     assert sorted(evaluation.fit_detectors) == ["knn", "mahalanobis", "react", "vim"]

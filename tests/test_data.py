@@ -90,10 +90,11 @@ def test_validation_split_is_disjoint_and_fixed_by_seed():
 
 def test_test_loaders_are_the_held_out_split_then_id_then_each_ood_set():
     dm = make_dm()
-    dm.setup("test")  # the held-out split (the temperature is tuned on it) comes first
+    dm.setup("test")  # the held-out split (the temperature is tuned on it) and held-out OE come first
     loaders = dm.test_dataloader()
-    assert [len(dl.dataset) for dl in loaders] == [10, 20, 7] and dm.test_names == ["val", "in", "noise"]
-    assert dm.ood_names == ["noise"] and dm.test_set_sizes() == {"val": 10, "in": 20, "noise": 7}
+    assert [len(dl.dataset) for dl in loaders] == [10, 5, 20, 7]
+    assert dm.test_names == ["val", "val_ood", "in", "noise"]
+    assert dm.ood_names == ["noise"] and dm.test_set_sizes() == {"val": 10, "val_ood": 5, "in": 20, "noise": 7}
     no_val = make_dm(val_fraction=0.0)
     no_val.setup("test")
     assert [len(dl.dataset) for dl in no_val.test_dataloader()] == [20, 7] and no_val.test_names == ["in", "noise"]

@@ -18,7 +18,7 @@ def test_default_benchmark_accuracy_and_oe_halves_the_baseline_fpr95(default_run
     assert baseline["id_accuracy"] >= 0.95 and oe["id_accuracy"] >= 0.95
     assert oe["mean"]["fpr95"] <= 0.5 * baseline["mean"]["fpr95"], (baseline["mean"], oe["mean"])
     assert set(oe["ood"]) == {"flower_crops", "gaussian", "rademacher", "blobs", "uniform"}
-    assert oe["test_set_sizes"] == {"val": 126, "in": 539, "flower_crops": 500, "gaussian": 500,
+    assert oe["test_set_sizes"] == {"val": 126, "val_ood": 126, "in": 539, "flower_crops": 500, "gaussian": 500,
                                     "rademacher": 500, "blobs": 500, "uniform": 500}
     assert oe["scored"] == oe["test_set_sizes"] and is_complete(oe)
     assert oe["run"]["global_step"] == 30 * 9  # 30 epochs of 9 steps (1,132 training digits, batch 128)

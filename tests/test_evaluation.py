@@ -94,3 +94,25 @@ def test_a_backbone_without_the_feature_contract_works_with_logit_detectors_only
 
     with pytest.raises(OEUserError, match="knn needs penultimate features.*forward_features"):
         _evaluate({"knn": KNN(k=3)}, tmp_path, backbone=plain)
+
+
+def test_detector_hyperparameters_are_judged_on_validation_data_only(tmp_path):
+    """oe-eval with a validation split and oe= (its held-out images) reports detectors.<name>.val:
+    ID validation split vs held-out OE, what an Optuna / multirun search of e.g. detector.knn.k
+    minimises; dropping an OOD *test* set does not move it."""
+    from oe_lightning.results import objective
+    from tests.conftest import run_in_process, train_in_process
+
+    trained = train_in_process(tmp_path / "train")
+    ckpt = tmp_path / "train" / "checkpoints" / "last.ckpt"
+    runs = {}
+    for k, extra in ((5, ()), (20, ()), (5, ("~ood.gaussian",))):
+        runs[(k, extra)] = run_in_process("oe-eval", tmp_path / f"k{k}{len(extra)}", f"ckpt_path={ckpt}",
+                                          "oe=china_crops", "detector=[knn]", f"detector.knn.k={k}", *extra)
+    five, twenty, fewer_tests = runs[(5, ())], runs[(20, ())], runs[(5, ("~ood.gaussian",))]
+    assert set(five["detectors"]["knn"]["val"]) == {"fpr95", "auroc"}
+    assert five["test_set_sizes"]["val_ood"] == five["test_set_sizes"]["val"] == trained["test_set_sizes"]["val"]
+    assert objective(five, "detectors.knn.val.fpr95") == five["detectors"]["knn"]["val"]["fpr95"]
+    assert five["detectors"]["knn"]["val"] != twenty["detectors"]["knn"]["val"]  # k matters ...
+    assert fewer_tests["detectors"]["knn"]["val"] == five["detectors"]["knn"]["val"]  # ... test sets do not
+    assert "val_ood" not in five["ood"] and "gaussian" not in fewer_tests["ood"]

@@ -56,8 +56,9 @@ def test_each_paper_preset_evaluates_exactly_the_papers_sets_with_the_papers_rul
     suite = next(s for s in PAPER_SUITES if s.startswith(preset.rsplit("_", 2)[0] + "_") and
                  ("energy" in s) == ("energy" in preset))
     assert list(cfg.ood) == PAPER_SUITES[suite]
-    assert cfg.module.fpr_rule == "nearest"  # utils/display_results.py:64 argmin |recall - 0.95|
-    assert cfg.module.protocol == "paper" and cfg.module.num_to_avg == 10  # experiments/*test.sh: --num_to_avg 10
+    assert cfg.evaluation.fpr_rule == "nearest"  # utils/display_results.py:64 argmin |recall - 0.95|
+    # experiments/*test.sh: --num_to_avg 10
+    assert cfg.evaluation.protocol == "paper" and cfg.evaluation.num_to_avg == 10
     for (s, name), params in GENERATORS.items():
         if s == suite:
             node = cfg.ood[name]
@@ -70,7 +71,7 @@ def test_every_paper_preset_composes_with_the_papers_hyperparameters():
     for preset in PRESETS:
         cfg = compose_train(f"experiment={preset}", "module.pretrained=x.ckpt")
         assert cfg.module.optimizer.nesterov and cfg.module.optimizer.momentum == 0.9
-        assert cfg.module.optimizer.weight_decay == 5e-4 and cfg.module.protocol == "paper"
+        assert cfg.module.optimizer.weight_decay == 5e-4 and cfg.evaluation.protocol == "paper"
         oe_batch = 180 if "tiny_imagenet_oe_tune" in preset or "tiny_imagenet_baseline" in preset else 256
         assert (cfg.data.batch_size, cfg.data.oe_batch_size) == (128, oe_batch)
         # fp32 as the reference (no autocast or .half() in hendrycks/outlier-exposure), even on trainer=gpu
@@ -93,8 +94,8 @@ def test_every_paper_preset_composes_with_the_papers_hyperparameters():
     assert (energy.loss.fn.m_in, energy.loss.fn.m_out, energy.loss.lambda_oe) == (-23.0, -5.0, 0.1)
     e100 = compose_train("experiment=paper/cifar100_energy_tune", "module.pretrained=x.ckpt")
     assert (e100.loss.fn.m_in, e100.loss.fn.m_out) == (-27.0, -5.0)  # wetliu/energy_ood CIFAR/run.sh:54-56
-    assert energy.module.positive == "in"  # wetliu/energy_ood CIFAR/test.py:218-221, no --out_as_pos in run.sh
-    assert all(compose_train(f"experiment={p}", "module.pretrained=x.ckpt").module.positive == "out"
+    assert energy.evaluation.positive == "in"  # wetliu/energy_ood CIFAR/test.py:218-221, no --out_as_pos in run.sh
+    assert all(compose_train(f"experiment={p}", "module.pretrained=x.ckpt").evaluation.positive == "out"
                for p in PRESETS if "energy" not in p)  # CIFAR/test.py:174 get_measures(out_score, in_score)
 
 

@@ -128,13 +128,13 @@ def test_ddp_evaluation_equals_single_process(lambda_sweep, tmp_path):
     under DDP on 2 CPU processes vs in-process on one; every sample is scored exactly once."""
     ckpt = lambda_sweep["runs"][0.5]["dir"] / "checkpoints" / "last.ckpt"
     detectors = "detector=[energy,mahalanobis,knn,vim,react,ash,odin]"
-    proc = run_cli("oe-eval", "-m", f"ckpt_path={ckpt}", "trainer=ddp_sim", "protocol=paper", *ODD_SIZES, detectors,
-                   "logger=none", *TINY_EVAL_CLI, f"hydra.sweep.dir={tmp_path / 'ddp'}", tmp_path=tmp_path)
+    proc = run_cli("oe-eval", "-m", f"ckpt_path={ckpt}", "trainer=ddp_sim", "evaluation.protocol=paper", *ODD_SIZES,
+                   detectors, "logger=none", *TINY_EVAL_CLI, f"hydra.sweep.dir={tmp_path / 'ddp'}", tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp_runs = {r["config"]["protocol"]: r for r in map(read_results, results_files(tmp_path / "ddp"))}
     assert sorted(ddp_runs) == ["paper"]
     for protocol, ddp in ddp_runs.items():
-        single = run_in_process("oe-eval", tmp_path / protocol, f"ckpt_path={ckpt}", f"protocol={protocol}",
+        single = run_in_process("oe-eval", tmp_path / protocol, f"ckpt_path={ckpt}", f"evaluation.protocol={protocol}",
                                 *ODD_SIZES, detectors)
         # 539 ID test images and OOD sets of 501, 333 and 77: no size divides by 2, nothing is padded
         assert ddp["test_set_sizes"] == single["test_set_sizes"] == ddp["scored"]

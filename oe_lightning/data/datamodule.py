@@ -132,8 +132,9 @@ class OEDataModule(pl.LightningDataModule):
     its ``validation_split_folder``, :51-73, used for Tiny ImageNet).
     Test loaders (:attr:`test_names`) are the ID training images through the test transform
     (``"fit"``, with ``fit_loader=True``: feature detectors are fitted on them), the held-out ID
-    split (``"val"``, if any: the softmax temperature for calibration is tuned on it), the ID test
-    set (``"in"``), then one loader per OOD set in ``ood`` order.
+    split (``"val"``, if any: the softmax temperature for calibration is tuned on it) and the
+    validation OOD set (``"val_ood"``, with it), the ID test set (``"in"``), then one loader per
+    OOD set in ``ood`` order.
 
     Under DDP the DataModule shards every loader itself: the ID training set by a
     ``DistributedSampler``, OE by :class:`OESampler` (``oe_batch_size`` per rank and step, epoch
@@ -164,7 +165,7 @@ class OEDataModule(pl.LightningDataModule):
                               f"val_fraction (the paper's calibration runs).")
         self.factories = {"train": as_factory(train, "train"), "test": as_factory(test, "test")}
         self.ood_factories = {name: as_factory(d, f"ood[{name!r}]") for name, d in (ood or {}).items()}
-        taken = sorted(set(self.ood_factories) & {"in", "fit", "val"})
+        taken = sorted(set(self.ood_factories) & {"in", "fit", "val", "val_ood"})
         if taken:
             raise OEUserError(f"An OOD test set is named {taken[0]!r}, a name the evaluation reserves ('in': the ID "
                               f"test set, 'fit': ID training images, 'val': the held-out split); rename it.")
@@ -217,6 +218,11 @@ class OEDataModule(pl.LightningDataModule):
             if self.val_set is None and (self.val_fraction > 0 or self.val_size):
                 train_plain = self.factories["train"](transform=self.test_transform)
                 self._setup_val(self._split(len(train_plain))[1], train_plain)
+                if self.val_ood_factory is not None:  # evaluation only: detectors' validation metrics
+                    self._check_val_ood_not_a_test_set()
+                    self.val_ood_set = self.val_ood_factory(transform=self.test_transform)
+                elif self.oe_factory is not None:  # the OE images training held out, as in training
+                    self._setup_oe(len(self.val_set))
             self.test_set = self.factories["test"](transform=self.test_transform)
             self.ood_sets = {name: make(transform=self.test_transform)
                              for name, make in self.ood_factories.items()}
@@ -321,7 +327,8 @@ class OEDataModule(pl.LightningDataModule):
         return [self._eval_loader(s) for s in sets] if self.val_set is not None else []
 
     def _test_sets(self) -> dict[str, Dataset]:
-        roles = {"fit": self.fit_set if self.fit_loader else None, "val": self.val_set, "in": self.test_set}
+        roles = {"fit": self.fit_set if self.fit_loader else None, "val": self.val_set,
+                 "val_ood": self.val_ood_set if self.val_set is not None else None, "in": self.test_set}
         return {**{k: d for k, d in roles.items() if d is not None}, **self.ood_sets}
 
     @property
