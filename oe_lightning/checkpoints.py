@@ -25,9 +25,11 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors come in many types
+        detail = (str(err).strip().splitlines() or ["empty or truncated file"])[0][:200]
         raise OEUserError(
-            f"Checkpoint {str(path)!r} could not be read as weights ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:200]}). Pass a .ckpt from oe-train or a state_dict."
+            f"Checkpoint {str(path)!r} could not be read as weights ({type(err).__name__}: {detail}); "
+            f"it is empty, truncated, not a checkpoint, or holds code (never run: weights_only=True). "
+            f"Pass a .ckpt from oe-train or a state_dict."
         ) from err
 
 

@@ -205,9 +205,10 @@ def is_complete(results: dict[str, Any]) -> bool:
     (not ``partial``: fast_dev_run or limit_test_batches scored only some batches)."""
     if not isinstance(results, dict) or results.get("partial"):
         return False
-    mean = results.get("mean") or {}
-    return "id_accuracy" in results and bool(mean) and all(
-        isinstance(v, int | float) and math.isfinite(v) for v in mean.values())
+    mean = results.get("mean")
+    return isinstance(mean, dict) and bool(mean) and isinstance(results.get("config"), dict) \
+        and isinstance(results.get("ood"), dict) and isinstance(results.get("id_accuracy"), int | float) \
+        and all(isinstance(v, int | float) and math.isfinite(v) for v in mean.values())
 
 
 def objective(results: dict[str, Any], metric: str | None) -> float | None:

@@ -238,10 +238,50 @@ def test_and_write(trainer: pl.Trainer, evaluation: OODEvaluation, datamodule: O
     return results
 
 
+# Backbone factories a checkpoint may name; the config's own model target (and model_allowlist) adds to
+# them. Nothing read from a file can add a factory.
+ALLOWED_BACKBONES = ("oe_lightning.models.SmallCNN", "oe_lightning.models.WideResNet",
+                     "oe_lightning.models.wrn_40_2", "oe_lightning.models.wrn_16_4",
+                     "oe_lightning.models.torchvision_classifier", "timm.create_model")
+
+
+def _plain(value: Any) -> bool:
+    """A number, string, bool or None (no interpolation), or a list of those."""
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    if isinstance(value, str):
+        return "${" not in value
+    return value is None or isinstance(value, bool | int | float)
+
+
+def checked_model_config(stored: Any, cfg: DictConfig, path: str) -> dict[str, Any]:
+    """The backbone config a checkpoint stores, accepted only if it is data: an allowed factory
+    (:data:`ALLOWED_BACKBONES`, the config's ``model._target_``, ``model_allowlist``) with plain values."""
+    allowed = {*ALLOWED_BACKBONES, str(OmegaConf.select(cfg, "model._target_", default="")),
+               *(str(t) for t in (cfg.get("model_allowlist") or []))}
+    target = stored.get("_target_") if isinstance(stored, dict) else None
+    bad = [] if isinstance(stored, dict) else ["it is not a mapping"]
+    if isinstance(stored, dict):
+        if target not in allowed:
+            bad.append(f"_target_={target!r} is not an allowed backbone factory")
+        bad += [f"{k}={v!r} is not a plain value" for k, v in stored.items()
+                if k != "_target_" and (not isinstance(k, str) or k.startswith("_") or not _plain(v))]
+    if bad:
+        raise OEUserError(
+            f"Checkpoint {path!r} stores a model config that is not plain data ({'; '.join(bad[:3])}); "
+            f"a checkpoint never chooses what code runs. Rebuild the model from your own config instead "
+            f"(model=... with its settings), or, if you trust that factory, allow it with "
+            f"+model_allowlist=[{target}]. Allowed: {', '.join(sorted(allowed - {''}))}."
+        )
+    return dict(stored)
+
+
 def model_config_for(cfg: DictConfig, checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """The backbone config stored in an oe-train checkpoint, else ``cfg.model``."""
+    """The backbone config stored in an oe-train checkpoint (checked to be plain data naming an
+    allowed factory), else ``cfg.model``."""
     stored = (checkpoint.get("oe_lightning") or {}).get("model_config")
-    model_cfg = stored if stored else OmegaConf.to_container(cfg.model, resolve=True)
+    model_cfg = checked_model_config(stored, cfg, str(cfg.ckpt_path)) if stored else \
+        OmegaConf.to_container(cfg.model, resolve=True)
     trained_classes = model_cfg.get("num_classes")
     if trained_classes is not None and trained_classes != cfg.data.num_classes:
         raise OEUserError(

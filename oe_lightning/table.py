@@ -622,7 +622,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(rendered[fmt_out])
     if incomplete:
-        print(f"({len(incomplete)} incomplete results.json skipped)", file=sys.stderr)
+        names = ", ".join(str(p) for p in incomplete[:5]) + (" ..." if len(incomplete) > 5 else "")
+        print(f"({len(incomplete)} incomplete results.json skipped: unfinished, partial or malformed: {names})",
+              file=sys.stderr)
     if not args.no_files:
         out = args.out or args.sweep_dirs[0]
         out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,132 @@
+"""Check a composed config before any data is read or a model built, and report every problem at once.
+
+Each rule names a key, what it must be and how to fix it; :func:`check_config` collects the
+problems of all rules (a value that cannot even be resolved is one problem, not a crash) and raises
+one :class:`OEUserError` listing them. Rules are plain data: adding a key is adding a line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from oe_lightning.errors import OEUserError
+
+_ABSENT = object()
+Check = Callable[[Any], bool]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def integer(low: int | None = None) -> Check:
+    return lambda v: _is_int(v) and (low is None or v >= low)
+
+
+def number(low: float | None = None, high: float | None = None, low_open: bool = False,
+           high_open: bool = False) -> Check:
+    def ok(v: Any) -> bool:
+        if not _is_number(v) or v != v:  # NaN
+            return False
+        if low is not None and (v <= low if low_open else v < low):
+            return False
+        return not (high is not None and (v >= high if high_open else v > high))
+    return ok
+
+
+def choice(*options: Any) -> Check:
+    return lambda v: v in options
+
+
+def optional(check: Check) -> Check:
+    return lambda v: v is None or check(v)
+
+
+def existing_file(v: Any) -> bool:
+    return isinstance(v, str) and Path(v).expanduser().is_file()
+
+
+# (key, check, what it must be, how to fix it); keys absent from a config are skipped
+RULES: list[tuple[str, Check, str, str]] = [
+    ("seed", integer(), "an integer", "e.g. seed=0"),
+    ("trainer.max_epochs", integer(1), "an integer >= 1", "e.g. trainer.max_epochs=30"),
+    ("data.batch_size", integer(1), "an integer >= 1", "e.g. data.batch_size=128"),
+    ("data.oe_batch_size", optional(integer(1)), "null or an integer >= 1",
+     "null takes 2 x data.batch_size; the paper uses 256"),
+    ("data.num_workers", integer(0), "an integer >= 0", "0 loads in the main process"),
+    ("data.val_fraction", number(0, 1, high_open=True), "a fraction in [0, 1)", "0 for no validation split"),
+    ("data.val_size", optional(integer(0)), "null or an integer >= 0", "null uses data.val_fraction"),
+    ("data.val_split", choice("random", "tail", "numpy_shuffle"), "random, tail or numpy_shuffle",
+     "random holds out a seeded random part"),
+    ("loss.lambda_oe", number(0), "a number >= 0", "0 for the plain baseline; the paper uses 0.5"),
+    ("module.optimizer.lr", number(0, low_open=True), "a number > 0", "the paper uses 0.1 (0.001 fine-tuning)"),
+    ("module.optimizer.momentum", number(0, 1, high_open=True), "a number in [0, 1)", "the paper uses 0.9"),
+    ("module.optimizer.weight_decay", number(0), "a number >= 0", "the paper uses 5e-4"),
+    ("module.pretrained", optional(existing_file), "null or an existing checkpoint file",
+     "pass a run's checkpoints/last.ckpt or a state_dict .pt"),
+    ("evaluation.recall", number(0, 1, low_open=True), "a TPR in (0, 1]", "the paper reads the FPR at 0.95"),
+    ("evaluation.fpr_rule", choice("first", "nearest"), "first or nearest", "nearest is the paper's rule"),
+    ("evaluation.protocol", choice("full", "paper"), "full or paper", "paper averages subsets as the paper"),
+    ("evaluation.num_to_avg", integer(1), "an integer >= 1", "the paper averages 10"),
+    ("evaluation.positive", choice("out", "in"), "out or in", "out: OOD positive (the OE paper)"),
+    ("score.temperature", number(0, low_open=True), "a number > 0", "1 is the plain energy"),
+    ("oe.exclude_file", optional(existing_file), "null or an existing file",
+     "the 80M Tiny Images CIFAR index, 80mn_cifar_idxs.txt, from the paper's repository"),
+]
+TRAIN_RULES = [("ckpt_path", optional(existing_file), "null or an existing checkpoint file",
+                "pass RUN_DIR/checkpoints/last.ckpt to resume, or leave it null")]
+EVAL_RULES = [("ckpt_path", existing_file, "an existing checkpoint file",
+               "pass RUN_DIR/checkpoints/last.ckpt written by oe-train")]
+DETECTOR_RULES = {  # detector.<name>.<key>
+    "k": (integer(1), "an integer >= 1", "KNN's paper uses 50 (CIFAR-10)"),
+    "percentile": (number(0, 1), "a fraction in [0, 1]", "e.g. 0.9 (ReAct), 0.65 (ASH)"),
+    "temperature": (number(0, low_open=True), "a number > 0", "ODIN uses 1000"),
+    "eps": (number(0), "a number >= 0", "ODIN uses 0.0014"),
+    "d": (optional(integer(1)), "null or an integer >= 1", "null keeps half the feature dimensions"),
+}
+
+
+def _value(cfg: DictConfig, key: str) -> tuple[Any, str | None]:
+    """The resolved value at ``key`` (``_ABSENT`` if the config has no such key), or the reason
+    it cannot be resolved."""
+    try:
+        value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=True)
+    except Exception as err:  # noqa: BLE001 - a missing or broken interpolation is a problem to report
+        return None, " ".join(str(err).split()).split(" full_key:")[0]
+    return value, None
+
+
+def problems(cfg: DictConfig, task: str = "train") -> list[str]:
+    """Every rule the config breaks, as ``key=value: must be ...; fix`` lines."""
+    rules = RULES + (TRAIN_RULES if task == "train" else EVAL_RULES)
+    detectors = cfg.get("detector") or {}
+    for name in detectors:
+        for key, (check, what, fix) in DETECTOR_RULES.items():
+            rules.append((f"detector.{name}.{key}", check, what, fix))
+    found = []
+    for key, check, what, fix in rules:
+        value, broken = _value(cfg, key)
+        if broken is not None:
+            found.append(f"{key} cannot be resolved ({broken})")
+        elif value is not _ABSENT and not check(value):
+            if key == "module.pretrained" or key.endswith(("ckpt_path", "exclude_file")):
+                what += f" ({value!r} does not exist)" if isinstance(value, str) else ""
+            found.append(f"{key}={value!r} must be {what}; {fix}")
+    return found
+
+
+def check_config(cfg: DictConfig, task: str = "train") -> None:
+    """Raise one user error listing every problem of ``cfg`` (nothing is read or built before)."""
+    found = problems(cfg, task)
+    if found:
+        lines = "; ".join(f"({i}) {p}" for i, p in enumerate(found, 1))
+        raise OEUserError(f"The config has {len(found)} problem{'s' if len(found) > 1 else ''}, found before "
+                          f"any data was read: {lines}.")
