@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from typing import Any
 
+import numpy
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -12,6 +14,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from oe_lightning.checkpoints import load_backbone_weights
+from oe_lightning.data.samplers import sample_seed
 from oe_lightning.errors import NonFiniteLossError, OEUserError
 from oe_lightning.evaluation import check_evaluation_settings
 from oe_lightning.losses import UniformCrossEntropy
@@ -96,6 +99,18 @@ class OutlierExposureModule(pl.LightningModule):
                                       "num_classes": self.num_classes}
 
     # ---- training -------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        self._base_seed = torch.initial_seed()  # the seed_everything seed (the same after a resume)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Reseed the global RNGs (dropout, any unseeded randomness) from (seed, step): a step
+        draws the same whether the run got here uninterrupted or resumed from a checkpoint, however
+        many random numbers data loaders and hooks drew in between."""
+        seed = sample_seed(getattr(self, "_base_seed", torch.initial_seed()), self.global_step, -1)
+        torch.manual_seed(seed)
+        random.seed(seed)
+        numpy.random.seed(seed % (1 << 32))
+
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         x_in, y = batch["in"]
         x_oe = batch.get("oe") if self.lambda_oe > 0 else None

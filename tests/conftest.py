@@ -61,11 +61,12 @@ TINY_EVAL = (f"hydra.searchpath=[file://{TEST_CONF}]", "+test=tiny_eval")
 SAFETY_TIMEOUT = 1800  # only so that a hung process cannot hang CI; never reached by a working run
 
 
-def run_cli(entry: str, *args: str, tmp_path: Path, timeout: int = SAFETY_TIMEOUT) -> subprocess.CompletedProcess:
+def run_cli(entry: str, *args: str, tmp_path: Path, timeout: int = SAFETY_TIMEOUT,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``oe-train``/``oe-eval`` (as ``python -m``) in ``tmp_path`` and capture its output."""
     module = {"oe-train": "oe_lightning.train", "oe-eval": "oe_lightning.evaluate"}[entry]
-    return subprocess.run([sys.executable, "-m", module, *cli_order(args)], cwd=tmp_path, env=cli_env(tmp_path),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", module, *cli_order(args)], cwd=tmp_path,
+                          env={**cli_env(tmp_path), **(env or {})}, capture_output=True, text=True, timeout=timeout)
 
 
 def cli_order(args: tuple[str, ...] | list[str]) -> list[str]:

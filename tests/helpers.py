@@ -23,3 +23,25 @@ class NaNAfterSteps(SmallCNN):
             if self.train_calls > self.nan_after:
                 return logits * torch.nan
         return logits
+
+
+class KillAtStep:
+    """A callback that kills its own process (SIGKILL: no clean-up, as an OOM killer or a node
+    failure would) once training reaches the step in the environment variable ``OE_TEST_KILL_AT``
+    (never without it, so a killed and a resumed run have the same config):
+    ``+callbacks.kill._target_=tests.helpers.KillAtStep``."""
+
+    def __new__(cls):
+        import os
+        import signal
+
+        import pytorch_lightning as pl
+
+        step = int(os.environ.get("OE_TEST_KILL_AT", "0"))
+
+        class _Kill(pl.Callback):
+            def on_train_batch_end(self, trainer, *args, **kwargs):
+                if step and trainer.global_step >= step:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        return _Kill()

@@ -161,3 +161,34 @@ def test_oe_table_skips_malformed_results_naming_them_and_prints_the_rest(tmp_pa
     out, err = capsys.readouterr()
     assert "| baseline" in out or "UniformCrossEntropy" in out
     assert "4 incomplete results.json skipped" in err and "string_mean/results.json" in err
+
+
+# ---- resume = uninterrupted ------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_run_killed_mid_epoch_and_resumed_ends_exactly_as_the_uninterrupted_run(tmp_path):
+    """SIGKILL in the middle of the second epoch, then the same command again (auto_resume from the
+    last epoch's checkpoint): the same ID and OE batches, augmentations and dropout masks are drawn
+    (each a function of seed, epoch and index), so every metric and weight equals the run that was
+    never interrupted, to the last bit."""
+    import numpy as np
+
+    from tests.conftest import TINY_CLI, run_cli
+
+    common = ("trainer.max_epochs=3", "logger=csv", "model.dropout=0.3", *TINY_CLI,
+              "+callbacks.kill._target_=tests.helpers.KillAtStep")
+    straight = run_cli("oe-train", *common, f"hydra.run.dir={tmp_path / 'straight'}", tmp_path=tmp_path)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    killed = run_cli("oe-train", *common, f"hydra.run.dir={tmp_path / 'killed'}", tmp_path=tmp_path,
+                     env={"OE_TEST_KILL_AT": "5"})  # mid-epoch 2 (3 steps an epoch)
+    assert killed.returncode == -9 and not (tmp_path / "killed" / "results.json").exists()
+    resumed = run_cli("oe-train", *common, f"hydra.run.dir={tmp_path / 'killed'}", tmp_path=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = json.loads((tmp_path / "straight" / "results.json").read_text())
+    b = json.loads((tmp_path / "killed" / "results.json").read_text())
+    assert b["run"]["global_step"] == a["run"]["global_step"] == 9
+    assert b["ood"] == a["ood"] and b["mean"] == a["mean"] and b["id_accuracy"] == a["id_accuracy"]
+    wa = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    wb = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    sa, sb = np.load(tmp_path / "straight" / "scores.npz"), np.load(tmp_path / "killed" / "scores.npz")
+    assert all(np.array_equal(sa[k], sb[k]) for k in sa)

@@ -12,7 +12,7 @@ import torch
 from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from oe_lightning.data.samplers import ExactShardSampler, OESampler, world
+from oe_lightning.data.samplers import ExactShardSampler, KeyedSampler, OESampler, SeededSamples, world
 from oe_lightning.errors import OEUserError
 
 DatasetFactory = Callable[..., Dataset]
@@ -303,19 +303,20 @@ class OEDataModule(pl.LightningDataModule):
         return self._loader(dataset, sampler=sampler)
 
     def train_dataloader(self) -> CombinedLoader:
-        replicas, _ = world()
-        if replicas > 1:
-            sampler = DistributedSampler(self.train_set, shuffle=True, seed=torch.initial_seed(),
-                                         drop_last=self.drop_last)
-            in_loader = self._loader(self.train_set, sampler=sampler, drop_last=self.drop_last)
-        else:
-            in_loader = self._loader(self.train_set, shuffle=True, drop_last=self.drop_last)
+        """ID and OE loaders whose order and augmentations are functions of (seed, epoch) only:
+        a resumed run draws exactly what the uninterrupted one would (see :class:`SeededSamples`)."""
+        replicas, rank = world()
+        seed = torch.initial_seed()  # the seed_everything seed, the same on every rank
+        sampler = DistributedSampler(self.train_set, num_replicas=replicas, rank=rank, shuffle=True, seed=seed,
+                                     drop_last=self.drop_last)
+        in_loader = self._loader(SeededSamples(self.train_set, seed), sampler=KeyedSampler(sampler),
+                                 drop_last=self.drop_last)
         loaders = {"in": in_loader}
         if self.oe_set is not None:
             steps = len(in_loader)
             mode = self.oe_sampling or getattr(_base(self.oe_set), "preferred_sampling", "shuffle")
-            sampler = OESampler(len(self.oe_set), steps * self.oe_batch_size, mode)
-            loaders["oe"] = self._loader(self.oe_set, sampler=sampler,
+            oe_sampler = OESampler(len(self.oe_set), steps * self.oe_batch_size, mode, seed=seed)
+            loaders["oe"] = self._loader(SeededSamples(self.oe_set, seed + 1), sampler=KeyedSampler(oe_sampler),
                                          batch_size=self.oe_batch_size)
         self.train_samples_per_rank = {name: len(dl.sampler) for name, dl in loaders.items()}
         # min_size: the epoch ends with the ID loader (both have `steps` batches by construction)

@@ -9,10 +9,11 @@ per-epoch draw shared by all ranks).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 FULL_PERMUTATION_MAX = 1 << 24  # above this a per-epoch permutation would cost > 128 MB
 
@@ -99,3 +100,51 @@ class ExactShardSampler(_SelfShardingSampler):
 
     def __iter__(self) -> Iterator[int]:
         return iter(range(self.rank, self.size, self.num_replicas))
+
+
+def sample_seed(base: int, epoch: int, index: int) -> int:
+    """The seed of one training sample's augmentation: a function of the run's seed, the epoch
+    and the dataset index only, so it does not depend on workers, ranks or where a run resumed."""
+    return (base * 0x9E3779B1 + epoch * 0x85EBCA77 + index * 0xC2B2AE3D) % (1 << 63)
+
+
+class KeyedSampler(_SelfShardingSampler):
+    """Wraps a sampler (already sharded) to yield ``(epoch, index)`` keys for :class:`SeededSamples`;
+    :meth:`set_epoch` reaches the wrapped sampler. A DistributedSampler subclass, so Lightning
+    leaves it in place under DDP."""
+
+    def __init__(self, sampler: Sampler):
+        super().__init__(None, None, getattr(sampler, "seed", 0))
+        self.sampler = sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((self.epoch, int(i)) for i in self.sampler)
+
+
+class SeededSamples(Dataset):
+    """``dataset[i]`` drawn under torch's RNG seeded from ``(seed, epoch, i)`` (:func:`sample_seed`),
+    the caller's RNG state untouched: random augmentations repeat exactly for the same epoch and
+    index, in any worker, on any rank, before or after a resume. Keys come from :class:`KeyedSampler`;
+    a plain index is served unseeded."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed = dataset, int(seed)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> Any:
+        if not isinstance(key, tuple):
+            return self.dataset[key]
+        epoch, index = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, epoch, index))
+            return self.dataset[index]
