@@ -111,6 +111,8 @@ def problems(cfg: DictConfig, task: str = "train") -> list[str]:
     for name in detectors:
         for key, (check, what, fix) in DETECTOR_RULES.items():
             rules.append((f"detector.{name}.{key}", check, what, fix))
+    if task == "train" and _value(cfg, "loss.lambda_oe")[0] == 0:  # a baseline reads no OE data
+        rules = [r for r in rules if not r[0].startswith("oe.")]
     found = []
     for key, check, what, fix in rules:
         value, broken = _value(cfg, key)

@@ -103,7 +103,7 @@ def test_detector_hyperparameters_are_judged_on_validation_data_only(tmp_path):
     from oe_lightning.results import objective
     from tests.conftest import run_in_process, train_in_process
 
-    trained = train_in_process(tmp_path / "train")
+    trained = train_in_process(tmp_path / "train", "trainer.max_epochs=2")
     ckpt = tmp_path / "train" / "checkpoints" / "last.ckpt"
     runs = {}
     for k, extra in ((5, ()), (20, ()), (5, ("~ood.gaussian",))):

@@ -38,7 +38,7 @@ def test_output_only_keys_keep_the_identity_and_everything_else_changes_it():
 
 def test_runs_differing_only_in_the_energy_margin_are_two_rows_and_resuming_names_the_key(tmp_path, capsys):
     for m_out in (-3, -4):
-        res = train_in_process(tmp_path / f"m{m_out}", "loss=energy", f"loss.fn.m_out={m_out}")
+        res = train_in_process(tmp_path / f"m{m_out}", "loss=energy", f"loss.fn.m_out={m_out}", "trainer.max_epochs=1")
         assert res["identity"]["loss.fn.m_out"] == m_out and len(res["run_id"]) == 16
     groups = [g for g in group_runs(collect_runs(tmp_path)[0]) if g.lambda_oe > 0]
     assert len(groups) == 2
@@ -46,11 +46,11 @@ def test_runs_differing_only_in_the_energy_margin_are_two_rows_and_resuming_name
                                                "EnergyMargin λ=0.1 (scratch) [loss.fn.m_out=-4]"]
     # the same config again in the same directory: skipped (its run_id matches)
     before = json.loads((tmp_path / "m-3" / "results.json").read_text())
-    again = train_in_process(tmp_path / "m-3", "loss=energy", "loss.fn.m_out=-3")
+    again = train_in_process(tmp_path / "m-3", "loss=energy", "loss.fn.m_out=-3", "trainer.max_epochs=1")
     assert again["wall_time_s"] == before["wall_time_s"]
     # another margin into that directory: auto_resume refuses its checkpoint, naming the key
     with pytest.raises(SystemExit) as exit_info:
-        train_in_process(tmp_path / "m-3", "loss=energy", "loss.fn.m_out=-5")
+        train_in_process(tmp_path / "m-3", "loss=energy", "loss.fn.m_out=-5", "trainer.max_epochs=1")
     assert exit_info.value.code == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "already holds a checkpoint of a different run (loss.fn.m_out: -3 there, -5 now" in err
