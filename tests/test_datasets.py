@@ -1,5 +1,6 @@
 """Loaders read tiny files written in each real on-disk format."""
 
+import io
 import subprocess
 import sys
 import textwrap
@@ -264,3 +265,31 @@ def test_held_out_split_random_tail_or_numpy_shuffle_as_the_references():
         OEDataModule(train=images, test=images, num_classes=10, val_size=1000).setup("fit")
     with pytest.raises(OEUserError, match="data.val_split must be one of"):
         OEDataModule(train=images, test=images, num_classes=10, val_split="last")
+
+
+def test_image_folders_skip_unreadable_files_naming_them_and_scale_16_bit_images(tmp_path, caplog):
+    """A file that is not an image is left out at construction (one warning naming it; strict=True:
+    an error listing it, before any training); a JPEG that fails to decode is replaced by the next
+    image with a warning naming it; a 16-bit PNG keeps its grey level (PIL alone would clip it white)."""
+    import logging
+
+    from oe_lightning.data.vision import image_folder
+
+    folder = tmp_path / "oe" / "things"
+    folder.mkdir(parents=True)
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(folder / "a_good.png")
+    Image.fromarray(np.full((8, 8), 32768, np.uint16)).save(folder / "b_sixteen.png")  # mode I;16
+    good_jpeg = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(good_jpeg, "JPEG")
+    (folder / "c_truncated.jpg").write_bytes(good_jpeg.getvalue()[:len(good_jpeg.getvalue()) // 2])  # cut pixels
+    (folder / "d_notes.jpg").write_text("not an image")
+    with caplog.at_level(logging.WARNING, logger="oe_lightning"):
+        dataset = image_folder(tmp_path / "oe")
+    assert len(dataset) == 3 and "skipped 1 unreadable file(s) of 4" in caplog.text and "d_notes.jpg" in caplog.text
+    assert np.asarray(dataset[0][0]).max() == 200
+    assert abs(int(np.asarray(dataset[1][0]).mean()) - 127) <= 1  # 32768 / 65535 of full scale
+    with caplog.at_level(logging.WARNING, logger="oe_lightning"):
+        served = dataset[2][0]  # the truncated JPEG: the next readable image (wrapping round) instead
+    assert np.asarray(served).max() == 200 and "c_truncated.jpg" in caplog.text
+    with pytest.raises(OEUserError, match="1 files under .* are not readable images: .*d_notes.jpg"):
+        image_folder(tmp_path / "oe", strict=True)

@@ -18,11 +18,14 @@ from torch.utils.data import ConcatDataset, Dataset
 from torchvision import datasets
 from torchvision.transforms import v2
 
+import logging
+
 from oe_lightning.data.missing import missing_dataset
 from oe_lightning.errors import OEUserError
 
 CIFAR_MEAN = [x / 255 for x in (125.3, 123.0, 113.9)]  # the paper's, for CIFAR-10 and CIFAR-100
 CIFAR_STD = [x / 255 for x in (63.0, 62.1, 66.7)]
+log = logging.getLogger("oe_lightning")
 PREPARE = "python scripts/prepare_data.py {name} --data-dir DATA_DIR (or data.download=true)"
 
 
@@ -89,25 +92,89 @@ def _resized(transform: Callable | None, resize: int | None, resize_mode: str) -
     return v2.Compose(steps + ([transform] if transform else []))
 
 
+def load_rgb(path: str | Path) -> Image.Image:
+    """An image file as 8-bit RGB; 16-bit and float images are scaled to 0-255 first (PIL's own
+    ``convert("RGB")`` clips them, so a 16-bit PNG would come out almost white)."""
+    with Image.open(path) as image:
+        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            import numpy
+
+            values = numpy.asarray(image, dtype=numpy.float64)
+            top = 65535.0 if image.mode.startswith("I;16") else max(float(values.max()), 1.0)
+            image = Image.fromarray(numpy.clip(values / top * 255.0, 0, 255).astype(numpy.uint8))
+        return image.convert("RGB")
+
+
+def unreadable_images(paths: Sequence[str | Path]) -> list[tuple[str, str]]:
+    """``(path, reason)`` for every file PIL cannot open as an image (its header is read, not the pixels)."""
+    bad = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.size  # noqa: B018 - reading the header is the check
+        except Exception as err:  # noqa: BLE001 - any failure makes the file unusable
+            bad.append((str(path), type(err).__name__))
+    return bad
+
+
+class ReadableImageFolder(datasets.ImageFolder):
+    """An ImageFolder that serves the next readable image in place of one that fails to decode
+    (e.g. a truncated JPEG), naming the file in a warning once; ``strict`` raises instead."""
+
+    strict = False
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        for attempt in range(len(self.samples)):
+            i = (index + attempt) % len(self.samples)
+            try:
+                return super().__getitem__(i)
+            except (OSError, ValueError, SyntaxError) as err:
+                path = self.samples[i][0]
+                if self.strict:
+                    raise OEUserError(f"Image {path!r} cannot be decoded ({type(err).__name__}: {err}); remove "
+                                      f"or replace it, or set data.strict=false to skip such files.") from err
+                if path not in _WARNED:
+                    _WARNED.add(path)
+                    log.warning("skipped unreadable image %s (%s); serving the next one", path, err)
+        raise OEUserError(f"No image under {self.root!r} can be decoded.")
+
+
+_WARNED: set[str] = set()
+
+
 def image_folder(root: str | Path, transform: Callable | None = None, name: str = "",
                  resize: int | None = None, resize_mode: str = "crop",
-                 exclude_classes: Sequence[str] = ()) -> Dataset:
+                 exclude_classes: Sequence[str] = (), strict: bool = False) -> Dataset:
     """Images in class sub-folders (``root/<class>/*.jpg``), e.g. Textures, Places, Icons-50.
 
     ``resize`` (see ``resize_mode``) applies before ``transform``; ``exclude_classes`` drops whole
-    sub-folders (the paper's Icons-50 leaves out ``numbers``: SVHN/test.py:219-226).
+    sub-folders (the paper's Icons-50 leaves out ``numbers``: SVHN/test.py:219-226). Files that are
+    not images are left out with one warning that counts and names them (``strict=True``: an error
+    listing them all, before any training); 16-bit images are scaled, not clipped.
     """
     root = Path(root)
     try:
-        dataset = datasets.ImageFolder(str(root), transform=_resized(transform, resize, resize_mode))
+        dataset = ReadableImageFolder(str(root), transform=_resized(transform, resize, resize_mode),
+                                      loader=load_rgb)
     except (FileNotFoundError, RuntimeError) as err:
         raise missing_dataset(name or root.name, root, f"{root}/<class>/<image>.jpg|png",
                               "download the set from its authors' page and unpack it there",
                               str(err).splitlines()[0]) from err
-    if exclude_classes:
-        dropped = {dataset.class_to_idx[c] for c in exclude_classes if c in dataset.class_to_idx}
-        dataset.samples = [s for s in dataset.samples if s[1] not in dropped]
+    dropped = {dataset.class_to_idx[c] for c in exclude_classes if c in dataset.class_to_idx}
+    bad = dict(unreadable_images([p for p, t in dataset.samples if t not in dropped]))
+    if bad and strict:
+        raise OEUserError(f"{len(bad)} files under {str(root)!r} are not readable images: "
+                          f"{'; '.join(f'{p} ({why})' for p, why in bad.items())}. Remove them, or set "
+                          f"data.strict=false to skip them with a warning.")
+    if bad:
+        log.warning("%s: skipped %d unreadable file(s) of %d: %s", name or root.name, len(bad),
+                    len(dataset.samples), ", ".join(list(bad)[:5]) + (" ..." if len(bad) > 5 else ""))
+    if dropped or bad:
+        dataset.samples = [s for s in dataset.samples if s[1] not in dropped and s[0] not in bad]
         dataset.imgs, dataset.targets = dataset.samples, [t for _, t in dataset.samples]
+    if not dataset.samples:
+        raise OEUserError(f"No readable image under {str(root)!r}; put images in class sub-folders there.")
+    dataset.strict = strict
     dataset.source = f"folder:{root.resolve()}"
     return dataset
 
