@@ -173,9 +173,10 @@ def group_runs(runs: Iterable[dict[str, Any]]) -> list[Group]:
         if all(p.identity is not None for p in peers):
             candidates = [p for p in peers if p.method != "baseline"] if g.method != "baseline" else peers
             # keys every candidate has (a key only some have comes with a differing choice shown anyway)
-            keys = set.intersection(*(set(p.identity) for p in candidates)) - set(LABELLED)
+            keys = {k for k in set.intersection(*(set(p.identity) for p in candidates))
+                    if k.removeprefix("trained.") not in LABELLED}
             if g.method == "baseline":  # a baseline has no OE source or loss
-                keys = {k for k in keys if not k.startswith(("oe.", "loss."))}
+                keys = {k for k in keys if not k.removeprefix("trained.").startswith(("oe.", "loss."))}
             g.distinguish = tuple(_varying(candidates, keys, lambda p, k: p.identity.get(k)))
             continue
         oe_peers = [p for p in peers if p.method != "baseline"]

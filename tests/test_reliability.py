@@ -193,3 +193,26 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_exactly_as_the_uninterrupted_ru
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     sa, sb = np.load(tmp_path / "straight" / "scores.npz"), np.load(tmp_path / "killed" / "scores.npz")
     assert all(np.array_equal(sa[k], sb[k]) for k in sa)
+
+
+# ---- bad data files: named on open, before training ------------------------------------------
+@pytest.mark.parametrize("shape,dtype,named", [
+    ((20, 32, 32), "uint8", "shape (20, 32, 32)"),                   # grey, no channel axis
+    ((20, 32, 32, 1), "uint8", "(N, H, W, 3) uint8"),                # one channel
+    ((20, 3, 32, 32), "uint8", "It looks channel-first"),           # CHW layout
+    ((20, 32, 32, 3), "float32", "holds a float32 array"),
+])
+def test_an_oe_array_of_the_wrong_shape_or_type_is_refused_on_open(capsys, tmp_path, shape, dtype, named):
+    import numpy as np
+
+    np.save(tmp_path / "oe.npy", np.zeros(shape, dtype))
+    err = _refused(capsys, "oe-train", tmp_path / "run", "oe=random_300k", f"oe.path={tmp_path / 'oe.npy'}")
+    assert named in err and "oe.npy" in err
+
+
+def test_a_tiny_images_binary_of_a_partial_size_is_refused_on_open(capsys, tmp_path):
+    (tmp_path / "tiny_images.bin").write_bytes(bytes(3072 * 5 + 100))
+    (tmp_path / "idx.txt").write_text("1\n")
+    err = _refused(capsys, "oe-train", tmp_path / "run", "oe=tiny_images", f"oe.path={tmp_path / 'tiny_images.bin'}",
+                   f"oe.exclude_file={tmp_path / 'idx.txt'}")
+    assert "15,460 bytes, not a whole number of 3,072-byte" in err

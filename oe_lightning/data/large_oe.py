@@ -35,7 +35,12 @@ class TinyImages(Dataset):
             raise missing_dataset("tiny_images", self.path, "one file of 79,302,017 records of 3,072 bytes",
                                   "the 80M Tiny Images binary is no longer distributed by its authors; "
                                   "use oe=random_300k (300K_random_images.npy) if you lack it")
-        self.num_records = self.path.stat().st_size // RECORD_BYTES
+        size = self.path.stat().st_size
+        if size == 0 or size % RECORD_BYTES:
+            raise OEUserError(f"{str(self.path)!r} has {size:,} bytes, not a whole number of {RECORD_BYTES:,}-byte "
+                              f"32x32x3 records: it is truncated or not the 80M Tiny Images binary. Download "
+                              f"tiny_images.bin again (79,302,017 records, 243.6 GB).")
+        self.num_records = size // RECORD_BYTES
         self.transform = transform
         # the list counts records from 1: hendrycks/outlier-exposure utils/tinyimages_80mn_loader.py:25-28
         # ("indices in file take the 80mn database to start at 1, hence - 1")
@@ -88,10 +93,17 @@ class NpyImages(Dataset):
             raise missing_dataset(self.path.name, self.path, "a (N, 32, 32, 3) uint8 .npy array",
                                   "download 300K_random_images.npy as linked from the Outlier "
                                   "Exposure repository (hendrycks/outlier-exposure)")
-        header = np.load(self.path, mmap_mode="r")
-        if header.dtype != np.uint8 or header.ndim != 4:
-            raise missing_dataset(self.path.name, self.path, "a (N, H, W, C) uint8 .npy array",
-                                  "re-create the file", f"found {header.dtype} {header.shape}")
+        try:
+            header = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as err:
+            raise OEUserError(f"{str(self.path)!r} is not a readable .npy array ({err}); expected (N, H, W, 3) "
+                              f"uint8 images, as 300K_random_images.npy.") from err
+        if header.dtype != np.uint8 or header.ndim != 4 or header.shape[-1] != 3:
+            hint = (" It looks channel-first (N, 3, H, W): transpose it to (N, H, W, 3)."
+                    if header.ndim == 4 and header.shape[1] == 3 else "")
+            raise OEUserError(f"{str(self.path)!r} holds a {header.dtype} array of shape {tuple(header.shape)}; OE "
+                              f"arrays must be (N, H, W, 3) uint8 RGB images, as 300K_random_images.npy.{hint} "
+                              f"Convert it (e.g. numpy.repeat for grey images) and save it again.")
         self.shape = header.shape
         self.transform = transform
         self._data, self._pid = None, None
