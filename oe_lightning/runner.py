@@ -83,6 +83,27 @@ def completed_results(cfg: DictConfig) -> dict[str, Any] | None:
     return results if results.get("overrides") == overrides() else None  # an older results.json
 
 
+def readable_checkpoint(last: Path) -> tuple[Path, dict[str, Any]]:
+    """``last`` and its contents, or, if it cannot be read (a kill while writing, a full disk), the
+    newest readable checkpoint beside it, with a warning; an error naming the file if there is none."""
+    try:
+        return last, read_checkpoint(last)
+    except OEUserError as err:
+        others = sorted((p for p in last.parent.glob("*.ckpt")
+                         if p.name != last.name and p.resolve() != last.resolve()),
+                        key=lambda p: p.stat().st_mtime, reverse=True)
+        for other in others:
+            try:
+                checkpoint = read_checkpoint(other)
+            except OEUserError:
+                continue
+            log.warning("%s cannot be read (%s); resuming from the previous good checkpoint %s", last, err, other)
+            return other, checkpoint
+        raise OEUserError(f"auto_resume found {last}, which cannot be read, and no other readable checkpoint "
+                          f"beside it ({err}). Start over with auto_resume=false (or delete the file), or pass "
+                          f"ckpt_path=... to resume from another one.") from err
+
+
 def resume_checkpoint(cfg: DictConfig) -> tuple[str | None, int]:
     """``(path, global_step)`` of the checkpoint to resume: ``ckpt_path`` if given, else
     (``auto_resume``) the run directory's own ``last.ckpt``; ``(None, 0)`` for a fresh run.
@@ -96,9 +117,9 @@ def resume_checkpoint(cfg: DictConfig) -> tuple[str | None, int]:
                               f"checkpoint written by oe-train (RUN_DIR/checkpoints/last.ckpt).")
         return str(cfg.ckpt_path), read_checkpoint(cfg.ckpt_path).get("global_step", 0)
     last = run_dir() / "checkpoints" / "last.ckpt"
-    if not (cfg.get("auto_resume") and last.exists()):
+    if not (cfg.get("auto_resume") and (last.exists() or last.is_symlink())):
         return None, 0
-    checkpoint = read_checkpoint(last)
+    last, checkpoint = readable_checkpoint(last)
     info = checkpoint.get("oe_lightning") or {}
     if info.get("identity") is not None:  # every key of the resolved config
         stored, now = info["identity"], run_identity(cfg)

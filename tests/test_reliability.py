@@ -216,3 +216,26 @@ def test_a_tiny_images_binary_of_a_partial_size_is_refused_on_open(capsys, tmp_p
     err = _refused(capsys, "oe-train", tmp_path / "run", "oe=tiny_images", f"oe.path={tmp_path / 'tiny_images.bin'}",
                    f"oe.exclude_file={tmp_path / 'idx.txt'}")
     assert "15,460 bytes, not a whole number of 3,072-byte" in err
+
+
+def test_auto_resume_past_an_unreadable_last_checkpoint(capsys, caplog, tmp_path, trained):
+    """A last.ckpt left unreadable (a kill while writing, a full disk): auto_resume says so and uses
+    the newest readable checkpoint beside it; with none, it names the file and the ways out."""
+    import logging
+
+    run = tmp_path / "run"
+    ckpts = run / "checkpoints"
+    ckpts.mkdir(parents=True)
+    shutil.copy(trained, ckpts / "epoch000.ckpt")
+    (ckpts / "last.ckpt").write_bytes(trained.read_bytes()[:1000])
+    with caplog.at_level(logging.WARNING, logger="oe_lightning"):
+        res = train_in_process(run, "trainer.max_epochs=2")
+    assert "resuming from the previous good checkpoint" in caplog.text and "epoch000.ckpt" in caplog.text
+    assert res["run"]["global_step"] == 6  # epoch 0 from the checkpoint, then epoch 1 (3 steps each)
+    alone = tmp_path / "alone"
+    (alone / "checkpoints").mkdir(parents=True)
+    (alone / "checkpoints" / "last.ckpt").write_bytes(b"\x80\x02 truncated")
+    with pytest.raises(SystemExit):
+        train_in_process(alone, "trainer.max_epochs=2")
+    err = " ".join(capsys.readouterr().err.split())
+    assert "last.ckpt, which cannot be read, and no other readable checkpoint" in err and "auto_resume=false" in err
