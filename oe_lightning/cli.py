@@ -46,7 +46,8 @@ def report_user_errors(task: Callable[[DictConfig], Any], cfg: DictConfig) -> An
     """Run ``task(cfg)``; a user error prints as one paragraph and exits with code 2.
 
     In a multirun sweep the failing job writes ``error.txt`` into its directory and the sweep
-    goes on with the next job.
+    goes on with the next job; a job that crashes (not on bad input) does the same, with the
+    traceback in its log, so the sweep summary still lists every job.
     """
     job_dir = Path(HydraConfig.get().runtime.output_dir) if in_multirun() else None
     try:
@@ -57,7 +58,12 @@ def report_user_errors(task: Callable[[DictConfig], Any], cfg: DictConfig) -> An
     except Exception as err:
         found = user_error(err)
         if found is None:
-            raise
+            if job_dir is None:
+                raise
+            # a crash (not bad input) of one sweep job: record it and let the sweep go on, so the
+            # other jobs run and the summary lists this one as failed (the traceback is in its log)
+            log.exception("job %s crashed", job_dir.name)
+            found = OEUserError(f"crashed: {type(err).__name__}: {err} (the traceback is in this job's .log file)")
         message = textwrap.fill(" ".join(str(found).split()), width=100, break_on_hyphens=False,
                                 break_long_words=False)
         print(f"\nError: {message}\n", file=sys.stderr)

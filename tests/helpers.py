@@ -45,3 +45,16 @@ class KillAtStep:
                     os.kill(os.getpid(), signal.SIGKILL)
 
         return _Kill()
+
+
+class CrashingCNN(SmallCNN):
+    """A SmallCNN whose training forward raises (a bug, not bad input) when ``crash`` is true."""
+
+    def __init__(self, crash: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.crash = crash
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.crash and self.training:
+            raise RuntimeError("simulated bug in the backbone")
+        return super().forward(x)

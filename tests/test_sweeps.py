@@ -189,3 +189,23 @@ def test_tiny_imagenet_validation_ood_set_composes_for_cifar():
                                           "val_ood=tiny_imagenet_val", "paths.data_dir=/data"])
     assert cfg.val_ood.root == "/data/tiny-imagenet-200/val" and cfg.val_ood.resize == 32
     assert build_datamodule(cfg, with_oe=True).val_ood_factory.keywords["name"] == "tiny_imagenet_val"
+
+
+@pytest.mark.slow
+def test_a_crashing_sweep_job_is_summarised_and_the_sweep_goes_on(tmp_path):
+    """A job that crashes (a bug, not bad input) writes error.txt (the traceback goes to its log),
+    the other job still runs, and the summary table and sweep_summary.json list both; exit 1."""
+    import json
+
+    from tests.conftest import TINY_CLI, run_cli
+
+    sweep = tmp_path / "sweep"
+    proc = run_cli("oe-train", "-m", "model=custom", "model._target_=tests.helpers.CrashingCNN", "+model.in_channels=1",
+                   "+model.crash=true,false", "trainer.max_epochs=1", "logger=csv", *TINY_CLI,
+                   f"hydra.sweep.dir={sweep}", tmp_path=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    summary = {e["job"].split("+model.crash:")[-1].split("+")[0].lower(): e
+               for e in json.loads((sweep / "sweep_summary.json").read_text())}
+    assert summary["true"]["status"] == "failed" and "crashed: RuntimeError: simulated bug" in summary["true"]["error"]
+    assert summary["false"]["status"] == "done"
+    assert "1 of 2 sweep jobs failed" in proc.stderr
