@@ -293,3 +293,31 @@ def test_image_folders_skip_unreadable_files_naming_them_and_scale_16_bit_images
     assert np.asarray(served).max() == 200 and "c_truncated.jpg" in caplog.text
     with pytest.raises(OEUserError, match="1 files under .* are not readable images: .*d_notes.jpg"):
         image_folder(tmp_path / "oe", strict=True)
+
+
+def test_each_cifar_file_is_hashed_once_per_process_until_it_changes(tmp_path, monkeypatch):
+    """The train, held-out, fit and test views of CIFAR each construct a torchvision dataset; the md5
+    of an unchanged file is computed once, a file modified since is hashed (and checked) again."""
+    import os
+
+    import torchvision.datasets.cifar as tv_cifar
+
+    calls = []
+    real = tv_cifar.check_integrity
+    def counted(path, *args, **kwargs):  # the tiny label-names file (batches.meta) is not counted
+        if not str(path).endswith("batches.meta"):
+            calls.append(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(tv_cifar, "check_integrity", counted)
+    sums = write_cifar10(tmp_path)
+    for split in ("train", "train", "test", "train"):
+        cifar(tmp_path, "cifar10", split, checksums=sums)
+    assert len(calls) == 6  # 5 train batches + the test batch, once each
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    os.utime(batch, ns=(batch.stat().st_atime_ns, batch.stat().st_mtime_ns + 10**9))
+    cifar(tmp_path, "cifar10", "test", checksums=sums)
+    assert len(calls) == 12  # changed since: checked again
+    batch.write_bytes(batch.read_bytes()[:-10])  # and a damaged file is still refused
+    with pytest.raises(OEUserError, match="failed its integrity check"):
+        cifar(tmp_path, "cifar10", "train", checksums=sums)

@@ -30,9 +30,10 @@ PREPARE = "python scripts/prepare_data.py {name} --data-dir DATA_DIR (or data.do
 
 
 def _checked_class(cls: type, checksums: Mapping[str, str] | None) -> type:
-    if not checksums:
-        return cls
-    attrs = {}
+    """``cls`` with the md5 sums in ``checksums`` (file name -> md5) instead of torchvision's, and
+    its integrity check remembered per unchanged file."""
+    attrs: dict[str, Any] = {}
+    checksums = checksums or {}
     for attr in ("train_list", "test_list"):
         if hasattr(cls, attr):
             attrs[attr] = [[f, checksums.get(f, md5)] for f, md5 in getattr(cls, attr)]
@@ -41,7 +42,36 @@ def _checked_class(cls: type, checksums: Mapping[str, str] | None) -> type:
     if hasattr(cls, "split_list"):
         attrs["split_list"] = {k: [url, f, checksums.get(f, md5)]
                                for k, (url, f, md5) in cls.split_list.items()}
+    attrs["_check_integrity"] = _remembered_integrity(cls._check_integrity)
     return type(cls.__name__, (cls,), attrs)
+
+
+_VERIFIED: set[tuple[str, int, int, str]] = set()  # (file, size, mtime_ns, expected md5) hashed already
+
+
+def _integrity_files(dataset: Any) -> list[tuple[Path, str]]:
+    """The files (and expected md5) a torchvision CIFAR / SVHN dataset checks."""
+    if hasattr(dataset, "train_list"):
+        base = Path(dataset.root) / dataset.base_folder
+        return [(base / f, md5) for f, md5 in (*dataset.train_list, *dataset.test_list)]
+    return [(Path(dataset.root) / dataset.filename, dataset.file_md5)]
+
+
+def _remembered_integrity(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """torchvision's md5 check, once per process for each unchanged file (same size and mtime): the
+    train, held-out, fit and test views of one dataset no longer hash the same files four times."""
+    def _check_integrity(self: Any) -> bool:
+        try:
+            stamps = {(str(p), p.stat().st_size, p.stat().st_mtime_ns, md5) for p, md5 in _integrity_files(self)}
+        except (OSError, AttributeError):
+            return check(self)
+        if stamps <= _VERIFIED:
+            return True
+        ok = check(self)
+        if ok:
+            _VERIFIED.update(stamps)
+        return ok
+    return _check_integrity
 
 
 def cifar(root: str | Path, name: str = "cifar10", split: str = "train",
