@@ -11,6 +11,7 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
@@ -42,6 +43,31 @@ def user_error(err: BaseException) -> OEUserError | None:
     return None
 
 
+def print_user_error(err: BaseException) -> str:
+    """Print ``err`` as one wrapped ``Error:`` paragraph on stderr; returns the paragraph."""
+    message = textwrap.fill(" ".join(str(err).split()), width=100, break_on_hyphens=False,
+                            break_long_words=False)
+    print(f"\nError: {message}\n", file=sys.stderr)
+    return message
+
+
+class RefuseBadConfig(Callback):
+    """Hydra callback: a ``-m`` sweep checks its composed config before the sweeper is built (an
+    Optuna sampler reads ``seed``) or any job starts; bad fixed values end the command with exit 2.
+    Swept values are checked by each job."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from oe_lightning.validate import check_config
+
+        swept = frozenset(o.split("=", 1)[0].lstrip("+~") for o in config.hydra.overrides.task
+                          if "," in o.split("=", 1)[-1] or "(" in o)  # each job checks its own value
+        try:
+            check_config(config, str(config.get("task_name") or "train"), swept)
+        except OEUserError as err:
+            print_user_error(err)
+            sys.exit(EXIT_USER_ERROR)
+
+
 def report_user_errors(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Run ``task(cfg)``; a user error prints as one paragraph and exits with code 2.
 
@@ -64,9 +90,7 @@ def report_user_errors(task: Callable[[DictConfig], Any], cfg: DictConfig) -> An
             # other jobs run and the summary lists this one as failed (the traceback is in its log)
             log.exception("job %s crashed", job_dir.name)
             found = OEUserError(f"crashed: {type(err).__name__}: {err} (the traceback is in this job's .log file)")
-        message = textwrap.fill(" ".join(str(found).split()), width=100, break_on_hyphens=False,
-                                break_long_words=False)
-        print(f"\nError: {message}\n", file=sys.stderr)
+        message = print_user_error(found)
         if job_dir is not None:
             (job_dir / "error.txt").write_text(message + "\n")
             log.error("job %s failed: %s", job_dir.name, message)

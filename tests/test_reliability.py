@@ -239,3 +239,16 @@ def test_auto_resume_past_an_unreadable_last_checkpoint(capsys, caplog, tmp_path
         train_in_process(alone, "trainer.max_epochs=2")
     err = " ".join(capsys.readouterr().err.split())
     assert "last.ckpt, which cannot be read, and no other readable checkpoint" in err and "auto_resume=false" in err
+
+
+def test_a_sweep_refuses_bad_fixed_values_before_its_sweeper_or_any_job_starts(tmp_path):
+    """An Optuna search reads seed when its sampler is built, before any job: bad fixed values are
+    refused there too, in one paragraph (exit 2, no traceback); swept values stay per job."""
+    from tests.conftest import run_cli
+
+    proc = run_cli("oe-train", "seed=abc", "trainer.max_epochs=-1", "hparams_search=optuna_lambda",
+                   f"hydra.sweep.dir={tmp_path / 'sweep'}", tmp_path=tmp_path)
+    err = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "seed='abc' must be an integer" in err and "trainer.max_epochs=-1 must be an integer >= 1" in err
+    assert not (tmp_path / "sweep").exists()
