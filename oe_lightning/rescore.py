@@ -62,19 +62,6 @@ def rescore(results: dict[str, Any], scores: dict[str, torch.Tensor], **settings
     return out
 
 
-def bootstrap_ci(scores_in: torch.Tensor, scores_out: torch.Tensor, metric: str = "fpr95", resamples: int = 200,
-                 level: float = 0.95, seed: int = 0, fpr_rule: str = "first") -> tuple[float, float]:
-    """Percentile bootstrap interval of a metric: ID and OOD scores resampled with replacement,
-    each ``resamples`` times from a seeded generator (the same seed gives the same interval)."""
-    g = torch.Generator().manual_seed(seed)
-    values = []
-    for _ in range(resamples):
-        a = scores_in[torch.randint(len(scores_in), (len(scores_in),), generator=g)]
-        b = scores_out[torch.randint(len(scores_out), (len(scores_out),), generator=g)]
-        values.append(ood_metrics(a, b, fpr_rule=fpr_rule)[metric])
-    return _percentile_interval(values, level)
-
-
 def bootstrap_mean_ci(scores: dict[str, torch.Tensor], sets: list[str], detector: str, metric: str = "fpr95",
                       resamples: int = 200, fpr_rule: str = "first", level: float = 0.95,
                       seed: int = 0) -> tuple[float, float]:
