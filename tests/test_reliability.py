@@ -130,12 +130,21 @@ def test_a_checkpoint_naming_code_in_its_model_config_is_refused_and_runs_nothin
     assert not marker.exists()
 
 
-def test_a_trusted_factory_can_be_allowed_by_the_config_never_by_the_file(tmp_path, trained):
+def test_a_trusted_factory_can_be_allowed_by_the_config_never_by_the_file(capsys, tmp_path, trained):
     checkpoint = torch.load(trained, weights_only=True)
     assert checkpoint["oe_lightning"]["model_config"]["_target_"] == "oe_lightning.models.SmallCNN"
     res = run_in_process("oe-eval", tmp_path / "eval", f"ckpt_path={trained}")  # an allowed factory
     training = json.loads((trained.parent.parent / "results.json").read_text())
     assert res["id_accuracy"] == training["id_accuracy"]  # the same model, rebuilt from plain data
+    # a factory of the user's own (same weights): refused until the config, not the file, allows it
+    checkpoint["oe_lightning"]["model_config"]["_target_"] = "tests.helpers.CrashingCNN"
+    own = tmp_path / "own.ckpt"
+    torch.save(checkpoint, own)
+    err = _refused(capsys, "oe-eval", tmp_path / "refused", f"ckpt_path={own}")
+    assert "+model_allowlist=[tests.helpers.CrashingCNN]" in err
+    allowed = run_in_process("oe-eval", tmp_path / "allowed", f"ckpt_path={own}",
+                             "+model_allowlist=[tests.helpers.CrashingCNN]")
+    assert allowed["id_accuracy"] == training["id_accuracy"]
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", "truncated"], ids=["empty", "garbage",
