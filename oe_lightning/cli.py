@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from oe_lightning.config import in_multirun
-from oe_lightning.errors import OEUserError
+from oe_lightning.errors import OEUserError, Preempted
 
 log = logging.getLogger("oe_lightning")
 EXIT_USER_ERROR = 2
@@ -52,16 +52,27 @@ def print_user_error(err: BaseException) -> str:
 
 
 class RefuseBadConfig(Callback):
-    """Hydra callback: a ``-m`` sweep checks its composed config before the sweeper is built (an
+    """Hydra callback: an output folder that cannot be written is refused before Hydra creates it;
+    a ``-m`` sweep checks its composed config before the sweeper is built (an
     Optuna sampler reads ``seed``) or any job starts; bad fixed values end the command with exit 2.
     Swept values are checked by each job."""
 
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from oe_lightning.validate import check_output_folder
+
+        try:
+            check_output_folder(config, "hydra.run.dir")
+        except OEUserError as err:
+            print_user_error(err)
+            sys.exit(EXIT_USER_ERROR)
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from oe_lightning.validate import check_config
+        from oe_lightning.validate import check_config, check_output_folder
 
         swept = frozenset(o.split("=", 1)[0].lstrip("+~") for o in config.hydra.overrides.task
                           if "," in o.split("=", 1)[-1] or "(" in o)  # each job checks its own value
         try:
+            check_output_folder(config, "hydra.sweep.dir")
             check_config(config, str(config.get("task_name") or "train"), swept)
         except OEUserError as err:
             print_user_error(err)
@@ -81,6 +92,10 @@ def report_user_errors(task: Callable[[DictConfig], Any], cfg: DictConfig) -> An
         if job_dir is not None:  # an error from an earlier attempt of this job is stale now
             (job_dir / "error.txt").unlink(missing_ok=True)
         return value
+    except Preempted as err:  # not a failure of this job: the whole command stops, to be resumed
+        log.warning("%s", err)
+        print(f"\n{err}\n", file=sys.stderr)
+        sys.exit(err.exit_code)
     except Exception as err:
         found = user_error(err)
         if found is None:

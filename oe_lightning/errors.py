@@ -7,3 +7,11 @@ class OEUserError(ValueError):
 
 class NonFiniteLossError(OEUserError):
     """The training loss became NaN or infinite."""
+
+
+class Preempted(Exception):
+    """Training stopped on a signal (SLURM preemption, ``scancel``) after writing a checkpoint."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -31,7 +31,7 @@ OUTPUT_ONLY = ("paths", "logger", "hydra", "print_config", "tags", "auto_resume"
                "trainer.enable_model_summary", "trainer.log_every_n_steps", "data.num_workers",
                "data.pin_memory")
 OUTPUT_CALLBACKS = ("ModelCheckpoint", "RichModelSummary", "ModelSummary", "RichProgressBar", "TQDMProgressBar",
-                    "LearningRateMonitor")
+                    "LearningRateMonitor", "StepCheckpoint", "PreemptionCheckpoint")
 # ...and what differs between the seeds (and their checkpoints) of one experiment: not part of its group.
 PER_SEED = ("seed", "module.pretrained", "ckpt_path", "trained.seed", "trained.module.pretrained")
 RESUMABLE = ("trainer.max_epochs",)  # what may change when a run is continued

@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 
+from oe_lightning.checkpoint_writing import PREEMPTION_CHECKPOINT, STEP_CHECKPOINT, with_atomic_checkpoints
 from oe_lightning.checkpoints import load_backbone_weights, read_checkpoint
 from oe_lightning.config import flat_config
 from oe_lightning.dashboards import log_test_dashboard
@@ -104,6 +105,20 @@ def readable_checkpoint(last: Path) -> tuple[Path, dict[str, Any]]:
                           f"ckpt_path=... to resume from another one.") from err
 
 
+def newest_checkpoint(folder: Path) -> Path | None:
+    """The newest of a run's resumable checkpoints: ``last.ckpt`` (end of an epoch), ``step.ckpt``
+    (every N steps) and ``preempted.ckpt`` (SIGTERM/SIGUSR1); None if there is none."""
+    def mtime(path: Path) -> float:
+        try:
+            return path.stat().st_mtime
+        except OSError:  # a dangling last.ckpt link: oldest, still tried (and reported) if alone
+            return float("-inf")
+
+    found = [folder / name for name in ("last.ckpt", STEP_CHECKPOINT, PREEMPTION_CHECKPOINT)
+             if (folder / name).exists() or (folder / name).is_symlink()]
+    return max(found, key=mtime) if found else None
+
+
 def resume_checkpoint(cfg: DictConfig) -> tuple[str | None, int]:
     """``(path, global_step)`` of the checkpoint to resume: ``ckpt_path`` if given, else
     (``auto_resume``) the run directory's own ``last.ckpt``; ``(None, 0)`` for a fresh run.
@@ -116,8 +131,12 @@ def resume_checkpoint(cfg: DictConfig) -> tuple[str | None, int]:
             raise OEUserError(f"ckpt_path={cfg.ckpt_path!r} does not exist; to resume, pass a "
                               f"checkpoint written by oe-train (RUN_DIR/checkpoints/last.ckpt).")
         return str(cfg.ckpt_path), read_checkpoint(cfg.ckpt_path).get("global_step", 0)
-    last = run_dir() / "checkpoints" / "last.ckpt"
-    if not (cfg.get("auto_resume") and (last.exists() or last.is_symlink())):
+    folder = run_dir() / "checkpoints"
+    for partial in folder.glob(".*.partial"):  # a write that was killed: never a checkpoint
+        log.warning("removing %s, a checkpoint write that did not finish", partial)
+        partial.unlink(missing_ok=True)
+    last = newest_checkpoint(folder)
+    if not (cfg.get("auto_resume") and last is not None):
         return None, 0
     last, checkpoint = readable_checkpoint(last)
     info = checkpoint.get("oe_lightning") or {}
@@ -159,7 +178,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = instantiate_group(cfg.get("callbacks"))
     if not loggers:  # nothing to monitor the learning rate into
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    plugins = with_atomic_checkpoints(list(instantiate(cfg.trainer.get("plugins") or [])))
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=plugins)
     for logger in loggers:
         logger.log_hyperparams(flat_config(cfg))
     with distributed_job(), finished_on_exit(loggers):

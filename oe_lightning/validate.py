@@ -7,6 +7,7 @@ one :class:`OEUserError` listing them. Rules are plain data: adding a key is add
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,9 @@ RULES: list[tuple[str, Check, str, str]] = [
      "the 80M Tiny Images CIFAR index, 80mn_cifar_idxs.txt, from the paper's repository"),
 ]
 TRAIN_RULES = [("ckpt_path", optional(existing_file), "null or an existing checkpoint file",
-                "pass RUN_DIR/checkpoints/last.ckpt to resume, or leave it null")]
+                "pass RUN_DIR/checkpoints/last.ckpt to resume, or leave it null"),
+               ("callbacks.step_checkpoint.every_n_steps", optional(integer(1)), "null or an integer >= 1",
+                "e.g. 500 writes checkpoints/step.ckpt every 500 steps; null: only at epoch ends")]
 EVAL_RULES = [("ckpt_path", existing_file, "an existing checkpoint file",
                "pass RUN_DIR/checkpoints/last.ckpt written by oe-train")]
 DETECTOR_RULES = {  # detector.<name>.<key>
@@ -134,3 +137,26 @@ def check_config(cfg: DictConfig, task: str = "train", skip: frozenset[str] = fr
         lines = "; ".join(f"({i}) {p}" for i, p in enumerate(found, 1))
         raise OEUserError(f"The config has {len(found)} problem{'s' if len(found) > 1 else ''}, found before "
                           f"any data was read: {lines}.")
+
+
+def unwritable_folder(folder: str | Path) -> str | None:
+    """Why ``folder`` (created if missing) cannot hold a run's files, or None if it can."""
+    path = Path(folder).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        return f"{str(existing)!r} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{str(existing)!r} is not writable"
+    return None
+
+
+def check_output_folder(cfg: DictConfig, key: str) -> None:
+    """Refuse, before Hydra creates it, an output folder (``hydra.run.dir``/``hydra.sweep.dir``)
+    that cannot be written."""
+    folder = OmegaConf.select(cfg, key, default=None)
+    why = unwritable_folder(folder) if folder else None
+    if why:
+        raise OEUserError(
+            f"The run's output folder {key}={str(folder)!r} cannot be written: {why}. Nothing was run. "
+            f"Choose a writable place with paths.output_dir=... (or {key}=...)."
+        )

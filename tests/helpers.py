@@ -26,23 +26,48 @@ class NaNAfterSteps(SmallCNN):
 
 
 class KillAtStep:
-    """A callback that kills its own process (SIGKILL: no clean-up, as an OOM killer or a node
-    failure would) once training reaches the step in the environment variable ``OE_TEST_KILL_AT``
-    (never without it, so a killed and a resumed run have the same config):
-    ``+callbacks.kill._target_=tests.helpers.KillAtStep``."""
+    """A callback that stops its own process once training reaches the step in the environment
+    variable ``OE_TEST_KILL_AT`` (never without it, so a killed and a resumed run have the same
+    config): ``+callbacks.kill._target_=tests.helpers.KillAtStep``.
+
+    ``OE_TEST_KILL_SIGNAL``: ``KILL`` (default: no clean-up, as an OOM killer or a node failure),
+    or ``TERM`` / ``USR1`` (a preemption notice, handled). ``OE_TEST_KILL_WHILE_SAVING=1``: SIGKILL
+    in the middle of writing the first checkpoint at or after that step, half of its bytes written.
+    """
 
     def __new__(cls):
+        import io
         import os
         import signal
 
         import pytorch_lightning as pl
 
         step = int(os.environ.get("OE_TEST_KILL_AT", "0"))
+        signum = getattr(signal, "SIG" + os.environ.get("OE_TEST_KILL_SIGNAL", "KILL"))
+        while_saving = os.environ.get("OE_TEST_KILL_WHILE_SAVING") == "1"
+
+        def half_then_die(obj, file, *args, **kwargs):
+            buffer = io.BytesIO()
+            real_save(obj, buffer)
+            file.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+            file.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        real_save = torch.save
 
         class _Kill(pl.Callback):
+            sent = False
+
             def on_train_batch_end(self, trainer, *args, **kwargs):
-                if step and trainer.global_step >= step:
-                    os.kill(os.getpid(), signal.SIGKILL)
+                if step and trainer.global_step >= step and not while_saving and not self.sent:
+                    self.sent = True
+                    os.kill(os.getpid(), signum)
+
+            def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+                if step and trainer.global_step >= step and while_saving:
+                    import oe_lightning.checkpoint_writing as writing
+
+                    writing.torch.save = half_then_die
 
         return _Kill()
 

@@ -50,6 +50,7 @@ BAD_TRAIN_CONFIGS = [
     (["data.val_size=-3"], "data.val_size=-3"),
     (["module.pretrained=/no/such/base.pt"], "/no/such/base.pt"),
     (["ckpt_path=/no/such/resume.ckpt"], "/no/such/resume.ckpt"),
+    (["callbacks.step_checkpoint.every_n_steps=0"], "callbacks.step_checkpoint.every_n_steps=0"),
     (["score=energy", "score.temperature=0"], "score.temperature=0"),
     (["detector=[knn]", "detector.knn.k=0"], "detector.knn.k=0"),
     (["detector=[react]", "detector.react.percentile=90"], "detector.react.percentile=90"),
@@ -174,34 +175,139 @@ def test_oe_table_skips_malformed_results_naming_them_and_prints_the_rest(tmp_pa
 
 
 # ---- resume = uninterrupted ------------------------------------------------------------------
+RESUME_RUN = ("trainer.max_epochs=3", "logger=csv", "model.dropout=0.3", "callbacks.step_checkpoint.every_n_steps=2",
+              "+callbacks.kill._target_=tests.helpers.KillAtStep")  # 3 steps an epoch, 9 in all
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> pathlib.Path:
+    from tests.conftest import TINY_CLI, run_cli
+
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    proc = run_cli("oe-train", *RESUME_RUN, *TINY_CLI, f"hydra.run.dir={tmp / 'run'}", tmp_path=tmp)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return tmp / "run"
+
+
 @pytest.mark.slow
-def test_a_run_killed_mid_epoch_and_resumed_ends_exactly_as_the_uninterrupted_run(tmp_path):
-    """SIGKILL in the middle of the second epoch, then the same command again (auto_resume from the
-    last epoch's checkpoint): the same ID and OE batches, augmentations and dropout masks are drawn
-    (each a function of seed, epoch and index), so every metric and weight equals the run that was
-    never interrupted, to the last bit."""
+@pytest.mark.parametrize("stop,exit_code,resumed_from", [
+    # SIGKILL at step 5 (mid-epoch 2): the step-4 checkpoint is one batch into that epoch
+    ({"OE_TEST_KILL_AT": "5"}, -9, "step.ckpt"),
+    # SIGKILL halfway through writing epoch001.ckpt (step 6): the partial file is never a checkpoint
+    ({"OE_TEST_KILL_AT": "6", "OE_TEST_KILL_WHILE_SAVING": "1"}, -9, "step.ckpt"),
+    # SIGTERM after step 4 (SLURM preemption): preempted.ckpt after step 5, exit 128 + 15
+    ({"OE_TEST_KILL_AT": "4", "OE_TEST_KILL_SIGNAL": "TERM"}, 143, "preempted.ckpt"),
+], ids=["kill-mid-epoch", "kill-while-writing", "sigterm"])
+def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_result(tmp_path, uninterrupted, stop, exit_code,
+                                                                    resumed_from):
+    """Stopped, then the same command again (auto_resume from the newest checkpoint): the training
+    loaders continue with the first untrained batch, and every batch, augmentation and dropout mask
+    is a function of (seed, epoch, index, step), so every metric, weight and score equals the run
+    that was never interrupted, to the last bit."""
     import numpy as np
 
     from tests.conftest import TINY_CLI, run_cli
 
-    common = ("trainer.max_epochs=3", "logger=csv", "model.dropout=0.3", *TINY_CLI,
-              "+callbacks.kill._target_=tests.helpers.KillAtStep")
-    straight = run_cli("oe-train", *common, f"hydra.run.dir={tmp_path / 'straight'}", tmp_path=tmp_path)
-    assert straight.returncode == 0, straight.stderr[-2000:]
-    killed = run_cli("oe-train", *common, f"hydra.run.dir={tmp_path / 'killed'}", tmp_path=tmp_path,
-                     env={"OE_TEST_KILL_AT": "5"})  # mid-epoch 2 (3 steps an epoch)
-    assert killed.returncode == -9 and not (tmp_path / "killed" / "results.json").exists()
-    resumed = run_cli("oe-train", *common, f"hydra.run.dir={tmp_path / 'killed'}", tmp_path=tmp_path)
+    run = tmp_path / "run"
+    args = (*RESUME_RUN, *TINY_CLI, f"hydra.run.dir={run}")
+    stopped = run_cli("oe-train", *args, tmp_path=tmp_path, env=stop)
+    assert stopped.returncode == exit_code, stopped.stderr[-2000:]
+    assert not (run / "results.json").exists()
+    left = {p.name for p in (run / "checkpoints").iterdir()}
+    if "OE_TEST_KILL_WHILE_SAVING" in stop:  # killed mid-write: a partial temp file, no epoch001.ckpt
+        assert "epoch001.ckpt" not in left and any(n.endswith(".partial") for n in left), left
+    if exit_code == 143:
+        err = " ".join(stopped.stderr.split())
+        assert "Stopped by SIGTERM at epoch 1, step 5" in err and "Traceback" not in err
+    resumed = run_cli("oe-train", *args, tmp_path=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    a = json.loads((tmp_path / "straight" / "results.json").read_text())
-    b = json.loads((tmp_path / "killed" / "results.json").read_text())
+    assert f"resuming from {run / 'checkpoints' / resumed_from}" in resumed.stdout
+    assert not any(p.name.endswith(".partial") for p in (run / "checkpoints").iterdir())
+    a = json.loads((uninterrupted / "results.json").read_text())
+    b = json.loads((run / "results.json").read_text())
     assert b["run"]["global_step"] == a["run"]["global_step"] == 9
     assert b["ood"] == a["ood"] and b["mean"] == a["mean"] and b["id_accuracy"] == a["id_accuracy"]
-    wa = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    wb = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert b["val"] == a["val"]
+    wa = torch.load(uninterrupted / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    wb = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    sa, sb = np.load(tmp_path / "straight" / "scores.npz"), np.load(tmp_path / "killed" / "scores.npz")
+    sa, sb = np.load(uninterrupted / "scores.npz"), np.load(run / "scores.npz")
     assert all(np.array_equal(sa[k], sb[k]) for k in sa)
+
+
+def test_a_preemption_notice_saves_a_checkpoint_then_hands_the_signal_to_the_previous_handler(
+        capsys, monkeypatch, tmp_path):
+    """SIGUSR2 (submitit's preemption signal) mid-epoch: the step finishes, preempted.ckpt is
+    written, submitit's own handler (here a recorder) still gets the signal, and the command exits
+    with 128 + 12, saying how to resume; the handler is restored afterwards."""
+    import signal
+
+    calls = []
+
+    def submitit_like(signum, frame):
+        calls.append(signum)
+
+    previous = signal.signal(signal.SIGUSR2, submitit_like)
+    monkeypatch.setenv("OE_TEST_KILL_AT", "1")
+    monkeypatch.setenv("OE_TEST_KILL_SIGNAL", "USR2")
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            train_in_process(tmp_path / "run", "trainer.max_epochs=2",
+                             "+callbacks.kill._target_=tests.helpers.KillAtStep")
+        assert signal.getsignal(signal.SIGUSR2) is submitit_like
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert exit_info.value.code == 128 + signal.SIGUSR2 and calls == [signal.SIGUSR2]
+    err = " ".join(capsys.readouterr().err.split())
+    assert "Stopped by SIGUSR2 at epoch 0, step 2" in err and "Traceback" not in err
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "preempted.ckpt", weights_only=True)
+    assert saved["global_step"] == 2
+    assert saved["OEDataModule"]["train_position"] == {"epoch": 0, "batches_done": 2, "epoch_batches": 3}
+
+
+def test_a_full_disk_while_writing_a_checkpoint_keeps_the_previous_ones_and_names_the_file(capsys, tmp_path,
+                                                                                          trained):
+    """The checkpoint of epoch 2 cannot be written (a file-size limit stands in for a full disk): the
+    run stops with one paragraph naming the file and the cause; no truncated or temporary file is
+    left, the epoch-1 checkpoint is untouched, and the same command resumes from it once there is room."""
+    import resource
+    import signal
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(trained, run / "checkpoints" / "epoch000.ckpt")
+    (run / "checkpoints" / "last.ckpt").symlink_to("epoch000.ckpt")
+    before = (run / "checkpoints" / "epoch000.ckpt").read_bytes()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) // 2, hard))
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            train_in_process(run, "trainer.max_epochs=2")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert exit_info.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "Traceback" not in err and "Writing the checkpoint" in err and "epoch001.ckpt" in err
+    assert "earlier checkpoints" in err and "are intact" in err and "MiB free" in err
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch000.ckpt", "last.ckpt"]
+    assert (run / "checkpoints" / "epoch000.ckpt").read_bytes() == before
+    assert train_in_process(run, "trainer.max_epochs=2")["run"]["global_step"] == 6
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_hydra_creates_it(tmp_path):
+    from tests.conftest import TINY_CLI, run_cli
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    for key in ("hydra.run.dir", "hydra.sweep.dir"):
+        proc = run_cli("oe-train", *(["-m"] if "sweep" in key else []), *TINY_CLI, f"{key}={blocker / 'run'}",
+                       tmp_path=tmp_path)
+        err = " ".join(proc.stderr.split())
+        assert proc.returncode == 2 and "Traceback" not in err, err
+        assert f"{key}='{blocker / 'run'}' cannot be written" in err and "is a file, not a folder" in err
+        assert "paths.output_dir=" in err
 
 
 # ---- bad data files: named on open, before training ------------------------------------------

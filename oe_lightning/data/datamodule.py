@@ -12,7 +12,13 @@ import torch
 from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from oe_lightning.data.samplers import ExactShardSampler, KeyedSampler, OESampler, SeededSamples, world
+from oe_lightning.data.samplers import (
+    ExactShardSampler,
+    KeyedSampler,
+    OESampler,
+    SeededSamples,
+    world,
+)
 from oe_lightning.errors import OEUserError
 
 DatasetFactory = Callable[..., Dataset]
@@ -318,9 +324,39 @@ class OEDataModule(pl.LightningDataModule):
             oe_sampler = OESampler(len(self.oe_set), steps * self.oe_batch_size, mode, seed=seed)
             loaders["oe"] = self._loader(SeededSamples(self.oe_set, seed + 1), sampler=KeyedSampler(oe_sampler),
                                          batch_size=self.oe_batch_size)
+        self._resume_loaders(loaders.values())
         self.train_samples_per_rank = {name: len(dl.sampler) for name, dl in loaders.items()}
         # min_size: the epoch ends with the ID loader (both have `steps` batches by construction)
         return CombinedLoader(loaders, mode="min_size")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint: the epoch and how many of its batches were trained, so a run
+        resumed from a mid-epoch checkpoint continues with the first untrained batch."""
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"train_position": {"epoch": int(trainer.current_epoch), "batches_done": int(done),
+                                   "epoch_batches": int(trainer.num_training_batches)}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Remember the saved position (checked: plain non-negative ints) for :meth:`train_dataloader`;
+        Lightning restores it before the training loaders are built."""
+        position = state_dict.get("train_position") if isinstance(state_dict, Mapping) else None
+        try:
+            epoch, done, batches = (int(position[k]) for k in ("epoch", "batches_done", "epoch_batches"))
+        except (TypeError, KeyError, ValueError):
+            return  # a checkpoint from before positions were saved: Lightning resumes as before
+        if min(epoch, done, batches) >= 0:
+            self._resume_at = (epoch + 1, 0) if done >= batches else (epoch, done)
+
+    def _resume_loaders(self, loaders: Any) -> None:
+        """Start the training loaders at the restored position (once): the rest of that epoch."""
+        position, self._resume_at = getattr(self, "_resume_at", None), None
+        if position is not None:
+            epoch, done = position
+            for loader in loaders:
+                loader.sampler.resume_at(epoch, done * loader.batch_size)
 
     def val_dataloader(self) -> list[DataLoader]:
         """``[ID validation split, held-out OE]``; empty without a validation split."""

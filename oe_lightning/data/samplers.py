@@ -8,6 +8,7 @@ per-epoch draw shared by all ranks).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -116,17 +117,24 @@ class KeyedSampler(_SelfShardingSampler):
     def __init__(self, sampler: Sampler):
         super().__init__(None, None, getattr(sampler, "seed", 0))
         self.sampler = sampler
+        self.skip = 0  # keys to leave out at the start of the next pass (a mid-epoch resume)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)
 
+    def resume_at(self, epoch: int, skip: int) -> None:
+        """Make the next pass the rest of ``epoch`` after its first ``skip`` keys (drawn, not loaded)."""
+        self.set_epoch(epoch)
+        self.skip = skip
+
     def __len__(self) -> int:
         return len(self.sampler)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        return ((self.epoch, int(i)) for i in self.sampler)
+        epoch, skip, self.skip = self.epoch, self.skip, 0
+        return ((epoch, int(i)) for i in itertools.islice(self.sampler, skip, None))
 
 
 class SeededSamples(Dataset):
