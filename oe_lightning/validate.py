@@ -7,6 +7,7 @@ one :class:`OEUserError` listing them. Rules are plain data: adding a key is add
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +36,7 @@ def integer(low: int | None = None) -> Check:
 def number(low: float | None = None, high: float | None = None, low_open: bool = False,
            high_open: bool = False) -> Check:
     def ok(v: Any) -> bool:
-        if not _is_number(v) or v != v:  # NaN
+        if not _is_number(v) or not math.isfinite(v):  # NaN, inf
             return False
         if low is not None and (v <= low if low_open else v < low):
             return False
