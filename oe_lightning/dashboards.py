@@ -1,11 +1,12 @@
 """Test-time dashboards for W&B: a results table, ROC curves and score histograms per OOD set.
 
-Everything is computed by us (:meth:`oe_lightning.metrics.OODMetrics.curves`) and small: at most
+Everything is computed by us (:meth:`oe_lightning.evaluation.OODEvaluation.curves`) and small: at most
 201 ROC points and 50 histogram bins per set, never the raw score arrays.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,11 +18,14 @@ TABLE_KEY, ROC_KEY, HIST_KEY = "test/results_table", "test/roc", "test/score_his
 
 
 def log_test_dashboard(loggers: list[Logger], results: dict[str, Any],
-                       curves: dict[str, dict[str, Any]]) -> None:
-    """Log the results table, ROC curves and histograms to every W&B logger (rank 0 only)."""
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            _log_wandb(logger, results, curves)
+                       curves: Callable[[], dict[str, dict[str, Any]]]) -> None:
+    """Log the results table, ROC curves and histograms to every W&B logger (rank 0 only); the
+    curves are computed only if there is one."""
+    wandb_loggers = [logger for logger in loggers if isinstance(logger, WandbLogger)]
+    if wandb_loggers:
+        computed = curves()
+        for logger in wandb_loggers:
+            _log_wandb(logger, results, computed)
 
 
 def _log_wandb(logger: WandbLogger, results: dict[str, Any], curves: dict[str, dict[str, Any]]) -> None:

@@ -38,6 +38,7 @@ from oe_lightning.metrics import (
     protocol_metrics,
     roc_curve,
     score_histograms,
+    sort_scores,
     tune_temperature,
 )
 from oe_lightning.models.contract import feature_backbone
@@ -105,7 +106,7 @@ class OODEvaluation(pl.LightningModule):
         self.store = nn.ModuleDict()
         self.names: list[str] = []
         self.results: dict[str, Any] = {}
-        self.curves: dict[str, Any] = {}
+        self._curve_scores: dict[str, Any] = {}  # the primary detector's scores, for curves()
         self.sample_scores: dict[str, Tensor] = {}
         self._view: Any = None
 
@@ -156,7 +157,7 @@ class OODEvaluation(pl.LightningModule):
                 kinds[name] += [f"score_{d}" for d in self._needing("maps", "input")]
         self.store = nn.ModuleDict({f"{name}__{kind}": CatMetric(nan_strategy="disable")
                                     for name, ks in kinds.items() for kind in ks}).to(self.device)
-        self.results, self.curves, self.sample_scores = {}, {}, {}
+        self.results, self._curve_scores, self.sample_scores = {}, {}, {}
 
     # ---- the one forward pass -------------------------------------------------------------------
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -202,6 +203,13 @@ class OODEvaluation(pl.LightningModule):
         return {name: det.score(Outputs(s["logits"], s.get("features"), s.get("labels")), head).double().cpu()
                 for name, s in sets.items() if name not in ("fit",)}
 
+    def curves(self) -> dict[str, dict[str, Any]]:
+        """The primary detector's downsampled ROC curve and score histograms per OOD set (for the
+        W&B dashboard; computed only when asked)."""
+        scores = self._curve_scores
+        return {name: {"roc": roc_curve(scores["in"], s), "histogram": score_histograms(scores["in"], s)}
+                for name, s in scores.items() if name != "in"}
+
     def on_test_epoch_end(self) -> None:
         sets = self._gathered()
         head = self._view.get_classifier() if self._view is not None else None
@@ -215,7 +223,8 @@ class OODEvaluation(pl.LightningModule):
         per_detector: dict[str, Any] = {}
         for detector in self.detectors:
             scores = self._scores(detector, sets, head)
-            per_set = {name: protocol_metrics(scores["in"], scores[name], self.protocol, self.num_to_avg, self.seed,
+            id_sorted = sort_scores(scores["in"], "ID scores")  # once, for every OOD set
+            per_set = {name: protocol_metrics(id_sorted, scores[name], self.protocol, self.num_to_avg, self.seed,
                                               self.recall, self.fpr_rule, self.positive) for name in ood_names}
             keys = [k for k in next(iter(per_set.values())) if not k.endswith("_std")] if per_set else []
             per_detector[detector] = {
@@ -228,9 +237,7 @@ class OODEvaluation(pl.LightningModule):
             self.sample_scores.update({f"{name}/{detector}": s for name, s in scores.items()
                                        if name not in ("val", "val_ood")})
             if detector == self.primary:
-                self.curves = {name: {"roc": roc_curve(scores["in"], scores[name]),
-                                      "histogram": score_histograms(scores["in"], scores[name])}
-                               for name in ood_names}
+                self._curve_scores = {"in": scores["in"], **{name: scores[name] for name in ood_names}}
         logits_in, labels_in = sets["in"]["logits"], sets["in"]["labels"]
         predictions = logits_in.argmax(dim=1)
         self.sample_scores.update({"in/labels": labels_in, "in/predictions": predictions})

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from oe_lightning.metrics import POSITIVES, PROTOCOLS, ood_metrics, protocol_metrics
+from oe_lightning.metrics import POSITIVES, PROTOCOLS, ood_metrics, protocol_metrics, sort_scores
 from oe_lightning.results import SCORES_FILE
 
 SETTINGS = ("fpr_rule", "recall", "protocol", "num_to_avg", "positive")
@@ -71,7 +71,7 @@ def bootstrap_mean_ci(scores: dict[str, torch.Tensor], sets: list[str], detector
     s_in = scores[f"in/{detector}"]
     values = []
     for _ in range(resamples):
-        a = s_in[torch.randint(len(s_in), (len(s_in),), generator=g)]
+        a = sort_scores(s_in[torch.randint(len(s_in), (len(s_in),), generator=g)], "ID scores")  # once per resample
         per_set = []
         for name in sets:
             s_out = scores[f"{name}/{detector}"]

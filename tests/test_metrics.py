@@ -6,10 +6,15 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from oe_lightning.metrics import (
     OODMetrics,
+    SortedScores,
+    average_precision,
+    binary_clf_curve,
     calibration_error,
+    fpr_at_recall,
     ood_calibration,
     ood_metrics,
     rms_calibration_error,
+    sort_scores,
     tune_temperature,
 )
 
@@ -99,6 +104,75 @@ def test_nearest_rule_ties_in_tpr_take_the_lowest_threshold():
     s_in = torch.tensor([2.5, 1.5])
     assert ood_metrics(s_in, s_out, recall=0.7, fpr_rule="nearest")["fpr70"] == pytest.approx(1.0)
     assert ood_metrics(s_in, s_out, recall=0.6, fpr_rule="first")["fpr60"] == pytest.approx(0.5)
+
+
+def _curve_metrics(s_in, s_out, recall, rule, positive):
+    """The threshold-curve computation ood_metrics used before its one-sort rewrite (two float64
+    argsorts of all scores, cumulative counts per distinct threshold): the reference."""
+    import oe_lightning.metrics as m
+
+    s_in, s_out = torch.as_tensor(s_in, dtype=torch.float64), torch.as_tensor(s_out, dtype=torch.float64)
+    scores = torch.cat([s_in, s_out])
+    is_ood = torch.cat([torch.zeros(len(s_in), dtype=torch.bool), torch.ones(len(s_out), dtype=torch.bool)])
+    fps, tps, _ = binary_clf_curve(scores, is_ood)
+    fps_in, tps_in, _ = binary_clf_curve(-scores, ~is_ood)
+    fpr = fpr_at_recall(fps, tps, recall, rule) if positive == "out" else fpr_at_recall(fps_in, tps_in, recall, rule)
+    return {"fpr": fpr, "auroc": m.auroc(fps, tps), "aupr_in": average_precision(fps_in, tps_in),
+            "aupr_out": average_precision(fps, tps)}
+
+
+def _score_sets():
+    """Continuous, heavily tied, separated, inverted, all-equal, tiny and float32 score sets."""
+    rng = np.random.default_rng(11)
+    yield rng.normal(0, 1, 700), rng.normal(1, 1, 300)
+    for scale in (1e-3, 1.0, 1e4):
+        yield _tied_scores(rng, scale)
+    yield np.zeros(50), np.ones(30)
+    yield np.ones(30), np.zeros(50)
+    yield np.full(20, 0.5), np.full(7, 0.5)
+    yield np.array([0.3]), np.array([0.2])
+    yield np.array([1.0, 2.0, 2.0]), np.array([2.0])
+    yield rng.integers(0, 3, 40).astype(float), rng.integers(2, 5, 3).astype(float)  # ID above every OOD
+    yield rng.normal(0, 1, 500).astype(np.float32), rng.normal(0.5, 1, 400).astype(np.float32)
+
+
+@pytest.mark.parametrize("block", [None, 3])
+@pytest.mark.parametrize("positive", ["out", "in"])
+@pytest.mark.parametrize("rule", ["first", "nearest"])
+def test_one_sort_metrics_equal_the_threshold_curve_computation(monkeypatch, rule, positive, block):
+    """The one-sort metrics equal the previous computation to 1e-12 on every score set of the suite,
+    at several recalls (the FPR exactly), with the ID set sorted once for many OOD sets; also when
+    the per-sample passes run in blocks of 3 scores (tie groups cross block borders)."""
+    import oe_lightning.metrics as metrics
+
+    if block:
+        monkeypatch.setattr(metrics, "_CHUNK", block)
+    for s_in, s_out in _score_sets():
+        for recall in (0.95, 0.9, 0.5, 0.05, 1.0, 0.999):
+            ref = _curve_metrics(s_in, s_out, recall, rule, positive)
+            got = ood_metrics(torch.from_numpy(s_in), torch.from_numpy(s_out), recall, rule, positive)
+            fpr_key = f"fpr{round(recall * 100)}"
+            assert got[fpr_key] == ref["fpr"], (rule, positive, recall, len(s_in), len(s_out))
+            for key in ("auroc", "aupr_in", "aupr_out"):
+                assert abs(got[key] - ref[key]) < 1e-12, (key, got[key], ref[key])
+        once = sort_scores(torch.from_numpy(s_in))
+        assert isinstance(once, SortedScores)
+        assert ood_metrics(once, torch.from_numpy(s_out), 0.95, rule, positive) == \
+            ood_metrics(torch.from_numpy(s_in), torch.from_numpy(s_out), 0.95, rule, positive)
+
+
+def test_per_class_arrays_and_fractional_labels_are_refused():
+    """Logits passed by mistake used to be flattened into AUROC 1.0; is_ood=0.3 counted as OOD."""
+    with pytest.raises(ValueError, match=r"shape \(8, 10\): pass one score per sample"):
+        ood_metrics(torch.randn(8, 10), torch.randn(8, 10))
+    assert ood_metrics(torch.zeros(5, 1), torch.ones(4))["auroc"] == 1.0  # a column is one score each
+    metric = OODMetrics()
+    with pytest.raises(ValueError, match="other than 0/1"):
+        metric.update(torch.zeros(3), 0.3)
+    with pytest.raises(ValueError, match=r"shape \(3, 2\)"):
+        metric.update(torch.zeros(3, 2), True)
+    metric.update(torch.zeros(3), torch.tensor([0, 1, 1]))
+    assert metric.counts() == (1, 2)
 
 
 def test_perfect_and_inverted_separation():
