@@ -70,6 +70,21 @@ def test_non_finite_loss_stops_training_step():
         module.training_step(b, 0)
 
 
+def test_a_deferred_non_finite_check_names_the_first_bad_step_and_blocks_checkpoints():
+    """On an accelerator the NaN check is read every N steps (no per-step host sync): the record
+    on the device keeps the first bad step, a later finite step does not clear it, and a checkpoint
+    is never written past it."""
+    module = OutlierExposureModule(CountingLinear(), num_classes=3, nonfinite_check_every=50)
+    bad = batch()
+    bad["oe"][0, 0, 0, 0] = float("inf")
+    module.training_step(bad, 0)  # not read yet: training goes on
+    module.training_step(batch(), 1)
+    with pytest.raises(NonFiniteLossError, match="loss became nan at epoch 0, step 0"):
+        module.on_save_checkpoint({})
+    with pytest.raises(NonFiniteLossError, match="step 0"):
+        module.raise_if_nonfinite()
+
+
 def test_wrong_number_of_outputs_is_explained():
     module = OutlierExposureModule(CountingLinear(num_classes=5), num_classes=3)
     with pytest.raises(OEUserError, match=r"logits of shape \(12, 5\).*3 classes"):
