@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,18 @@ def job_dirname(override_dirname: str) -> str:
     return name
 
 
-for _name, _fn in (("oe.sweep_name", sweep_name), ("oe.job_dirname", job_dirname)):
+def loader_workers(most: int = 4) -> int:
+    """DataLoader workers per training loader that fit this machine: the cores this process may use
+    (its CPU affinity: a SLURM allocation, a container) shared by the two training loaders and the
+    main process, at most ``most``; 0 (load in the main process) on 2 cores."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(int(most), cores // 2 - 1))
+
+
+for _name, _fn in (("oe.sweep_name", sweep_name), ("oe.job_dirname", job_dirname), ("oe.workers", loader_workers)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 

@@ -12,6 +12,7 @@ import torch
 from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from oe_lightning.data.batch_augment import BatchAugment
 from oe_lightning.data.samplers import (
     ExactShardSampler,
     KeyedSampler,
@@ -156,6 +157,7 @@ class OEDataModule(pl.LightningDataModule):
                  val_fraction: float = 0.1, split_seed: int = 0, num_workers: int = 0,
                  pin_memory: bool = False, drop_last: bool = False, oe_sampling: str | None = None,
                  val_ood: Dataset | DatasetFactory | None = None, oe_transform: Callable | None = None,
+                 batch_augment: Mapping[str, BatchAugment | None] | None = None,
                  val_split: str = "random", val_size: int | None = None, fit_loader: bool = False,
                  **info: Any):
         super().__init__()
@@ -180,6 +182,13 @@ class OEDataModule(pl.LightningDataModule):
         self.num_classes = num_classes
         self.train_transform, self.test_transform = train_transform, test_transform
         self.oe_transform = oe_transform if oe_transform is not None else train_transform
+        # random crop/flip per batch on the training device ("in", "oe"); that role's images then
+        # load through the (deterministic) test transform
+        self.batch_augment = {k: v for k, v in (batch_augment or {}).items() if v is not None}
+        unknown = set(self.batch_augment) - {"in", "oe"}
+        if unknown:
+            raise OEUserError(f"data.batch_augment has keys {sorted(unknown)}; it takes 'in' and 'oe' "
+                              f"(the ID and the OE training batches).")
         self.batch_size = batch_size
         self.oe_batch_size = oe_batch_size or 2 * batch_size
         self.val_fraction, self.split_seed, self.val_split = val_fraction, split_seed, val_split
@@ -205,7 +214,8 @@ class OEDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None and stage in (None, "fit", "validate"):
-            train_aug = self.factories["train"](transform=self.train_transform)
+            in_transform = self.test_transform if "in" in self.batch_augment else self.train_transform
+            train_aug = self.factories["train"](transform=in_transform)
             keep, held = self._split(len(train_aug))
             self.train_set = Subset(train_aug, keep)
             n_val = len(held)
@@ -262,7 +272,8 @@ class OEDataModule(pl.LightningDataModule):
         self.val_set = Subset(train_plain, held)
 
     def _setup_oe(self, n_val: int) -> None:
-        oe_aug = ImagesOnly(self.oe_factory(transform=self.oe_transform))
+        oe_transform = self.test_transform if "oe" in self.batch_augment else self.oe_transform
+        oe_aug = ImagesOnly(self.oe_factory(transform=oe_transform))
         if len(oe_aug) == 0:
             raise OEUserError("The OE dataset is empty; check the oe= config and its root.")
         n_val_oe = min(n_val, len(oe_aug) // 10)
@@ -315,19 +326,35 @@ class OEDataModule(pl.LightningDataModule):
         seed = torch.initial_seed()  # the seed_everything seed, the same on every rank
         sampler = DistributedSampler(self.train_set, num_replicas=replicas, rank=rank, shuffle=True, seed=seed,
                                      drop_last=self.drop_last)
-        in_loader = self._loader(SeededSamples(self.train_set, seed), sampler=KeyedSampler(sampler),
+        in_loader = self._loader(SeededSamples(self.train_set, seed, "in" in self.batch_augment),
+                                 sampler=KeyedSampler(sampler),
                                  drop_last=self.drop_last)
         loaders = {"in": in_loader}
         if self.oe_set is not None:
             steps = len(in_loader)
             mode = self.oe_sampling or getattr(_base(self.oe_set), "preferred_sampling", "shuffle")
             oe_sampler = OESampler(len(self.oe_set), steps * self.oe_batch_size, mode, seed=seed)
-            loaders["oe"] = self._loader(SeededSamples(self.oe_set, seed + 1), sampler=KeyedSampler(oe_sampler),
+            loaders["oe"] = self._loader(SeededSamples(self.oe_set, seed + 1, "oe" in self.batch_augment),
+                                         sampler=KeyedSampler(oe_sampler),
                                          batch_size=self.oe_batch_size)
         self._resume_loaders(loaders.values())
         self.train_samples_per_rank = {name: len(dl.sampler) for name, dl in loaders.items()}
         # min_size: the epoch ends with the ID loader (both have `steps` batches by construction)
         return CombinedLoader(loaders, mode="min_size")
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Training batches on the device: random crop/flip per image, all at once (:attr:`batch_augment`)."""
+        trainer = self.trainer
+        if not self.batch_augment or trainer is None or not trainer.training or not isinstance(batch, dict):
+            return batch
+        batch = dict(batch)
+        if "in" in self.batch_augment:
+            x, y, seeds = batch["in"]
+            batch["in"] = (self.batch_augment["in"](x, seeds), y)
+        if "oe" in self.batch_augment and "oe" in batch:
+            x, seeds = batch["oe"]
+            batch["oe"] = self.batch_augment["oe"](x, seeds)
+        return batch
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in every checkpoint: the epoch and how many of its batches were trained, so a run

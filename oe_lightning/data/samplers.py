@@ -139,12 +139,13 @@ class KeyedSampler(_SelfShardingSampler):
 
 class SeededSamples(Dataset):
     """``dataset[i]`` drawn under torch's CPU RNG seeded from ``(seed, epoch, i)`` (:func:`sample_seed`),
+    or, ``with_seed``, returned with that seed appended (for :class:`~oe_lightning.data.batch_augment.BatchAugment`),
     the caller's RNG state restored afterwards (about 6 µs a sample): random augmentations repeat exactly for the same epoch and
     index, in any worker, on any rank, before or after a resume. Keys come from :class:`KeyedSampler`;
     a plain index is served unseeded."""
 
-    def __init__(self, dataset: Dataset, seed: int):
-        self.dataset, self.seed = dataset, int(seed)
+    def __init__(self, dataset: Dataset, seed: int, with_seed: bool = False):
+        self.dataset, self.seed, self.with_seed = dataset, int(seed), with_seed
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -153,6 +154,9 @@ class SeededSamples(Dataset):
         if not isinstance(key, tuple):
             return self.dataset[key]
         epoch, index = key
+        if self.with_seed:  # the item as it is, with its seed appended (randomness is applied per batch)
+            item, seed = self.dataset[index], sample_seed(self.seed, epoch, index)
+            return (*item, seed) if isinstance(item, tuple | list) else (item, seed)
         generator = torch.default_generator  # CPU transforms draw from it; seeding it alone is cheap
         state = generator.get_state()
         try:

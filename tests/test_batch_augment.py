@@ -1,0 +1,106 @@
+"""Batch augmentation draws what torchvision's per-image RandomCrop / RandomHorizontalFlip draw."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from oe_lightning.data.batch_augment import BatchAugment, splitmix64, uniform_from_seeds
+
+MASK = (1 << 64) - 1
+
+
+def _splitmix64_reference(x: int) -> int:
+    """SplitMix64's output function on Python ints (Steele et al. 2014), the oracle."""
+    z = (x + 0x9E3779B97F4A7C15) & MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+    return z ^ (z >> 31)
+
+
+def test_the_int64_hash_is_splitmix64_on_any_seed():
+    rng = random.Random(0)
+    seeds = [0, 1, 2**62, 2**63 - 1, *(rng.randrange(2**63) for _ in range(200))]
+    got = splitmix64(torch.tensor(seeds, dtype=torch.int64)).tolist()
+    assert [g & MASK for g in got] == [_splitmix64_reference(s) for s in seeds]
+    u = uniform_from_seeds(torch.tensor(seeds), 0)
+    assert bool(((u >= 0) & (u < 1)).all())
+
+
+def test_each_image_is_torchvisions_pad_crop_and_flip_at_its_own_parameters():
+    """Pixel for pixel: pad with a zero pixel as Normalize maps it, crop at (top, left), flip."""
+    mean, std = [0.5, 0.2, 0.1], [0.25, 0.5, 2.0]
+    augment = BatchAugment(size=8, padding=2, flip=True, mean=mean, std=std)
+    raw = torch.rand(16, 3, 8, 8)
+    images = TF.normalize(raw, mean, std)
+    seeds = torch.arange(16) * 7919
+    out = augment(images, seeds)
+    top, left, flipped = augment.params(seeds, 8, 8)
+    for i in range(16):
+        x = TF.hflip(raw[i]) if flipped[i] else raw[i]
+        expected = TF.normalize(TF.crop(TF.pad(x, [2]), int(top[i]), int(left[i]), 8, 8), mean, std)
+        torch.testing.assert_close(out[i], expected, rtol=0, atol=1e-6)
+    assert torch.equal(augment(images, seeds), out)  # a function of the seeds alone
+
+
+def _offsets_of(crops: torch.Tensor, size: int) -> list[tuple[int, int]]:
+    """Each crop's shift from the centre, read from its middle pixel in a position-coded image
+    (value = 1 + row * 100 + column): ``(top - padding, left - padding)``."""
+    out = []
+    for c in crops:
+        row, col = divmod(int(c[0, size // 2, size // 2].item()) - 1, 100)
+        out.append((row - size // 2, col - size // 2))
+    return out
+
+
+@pytest.mark.parametrize("size,padding", [(8, 1), (32, 4)])
+def test_offsets_and_flips_follow_torchvisions_distribution(size, padding):
+    """4,000 draws each: every crop offset in [0, 2p]^2 appears, with frequencies within 5 sigma of
+    uniform for both, and flips half the time, as RandomCrop(size, padding) + RandomHorizontalFlip."""
+    n = 4000
+    image = (torch.arange(size)[:, None] * 100 + torch.arange(size)[None, :] + 1.0)[None]
+    torch.manual_seed(0)
+    crop = v2.RandomCrop(size, padding=padding)
+    theirs = _offsets_of(torch.stack([crop(image) for _ in range(n)]), size)
+    ours_aug = BatchAugment(size=size, padding=padding)
+    ours = _offsets_of(ours_aug(image.expand(n, 1, size, size).clone(), torch.arange(n) * 104729 + 3), size)
+    cells = (2 * padding + 1) ** 2
+    expected = n / cells
+    sigma = (n * (1 / cells) * (1 - 1 / cells)) ** 0.5
+    for draws in (theirs, ours):
+        counts = {}
+        for top_left in draws:
+            counts[top_left] = counts.get(top_left, 0) + 1
+        assert set(counts) == {(r - padding, c - padding) for r in range(2 * padding + 1)
+                               for c in range(2 * padding + 1)}
+        assert all(abs(c - expected) < 5 * sigma for c in counts.values()), counts
+    flips = BatchAugment(flip=True).params(torch.arange(n) * 15485863, size, size)[2].float().mean()
+    assert abs(float(flips) - 0.5) < 5 * (0.25 / n) ** 0.5
+
+
+def test_training_batches_of_the_default_data_are_augmented_per_batch(tmp_path):
+    """The default digits run loads its training images plainly (test transform) with their seeds,
+    and crops them on the device, in the DataModule's on_after_batch_transfer."""
+    from oe_lightning.runner import build_datamodule
+    from tests.conftest import hydra_job
+
+    with hydra_job("train", ["data.num_workers=0"], tmp_path) as cfg:
+        dm = build_datamodule(cfg, with_oe=True)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))[0]
+    x, y, seeds = batch["in"]
+    x_oe, seeds_oe = batch["oe"]
+    assert x.shape[1:] == (1, 8, 8) and seeds.dtype == torch.int64 and len(seeds_oe) == len(x_oe)
+
+    class Training:
+        training = True
+
+    dm.trainer = Training()
+    out = dm.on_after_batch_transfer(batch, 0)
+    assert torch.equal(out["in"][1], y) and out["in"][0].shape == x.shape and out["oe"].shape == x_oe.shape
+    assert not torch.equal(out["in"][0], x)  # cropped: most images moved by a pixel
+    assert torch.equal(out["in"][0], dm.batch_augment["in"](x, seeds))
