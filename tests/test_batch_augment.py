@@ -104,3 +104,24 @@ def test_training_batches_of_the_default_data_are_augmented_per_batch(tmp_path):
     assert torch.equal(out["in"][1], y) and out["in"][0].shape == x.shape and out["oe"].shape == x_oe.shape
     assert not torch.equal(out["in"][0], x)  # cropped: most images moved by a pixel
     assert torch.equal(out["in"][0], dm.batch_augment["in"](x, seeds))
+
+
+def test_a_batch_is_fetched_in_one_call_and_equals_the_images_one_by_one():
+    """TensorImages gathers a batch at once (Normalize applied to the batch); through Subset,
+    ImagesOnly and SeededSamples the items equal those fetched image by image, bit for bit."""
+    from torch.utils.data import Subset
+    from torchvision.transforms import v2
+
+    from oe_lightning.data.datamodule import ImagesOnly
+    from oe_lightning.data.embedded import digits
+    from oe_lightning.data.samplers import SeededSamples
+
+    normalize = v2.Normalize([0.305], [0.376])
+    for wrap in (lambda d: d, ImagesOnly):
+        data = SeededSamples(Subset(wrap(digits("train", transform=normalize)), list(range(5, 300))), 7,
+                             with_seed=True)
+        keys = [(3, i) for i in (0, 17, 4, 250, 17)]
+        batched, single = data.__getitems__(keys), [data[k] for k in keys]
+        assert len(batched) == len(single)
+        for a, b in zip(batched, single, strict=True):
+            assert len(a) == len(b) and torch.equal(a[0], b[0]) and a[1:] == b[1:]

@@ -35,6 +35,26 @@ class TensorImages(Dataset):
             x = self.transform(x)
         return x, int(self.labels[i])
 
+    def __getitems__(self, indices: list[int]) -> list[tuple[Tensor, int]]:
+        """A DataLoader's whole batch in one gather; a per-pixel transform (``Normalize``) runs once
+        on the batch, any other transform image by image."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        images, labels = self.images[index], self.labels[index].tolist()
+        if self.transform is None or batchable(self.transform):
+            images = self.transform(images) if self.transform is not None else images
+            return list(zip(images.unbind(0), labels, strict=True))
+        return [(self.transform(x), y) for x, y in zip(images.unbind(0), labels, strict=True)]
+
+
+def batchable(transform: Callable) -> bool:
+    """Whether ``transform`` treats a batch (B, C, H, W) as B images: per-pixel, per-channel steps
+    (``Normalize``, ``ToDtype``) alone, possibly in a ``Compose``."""
+    from torchvision.transforms import v2
+
+    if isinstance(transform, v2.Compose):
+        return all(batchable(t) for t in transform.transforms)
+    return isinstance(transform, v2.Normalize | v2.ToDtype | v2.Identity)
+
 
 def digits_split_indices(n: int, test_fraction: float, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A fixed train/test split of ``n`` samples: the same for every run with the same seed."""

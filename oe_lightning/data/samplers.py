@@ -157,6 +157,20 @@ class SeededSamples(Dataset):
         if self.with_seed:  # the item as it is, with its seed appended (randomness is applied per batch)
             item, seed = self.dataset[index], sample_seed(self.seed, epoch, index)
             return (*item, seed) if isinstance(item, tuple | list) else (item, seed)
+        return self._seeded(epoch, index)
+
+    def __getitems__(self, keys: list) -> list[Any]:
+        """A batch: with ``with_seed``, fetched in one call where the dataset can (no per-image randomness)."""
+        if not (self.with_seed and keys and isinstance(keys[0], tuple)):
+            return [self[key] for key in keys]
+        indices = [index for _, index in keys]
+        many = getattr(self.dataset, "__getitems__", None)
+        items = many(indices) if many is not None else [self.dataset[i] for i in indices]
+        seeds = [sample_seed(self.seed, epoch, index) for epoch, index in keys]
+        return [(*item, seed) if isinstance(item, tuple | list) else (item, seed)
+                for item, seed in zip(items, seeds, strict=True)]
+
+    def _seeded(self, epoch: int, index: int) -> Any:
         generator = torch.default_generator  # CPU transforms draw from it; seeding it alone is cheap
         state = generator.get_state()
         try:
