@@ -95,6 +95,17 @@ def with_atomic_checkpoints(plugins: list[Any]) -> list[Any]:
     return [*plugins, AtomicCheckpointIO()]
 
 
+def add_to_checkpoint(path: str | Path, key: str, value: dict[str, Any]) -> None:
+    """Store plain ``value`` under ``checkpoint["oe_lightning"][key]`` of the file ``path`` points to
+    (a ``last.ckpt`` link's target), rewritten atomically."""
+    from oe_lightning.checkpoints import read_checkpoint
+
+    target = Path(path).resolve()
+    checkpoint = read_checkpoint(target)
+    checkpoint.setdefault("oe_lightning", {})[key] = value
+    AtomicCheckpointIO().save_checkpoint(checkpoint, target)
+
+
 class StepCheckpoint(pl.Callback):
     """Every ``every_n_steps`` training steps write ``<dirpath>/step.ckpt`` (replacing the previous
     one), so a kill mid-epoch loses at most that many steps. Not at an epoch's last batch: the

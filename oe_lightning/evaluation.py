@@ -32,8 +32,11 @@ from oe_lightning.metrics import (
     CALIBRATION_RULE,
     POSITIVES,
     PROTOCOLS,
+    accepted_share,
     calibration_summary,
+    expected_calibration_error,
     ood_calibration,
+    operating_threshold,
     paper_subset_size,
     protocol_metrics,
     roc_curve,
@@ -92,7 +95,8 @@ class OODEvaluation(pl.LightningModule):
 
     def __init__(self, backbone: nn.Module, detectors: Mapping[str, Any] | None = None,
                  primary: str | None = None, recall: float = 0.95, fpr_rule: str = "first",
-                 protocol: str = "full", num_to_avg: int = 10, positive: str = "out", seed: int = 0):
+                 protocol: str = "full", num_to_avg: int = 10, positive: str = "out", seed: int = 0,
+                 keep_id: float = 0.95):
         super().__init__()
         check_evaluation_settings(recall, fpr_rule, protocol, num_to_avg, positive, prefix="")
         self.backbone = backbone
@@ -103,6 +107,7 @@ class OODEvaluation(pl.LightningModule):
             raise OEUserError(f"primary detector {self.primary!r} is not among the detectors {list(self.detectors)}.")
         self.recall, self.fpr_rule, self.protocol = recall, fpr_rule, protocol
         self.num_to_avg, self.positive, self.seed = num_to_avg, positive, seed
+        self.keep_id = keep_id  # the ID share the deployed threshold keeps (chosen on "val")
         self.store = nn.ModuleDict()
         self.names: list[str] = []
         self.results: dict[str, Any] = {}
@@ -238,6 +243,7 @@ class OODEvaluation(pl.LightningModule):
                                        if name not in ("val", "val_ood")})
             if detector == self.primary:
                 self._curve_scores = {"in": scores["in"], **{name: scores[name] for name in ood_names}}
+                operating = self._operating_point(scores, ood_names)
         logits_in, labels_in = sets["in"]["logits"], sets["in"]["labels"]
         predictions = logits_in.argmax(dim=1)
         self.sample_scores.update({"in/labels": labels_in, "in/predictions": predictions})
@@ -247,6 +253,7 @@ class OODEvaluation(pl.LightningModule):
             "id_accuracy": float((predictions == labels_in).double().mean()),
             "rms_calibration_error": calibration["in"]["rms"],
             "calibration": calibration,
+            "operating_point": operating,
             "ood": primary["ood"],
             "mean": primary["mean"],
             "detector": self.primary,
@@ -256,6 +263,9 @@ class OODEvaluation(pl.LightningModule):
         flat = {"test/id_accuracy": self.results["id_accuracy"], "test/rms_calibration_error": calibration["in"]["rms"],
                 "test/temperature": calibration["temperature"]}
         flat.update({f"test/calibration_ood_{k}": v for k, v in calibration["mean"].items()})
+        if operating.get("threshold") is not None:
+            flat.update({"test/operating/test_id_accepted": operating["test_id_accepted"],
+                         "test/operating/mean_ood_rejected": operating["mean_ood_rejected"]})
         for name, values in {**primary["ood"], "mean": primary["mean"]}.items():
             flat.update({f"test/{name}/{k}": v for k, v in values.items()})
         for detector, res in per_detector.items():
@@ -263,6 +273,26 @@ class OODEvaluation(pl.LightningModule):
         self.log_dict(flat, add_dataloader_idx=False, rank_zero_only=True)
         for metric in self.store.values():
             metric.reset()
+
+    def _operating_point(self, scores: dict[str, Tensor], ood_names: list[str]) -> dict[str, Any]:
+        """What the primary detector does deployed: the threshold keeping ``keep_id`` of the ID
+        *validation* images (test sets never choose it), then the test-time ID acceptance and each
+        OOD set's rejection at that fixed threshold."""
+        if "val" not in scores or scores["val"].numel() == 0:
+            return {"detector": self.primary, "keep_id": self.keep_id, "threshold": None,
+                    "why": "no ID validation split to choose it on (set data.val_fraction > 0)"}
+        threshold = operating_threshold(scores["val"], self.keep_id)
+        rejected = {name: 1.0 - accepted_share(scores[name], threshold) for name in ood_names}
+        return {
+            "detector": self.primary, "keep_id": self.keep_id, "threshold": threshold,
+            "rule": "input is OOD when its score > threshold; threshold = the smallest ID validation score "
+                    "keeping keep_id of them",
+            "chosen_on": "val", "val_images": int(scores["val"].numel()),
+            "val_id_accepted": accepted_share(scores["val"], threshold),
+            "test_id_accepted": accepted_share(scores["in"], threshold),
+            "ood_rejected": rejected,
+            "mean_ood_rejected": sum(rejected.values()) / len(rejected) if rejected else None,
+        }
 
     def _calibration(self, sets: dict[str, dict[str, Tensor]], ood_names: list[str]) -> dict[str, Any]:
         """ID test data alone and mixed with each OOD set (OOD counted as wrong), at the temperature
@@ -277,8 +307,12 @@ class OODEvaluation(pl.LightningModule):
         per_set = {name: ood_calibration(conf_in, correct_in, F.softmax(
             sets[name]["logits"].double() / temperature, dim=1).max(dim=1).values, num_out, repeats)
             for name in ood_names if sets[name]["logits"].shape[0]}
+        plain = F.softmax(sets["in"]["logits"].double(), dim=1).max(dim=1)
+        ece = {"bins": 15, "before": expected_calibration_error(plain.values, plain.indices == sets["in"]["labels"]),
+               "after": expected_calibration_error(conf_in, correct_in)}  # T = 1, then T tuned on "val"
         return {
             "rule": CALIBRATION_RULE, "temperature": float(temperature), "temperature_tuned_on": tuned_on,
+            "ece": ece,
             "ood_per_mixture": num_out, "in": calibration_summary(conf_in, correct_in), "ood": per_set,
             "mean": {k: sum(v[k] for v in per_set.values()) / len(per_set) for k in next(iter(per_set.values()))}
             if per_set else {},

@@ -307,6 +307,45 @@ def subsampled_ood_metrics(scores_in: Tensor | SortedScores, scores_out: Tensor 
     return out
 
 
+def operating_threshold(val_in_scores: Tensor | SortedScores, keep: float = 0.95) -> float:
+    """The OOD-score threshold that keeps ``keep`` of the ID *validation* scores: the smallest
+    validation score ``t`` with ``#(score <= t) >= keep * n``. A deployed model calls an input ID
+    when its score is <= t and OOD above it. Chosen on validation data only, never a test set."""
+    if not 0.0 < keep <= 1.0:
+        raise ValueError(f"the ID share to keep must be in (0, 1], got {keep}.")
+    s = sort_scores(val_in_scores, "ID validation scores").values
+    n = s.size
+    k = min(max(math.ceil(keep * n), 1), n)
+    while k > 1 and (k - 1) / n >= keep:
+        k -= 1
+    while k < n and k / n < keep:
+        k += 1
+    return float(s[k - 1])
+
+
+def accepted_share(scores: Tensor, threshold: float) -> float:
+    """The share of ``scores`` at or below ``threshold``: accepted as in-distribution."""
+    t = _as_1d("scores", scores)
+    return float((t <= threshold).double().mean())
+
+
+def expected_calibration_error(confidence: Tensor, correct: Tensor, bins: int = 15) -> float:
+    """ECE with ``bins`` equal-width confidence bins (Guo et al., 2017): sum over bins of
+    (bin share) * |accuracy - mean confidence|; a bin is (lo, hi], the first [0, hi]."""
+    conf = _as_1d("confidences", confidence).double()
+    hit = _as_1d("correctness", correct).double()
+    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+    which = torch.bucketize(conf, edges[1:-1], right=False)  # (lo, hi] bins
+    total = conf.numel()
+    error = 0.0
+    for b in range(bins):
+        mask = which == b
+        count = int(mask.sum())
+        if count:
+            error += count / total * abs(float(hit[mask].mean() - conf[mask].mean()))
+    return error
+
+
 CALIBRATION_RULE = ("bins of 100 samples sorted by confidence, the last (highest-confidence) bin left out "
                     "as hendrycks/outlier-exposure utils/calibration_tools.py:14")
 

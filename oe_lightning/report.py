@@ -74,9 +74,22 @@ def detector_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, [[name] + [_cell(d["mean"], k) for k in keys] for name, d in detectors.items()]
 
 
+def operating_line(results: dict[str, Any]) -> str | None:
+    """What the deployed threshold does on the test sets, or None without one."""
+    op = results.get("operating_point") or {}
+    if op.get("threshold") is None:
+        return None
+    return (f"deployed: {op['detector']} score > {op['threshold']:.4g} is OOD (kept {100 * op['keep_id']:.0f}% of "
+            f"{op['val_images']} ID validation images): test ID accepted {100 * op['test_id_accepted']:.2f}%, "
+            f"OOD rejected {100 * op['mean_ood_rejected']:.2f}% (mean over sets)")
+
+
 def print_results(results: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console(width=max(Console().width, 100))
     console.print(results_table(results))
+    deployed = operating_line(results)
+    if deployed:
+        console.print(deployed)
     header, rows = detector_rows(results)
     if rows:
         table = Table(title="every detector, from the same forward pass", caption="values in %")

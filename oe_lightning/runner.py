@@ -17,7 +17,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 
-from oe_lightning.checkpoint_writing import PREEMPTION_CHECKPOINT, STEP_CHECKPOINT, with_atomic_checkpoints
+from oe_lightning.checkpoint_writing import (
+    PREEMPTION_CHECKPOINT,
+    STEP_CHECKPOINT,
+    add_to_checkpoint,
+    with_atomic_checkpoints,
+)
 from oe_lightning.checkpoints import load_backbone_weights, read_checkpoint
 from oe_lightning.config import flat_config
 from oe_lightning.dashboards import log_test_dashboard
@@ -192,8 +197,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             raise NonFiniteLossError(f"{err} {kept}") from err
         extra = {"val": validation_metrics(trainer), "run": run_info(trainer, datamodule)}
         evaluation = build_evaluation(cfg, module.backbone)
-        return test_and_write(trainer, evaluation, datamodule, cfg, started, last_checkpoint(trainer),
-                              **extra)
+        checkpoint = last_checkpoint(trainer)
+        results = test_and_write(trainer, evaluation, datamodule, cfg, started, checkpoint, **extra)
+        operating = results.get("operating_point") or {}
+        if checkpoint and trainer.is_global_zero and operating.get("threshold") is not None:
+            add_to_checkpoint(checkpoint, "operating_point", operating)  # what oe-predict will apply
+        return results
 
 
 def check_accelerator(cfg: DictConfig) -> None:
@@ -250,7 +259,7 @@ def build_evaluation(cfg: DictConfig, backbone: Any) -> OODEvaluation:
     return OODEvaluation(backbone, detectors, primary=primary, recall=settings.recall,
                          fpr_rule=settings.fpr_rule, protocol=settings.protocol,
                          num_to_avg=settings.num_to_avg, positive=settings.get("positive", "out"),
-                         seed=cfg.get("seed", 0))
+                         seed=cfg.get("seed", 0), keep_id=settings.get("keep_id", 0.95))
 
 
 def test_and_write(trainer: pl.Trainer, evaluation: OODEvaluation, datamodule: OEDataModule,

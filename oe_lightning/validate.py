@@ -79,6 +79,8 @@ RULES: list[tuple[str, Check, str, str]] = [
     ("evaluation.protocol", choice("full", "paper"), "full or paper", "paper averages subsets as the paper"),
     ("evaluation.num_to_avg", integer(1), "an integer >= 1", "the paper averages 10"),
     ("evaluation.positive", choice("out", "in"), "out or in", "out: OOD positive (the OE paper)"),
+    ("evaluation.keep_id", number(0, 1, low_open=True), "a share in (0, 1]",
+     "the deployed threshold keeps this share of ID validation images, e.g. 0.95"),
     ("score.temperature", number(0, low_open=True), "a number > 0", "1 is the plain energy"),
     ("oe.exclude_file", optional(existing_file), "null or an existing file",
      "the 80M Tiny Images CIFAR index, 80mn_cifar_idxs.txt, from the paper's repository"),
