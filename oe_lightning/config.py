@@ -45,6 +45,26 @@ def job_dirname(override_dirname: str) -> str:
     return name
 
 
+def class_folders(root: str) -> list[str]:
+    """The class names of an image folder: its sub-folders, sorted (torchvision's ImageFolder order)."""
+    from oe_lightning.errors import OEUserError
+
+    folder = Path(str(root)).expanduser()
+    if not folder.is_dir():
+        raise OEUserError(f"data.train_dir={str(root)!r} is not a folder. Put your training images there, one "
+                          f"sub-folder per class (e.g. {folder}/cat/1.jpg, {folder}/dog/2.png).")
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if len(classes) < 2:
+        raise OEUserError(f"data.train_dir={str(root)!r} has {len(classes)} class sub-folder(s); a classifier "
+                          f"needs at least 2 (one sub-folder per class: {folder}/<class>/<image>.jpg).")
+    return classes
+
+
+def eval_resize(size: int) -> int:
+    """The shorter side an evaluation image is resized to before its centre crop: 256 for 224."""
+    return round(int(size) * 8 / 7)
+
+
 def loader_workers(most: int = 4) -> int:
     """DataLoader workers per training loader that fit this machine: the cores this process may use
     (its CPU affinity: a SLURM allocation, a container) shared by the two training loaders and the
@@ -56,7 +76,8 @@ def loader_workers(most: int = 4) -> int:
     return max(0, min(int(most), cores // 2 - 1))
 
 
-for _name, _fn in (("oe.sweep_name", sweep_name), ("oe.job_dirname", job_dirname), ("oe.workers", loader_workers)):
+for _name, _fn in (("oe.sweep_name", sweep_name), ("oe.job_dirname", job_dirname), ("oe.workers", loader_workers),
+                   ("oe.class_folders", class_folders), ("oe.eval_resize", eval_resize), ("oe.len", len)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 

@@ -97,7 +97,8 @@ class OutlierExposureModule(pl.LightningModule):
         checkpoint["oe_lightning"] = {"model_config": self.model_config,
                                       "run_config": self.run_config,
                                       "identity": self.identity,
-                                      "num_classes": self.num_classes}
+                                      "num_classes": self.num_classes,
+                                      "class_names": getattr(self, "class_names", None)}
 
     # ---- training -------------------------------------------------------------------------
     def on_fit_start(self) -> None:

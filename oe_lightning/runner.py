@@ -76,6 +76,8 @@ def build_module(cfg: DictConfig) -> OutlierExposureModule:
     module.model_config = OmegaConf.to_container(cfg.model, resolve=True)
     module.run_config = key_config(cfg)
     module.identity = run_identity(cfg)
+    names = OmegaConf.select(cfg, "data.class_names", default=None)
+    module.class_names = [str(n) for n in names] if names else None
     return module
 
 

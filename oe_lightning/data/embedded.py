@@ -85,8 +85,9 @@ def _grayscale(image: np.ndarray) -> Tensor:
 
 def sample_image_crops(image: str = "china.jpg", num_samples: int = 5000, size: int = 8,
                        min_crop: int = 16, max_crop: int = 128, stretch: bool = False,
-                       seed: int = 0, transform: Callable | None = None) -> TensorImages:
-    """Random square crops of a scikit-learn sample photograph, grayscale, resized to size×size.
+                       seed: int = 0, transform: Callable | None = None, channels: int = 1) -> TensorImages:
+    """Random square crops of a scikit-learn sample photograph, resized to size×size: grayscale
+    (``channels=1``, for the digits) or colour (``channels=3``, for RGB data of your own).
 
     Crop sides are drawn uniformly from [min_crop, max_crop] pixels and positions uniformly over
     the 427×640 photograph; resizing is antialiased (area averaging). ``stretch`` rescales each
@@ -98,7 +99,10 @@ def sample_image_crops(image: str = "china.jpg", num_samples: int = 5000, size: 
         raise ValueError(
             f"sample image {image!r} is not one of scikit-learn's sample images {SAMPLE_IMAGES}."
         )
-    gray = _grayscale(load_sample_image(image))
+    if channels not in (1, 3):
+        raise ValueError(f"sample image crops have 1 (grey) or 3 (RGB) channels, not {channels}.")
+    photo = load_sample_image(image)
+    gray = _grayscale(photo) if channels == 1 else torch.from_numpy(photo).permute(2, 0, 1).float() / 255.0
     height, width = gray.shape[1:]
     if not 1 <= min_crop <= max_crop <= min(height, width):
         raise ValueError(
@@ -107,7 +111,7 @@ def sample_image_crops(image: str = "china.jpg", num_samples: int = 5000, size: 
         )
     rng = np.random.default_rng(seed)
     sides = rng.integers(min_crop, max_crop + 1, num_samples)
-    crops = torch.empty(num_samples, 1, size, size)
+    crops = torch.empty(num_samples, channels, size, size)
     for i, side in enumerate(sides):
         top, left = rng.integers(0, height - side + 1), rng.integers(0, width - side + 1)
         patch = gray[:, top: top + side, left: left + side].unsqueeze(0)

@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from torch.utils.data import ConcatDataset, Dataset
+import torch
+from torch.utils.data import ConcatDataset, Dataset, Subset
 from torchvision import datasets
 from torchvision.transforms import v2
 
 import logging
 
+from oe_lightning.config import class_folders
 from oe_lightning.data.missing import missing_dataset
 from oe_lightning.errors import OEUserError
 
@@ -302,3 +304,26 @@ class TinyImageNet(Dataset):
         path, label = self.samples[i]
         image = Image.open(path).convert("RGB")
         return (self.transform(image) if self.transform else image), label
+
+
+def folder_split(root: str | Path, split: str = "train", test_fraction: float = 0.2, split_seed: int = 0,
+                 test_root: str | Path | None = None, transform: Callable | None = None,
+                 resize: int | None = None, resize_mode: str = "crop", strict: bool = False) -> Dataset:
+    """D_in from image folders: ``root`` for training and ``test_root`` for testing, or, without a
+    ``test_root``, one folder split once by a seeded permutation (``test_fraction`` tests). Class
+    indices are the sorted sub-folder names of ``root``; a test folder must have the same classes."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
+    if split == "test" and test_root:
+        data = image_folder(test_root, transform, "test_dir", resize, resize_mode, strict=strict)
+        if data.classes != class_folders(root):
+            raise OEUserError(f"data.test_dir={str(test_root)!r} has the classes {data.classes}, data.train_dir "
+                              f"has {class_folders(root)}: give both the same class sub-folders.")
+        return data
+    data = image_folder(root, transform, "train_dir", resize, resize_mode, strict=strict)
+    if test_root:
+        return data
+    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(split_seed)).tolist()
+    n_test = int(round(len(data) * test_fraction))
+    keep = sorted(perm[n_test:]) if split == "train" else sorted(perm[:n_test])
+    return Subset(data, keep)
