@@ -22,9 +22,13 @@ def compose_train(*overrides):
 
 
 @pytest.mark.parametrize("group", ["model", "loss", "score", "optim", "data", "oe", "ood"])
-def test_every_option_of_a_group_composes_and_builds(group):
+def test_every_option_of_a_group_composes_and_builds(group, tmp_path):
+    for name in ("cat", "dog"):  # data=image_folder: the user's class sub-folders
+        (tmp_path / "own" / name).mkdir(parents=True)
+    needs = {("model", "custom"): ["model._target_=oe_lightning.models.SmallCNN"],
+             ("data", "image_folder"): [f"data.train_dir={tmp_path / 'own'}"]}
     for option in options(group):
-        extra = ["model._target_=oe_lightning.models.SmallCNN"] if (group, option) == ("model", "custom") else []
+        extra = needs.get((group, option), [])
         cfg = compose_train(f"{group}={option}", *extra)
         module = build_module(cfg)
         assert module.lambda_oe == cfg.loss.lambda_oe
