@@ -65,3 +65,25 @@ def test_a_missing_or_one_class_train_dir_is_refused_before_any_work(tmp_path, c
     err = " ".join(capsys.readouterr().err.split())
     assert named in err and "data.train_dir=" in err and "Traceback" not in err
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_ood_sets_from_folders_flat_or_with_sub_folders(tmp_path):
+    """ood=folders +ood.<name>=<folder>: any folder of images is an OOD test set, resized to the
+    data's image size; a folder without sub-folders is one set of its images."""
+    from tests.conftest import run_in_process
+
+    train_dir = _write_classes(tmp_path / "pets")
+    train_in_process(tmp_path / "run", *OWN, f"data.train_dir={train_dir}", tiny=False)
+    flat = tmp_path / "people"
+    flat.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(7):
+        Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(flat / f"{i}.jpg")
+    nested = _write_classes(tmp_path / "cars", classes=("red", "blue"), per_class=3, seed=5)
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    results = run_in_process("oe-eval", tmp_path / "eval", f"ckpt_path={ckpt}", "data=image_folder",
+                             f"data.train_dir={train_dir}", "data.image_size=16",
+                             "ood=folders", f"+ood.people={flat}", f"+ood.cars={nested}", tiny=False)
+    assert results["test_set_sizes"]["people"] == 7 and results["test_set_sizes"]["cars"] == 6
+    assert set(results["ood"]) == {"people", "cars"} and set(results["operating_point"]["ood_rejected"]) == {
+        "people", "cars"}

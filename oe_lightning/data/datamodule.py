@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -171,6 +173,7 @@ class OEDataModule(pl.LightningDataModule):
                  val_split: str = "random", val_size: int | None = None, fit_loader: bool = False,
                  **info: Any):
         super().__init__()
+        self.info = info  # descriptive keys from the config (name, image_shape, ...)
         if batch_size < 1:
             raise OEUserError(f"data.batch_size must be a positive integer, got {batch_size}.")
         if not 0.0 <= val_fraction < 1.0:
@@ -182,7 +185,8 @@ class OEDataModule(pl.LightningDataModule):
                               f"out a seeded random val_fraction of the training set, 'tail' its last "
                               f"val_fraction (the paper's calibration runs).")
         self.factories = {"train": as_factory(train, "train"), "test": as_factory(test, "test")}
-        self.ood_factories = {name: as_factory(d, f"ood[{name!r}]") for name, d in (ood or {}).items()}
+        self.ood_factories = {name: self._ood_folder(name, d) if isinstance(d, str | os.PathLike)
+                              else as_factory(d, f"ood[{name!r}]") for name, d in (ood or {}).items()}
         taken = sorted(set(self.ood_factories) & {"in", "fit", "val", "val_ood"})
         if taken:
             raise OEUserError(f"An OOD test set is named {taken[0]!r}, a name the evaluation reserves ('in': the ID "
@@ -206,7 +210,6 @@ class OEDataModule(pl.LightningDataModule):
         self.fit_loader = fit_loader  # test: also the training images through the test transform
         self.num_workers, self.pin_memory, self.drop_last = num_workers, pin_memory, drop_last
         self.oe_sampling = oe_sampling
-        self.info = info  # descriptive keys from the config (name, image_shape, ...)
         self.train_set = self.val_set = self.test_set = self.oe_set = self.val_ood_set = self.fit_set = None
         self.ood_sets: dict[str, Dataset] = {}
         self.train_samples_per_rank: dict[str, int] = {}  # what each process draws per epoch
@@ -214,6 +217,15 @@ class OEDataModule(pl.LightningDataModule):
     @property
     def ood_names(self) -> list[str]:
         return list(self.ood_factories)
+
+    def _ood_folder(self, name: str, path: str | os.PathLike) -> DatasetFactory:
+        """An OOD test set given as a folder path (``ood=folders +ood.people=~/photos``): its images
+        (class sub-folders or none), resized and centre-cropped to this data's image size."""
+        from oe_lightning.data.vision import image_folder
+
+        size = (self.info.get("image_shape") or [None])[-1]
+        return functools.partial(image_folder, root=str(path), name=name, resize=int(size) if size else None,
+                                 strict=bool(self.info.get("strict", False)))
 
     def prepare_data(self) -> None:
         """Download, once per node, every dataset configured with ``download=True``."""

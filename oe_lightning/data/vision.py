@@ -184,10 +184,19 @@ def image_folder(root: str | Path, transform: Callable | None = None, name: str 
     not images are left out with one warning that counts and names them (``strict=True``: an error
     listing them all, before any training); 16-bit images are scaled, not clipped.
     """
-    root = Path(root)
+    root = Path(root).expanduser()
+    flat = root.is_dir() and not any(p.is_dir() for p in root.iterdir())
     try:
-        dataset = ReadableImageFolder(str(root), transform=_resized(transform, resize, resize_mode),
-                                      loader=load_rgb)
+        if flat:  # images directly in root (no class sub-folders): one class, named after the folder
+            class FlatFolder(ReadableImageFolder):
+                def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+                    return [root.name], {root.name: 0}
+
+            dataset = FlatFolder(str(root.parent), transform=_resized(transform, resize, resize_mode),
+                                 loader=load_rgb)
+        else:
+            dataset = ReadableImageFolder(str(root), transform=_resized(transform, resize, resize_mode),
+                                          loader=load_rgb)
     except (FileNotFoundError, RuntimeError) as err:
         raise missing_dataset(name or root.name, root, f"{root}/<class>/<image>.jpg|png",
                               "download the set from its authors' page and unpack it there",
