@@ -45,15 +45,25 @@ def job_dirname(override_dirname: str) -> str:
     return name
 
 
-def class_folders(root: str) -> list[str]:
-    """The class names of an image folder: its sub-folders, sorted (torchvision's ImageFolder order)."""
+def class_folders(root: str | Path) -> list[str]:
+    """An image folder's classes: its sub-folders, sorted, hidden ones (``.ipynb_checkpoints``)
+    left out; empty if there are none. The one listing that the config (``num_classes``) and the
+    datasets (:class:`~oe_lightning.data.vision.ReadableImageFolder`) share."""
+    folder = Path(str(root)).expanduser()
+    if not folder.is_dir():
+        return []
+    return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def data_classes(root: str) -> list[str]:
+    """The class names of ``data.train_dir`` (resolver ``oe.class_folders``), refused unless 2 or more."""
     from oe_lightning.errors import OEUserError
 
     folder = Path(str(root)).expanduser()
     if not folder.is_dir():
         raise OEUserError(f"data.train_dir={str(root)!r} is not a folder. Put your training images there, one "
                           f"sub-folder per class (e.g. {folder}/cat/1.jpg, {folder}/dog/2.png).")
-    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = class_folders(folder)
     if len(classes) < 2:
         raise OEUserError(f"data.train_dir={str(root)!r} has {len(classes)} class sub-folder(s); a classifier "
                           f"needs at least 2 (one sub-folder per class: {folder}/<class>/<image>.jpg).")
@@ -77,7 +87,7 @@ def loader_workers(most: int = 4) -> int:
 
 
 for _name, _fn in (("oe.sweep_name", sweep_name), ("oe.job_dirname", job_dirname), ("oe.workers", loader_workers),
-                   ("oe.class_folders", class_folders), ("oe.eval_resize", eval_resize), ("oe.len", len)):
+                   ("oe.class_folders", data_classes), ("oe.eval_resize", eval_resize), ("oe.len", len)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 

@@ -131,16 +131,22 @@ def _as_1d(name: str, values: Tensor | object) -> Tensor:
     return t
 
 
+def _smallest_count(share: float, n: int) -> int:
+    """The smallest k in [1, n] with k / n >= share, compared in float64 as the metrics do."""
+    k = min(max(math.ceil(share * n), 1), n)
+    while k > 1 and (k - 1) / n >= share:
+        k -= 1
+    while k < n and k / n < share:
+        k += 1
+    return k
+
+
 def _fpr_sorted(neg: np.ndarray, pos: np.ndarray, recall: float, rule: FprRule) -> float:
     """FPR (share of ``neg`` at or above the threshold) where the TPR of ``pos`` reaches ``recall``;
     both sorted ascending, larger = positive. Only scalar searches: the thresholds' TPR levels
     are ``k / len(pos)``, found from ``recall * len(pos)`` directly (see :func:`fpr_at_recall`)."""
     n, m = neg.size, pos.size
-    k = min(max(math.ceil(recall * m), 1), m)  # the smallest level k with k / m >= recall (float64)
-    while k > 1 and (k - 1) / m >= recall:
-        k -= 1
-    while k < m and k / m < recall:
-        k += 1
+    k = _smallest_count(recall, m)
     value = pos[m - k]  # the lowest positive at or above that level: its group is the threshold
     if rule == "first":
         return float(n - np.searchsorted(neg, value)) / n
@@ -314,13 +320,7 @@ def operating_threshold(val_in_scores: Tensor | SortedScores, keep: float = 0.95
     if not 0.0 < keep <= 1.0:
         raise ValueError(f"the ID share to keep must be in (0, 1], got {keep}.")
     s = sort_scores(val_in_scores, "ID validation scores").values
-    n = s.size
-    k = min(max(math.ceil(keep * n), 1), n)
-    while k > 1 and (k - 1) / n >= keep:
-        k -= 1
-    while k < n and k / n < keep:
-        k += 1
-    return float(s[k - 1])
+    return float(s[_smallest_count(keep, s.size) - 1])
 
 
 def accepted_share(scores: Tensor, threshold: float) -> float:

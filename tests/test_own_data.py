@@ -33,6 +33,8 @@ OWN = ("data=image_folder", "data.image_size=16", "data.batch_size=8", "data.oe_
 def test_own_image_folders_train_with_their_class_names_stored(tmp_path, caplog):
     train_dir = _write_classes(tmp_path / "pets")
     (train_dir / "cat" / "notes.jpg").write_text("not an image")
+    (train_dir / ".ipynb_checkpoints").mkdir()  # hidden: never a class (for num_classes nor the labels)
+    Image.new("RGB", (8, 8)).save(train_dir / ".ipynb_checkpoints" / "x.png")
     with caplog.at_level(logging.WARNING):
         results = train_in_process(tmp_path / "run", *OWN, f"data.train_dir={train_dir}", tiny=False)
     assert "skipped 1 unreadable file(s) of 49" in caplog.text and "notes.jpg" in caplog.text

@@ -75,6 +75,24 @@ def test_a_bad_value_is_refused_before_any_work_naming_key_and_value(capsys, tmp
     assert named in err and "must be" in err
 
 
+def test_the_console_script_reports_bad_values_as_one_paragraph(tmp_path):
+    """`oe-train seed=abc trainer.max_epochs=-1` as typed, through the installed script (Hydra's
+    callbacks, the fast exit): exit 2, both keys named, no traceback, no run directory."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import cli_env
+
+    script = shutil.which("oe-train") or str(pathlib.Path(sys.executable).with_name("oe-train"))
+    proc = subprocess.run([script, "seed=abc", "trainer.max_epochs=-1", f"hydra.run.dir={tmp_path / 'run'}"],
+                          cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True, timeout=300)
+    err = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout, proc.stderr[-2000:]
+    assert "seed='abc' must be an integer" in err and "trainer.max_epochs=-1 must be an integer >= 1" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_every_problem_is_reported_at_once(capsys, tmp_path):
     err = _refused(capsys, "oe-train", tmp_path / "run", "seed=abc", "trainer.max_epochs=-1",
                    "evaluation.recall=2", "loss.lambda_oe=-1")

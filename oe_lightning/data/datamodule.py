@@ -20,6 +20,7 @@ from oe_lightning.data.samplers import (
     KeyedSampler,
     OESampler,
     SeededSamples,
+    get_many,
     world,
 )
 from oe_lightning.errors import OEUserError
@@ -42,14 +43,8 @@ class ImagesOnly(Dataset):
         return item[0] if isinstance(item, tuple | list) else item
 
     def __getitems__(self, indices: list[int]) -> list[Any]:
-        items = _get_many(self.dataset, indices)
+        items = get_many(self.dataset, indices)
         return [item[0] if isinstance(item, tuple | list) else item for item in items]
-
-
-def _get_many(dataset: Dataset, indices: list[int]) -> list[Any]:
-    """``[dataset[i] for i in indices]``, in one call where the dataset can (``__getitems__``)."""
-    many = getattr(dataset, "__getitems__", None)
-    return many(indices) if many is not None else [dataset[i] for i in indices]
 
 
 class Transformed(Dataset):

@@ -109,6 +109,12 @@ def sample_seed(base: int, epoch: int, index: int) -> int:
     return (base * 0x9E3779B1 + epoch * 0x85EBCA77 + index * 0xC2B2AE3D) % (1 << 63)
 
 
+def get_many(dataset: Dataset, indices: list[int]) -> list[Any]:
+    """``[dataset[i] for i in indices]``, in one call where the dataset can (``__getitems__``)."""
+    many = getattr(dataset, "__getitems__", None)
+    return many(indices) if many is not None else [dataset[i] for i in indices]
+
+
 class KeyedSampler(_SelfShardingSampler):
     """Wraps a sampler (already sharded) to yield ``(epoch, index)`` keys for :class:`SeededSamples`;
     :meth:`set_epoch` reaches the wrapped sampler. A DistributedSampler subclass, so Lightning
@@ -155,17 +161,14 @@ class SeededSamples(Dataset):
             return self.dataset[key]
         epoch, index = key
         if self.with_seed:  # the item as it is, with its seed appended (randomness is applied per batch)
-            item, seed = self.dataset[index], sample_seed(self.seed, epoch, index)
-            return (*item, seed) if isinstance(item, tuple | list) else (item, seed)
+            return self.__getitems__([key])[0]
         return self._seeded(epoch, index)
 
     def __getitems__(self, keys: list) -> list[Any]:
         """A batch: with ``with_seed``, fetched in one call where the dataset can (no per-image randomness)."""
         if not (self.with_seed and keys and isinstance(keys[0], tuple)):
             return [self[key] for key in keys]
-        indices = [index for _, index in keys]
-        many = getattr(self.dataset, "__getitems__", None)
-        items = many(indices) if many is not None else [self.dataset[i] for i in indices]
+        items = get_many(self.dataset, [index for _, index in keys])
         seeds = [sample_seed(self.seed, epoch, index) for epoch, index in keys]
         return [(*item, seed) if isinstance(item, tuple | list) else (item, seed)
                 for item, seed in zip(items, seeds, strict=True)]

@@ -138,15 +138,30 @@ def load_rgb(path: str | Path) -> Image.Image:
 
 
 def unreadable_images(paths: Sequence[str | Path]) -> list[tuple[str, str]]:
-    """``(path, reason)`` for every file PIL cannot open as an image (its header is read, not the pixels)."""
+    """``(path, reason)`` for every file PIL cannot open as an image (its header is read, not the
+    pixels). Each verdict is remembered per (file, size, mtime): a folder that several datasets of
+    one run read (train, validation, test split) is opened once."""
     bad = []
     for path in paths:
         try:
-            with Image.open(path) as image:
-                image.size  # noqa: B018 - reading the header is the check
-        except Exception as err:  # noqa: BLE001 - any failure makes the file unusable
+            info = os.stat(path)
+            key = (str(path), info.st_size, info.st_mtime_ns)
+        except OSError as err:
             bad.append((str(path), type(err).__name__))
+            continue
+        if key not in _HEADER_VERDICTS:
+            try:
+                with Image.open(path) as image:
+                    image.size  # noqa: B018 - reading the header is the check
+                _HEADER_VERDICTS[key] = None
+            except Exception as err:  # noqa: BLE001 - any failure makes the file unusable
+                _HEADER_VERDICTS[key] = type(err).__name__
+        if _HEADER_VERDICTS[key] is not None:
+            bad.append((str(path), _HEADER_VERDICTS[key]))
     return bad
+
+
+_HEADER_VERDICTS: dict[tuple[str, int, int], str | None] = {}
 
 
 class ReadableImageFolder(datasets.ImageFolder):
@@ -154,6 +169,13 @@ class ReadableImageFolder(datasets.ImageFolder):
     (e.g. a truncated JPEG), naming the file in a warning once; ``strict`` raises instead."""
 
     strict = False
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        """Sorted sub-folders, hidden ones left out: the classes ``data=image_folder`` counts."""
+        classes = class_folders(directory)
+        if not classes:
+            raise FileNotFoundError(f"Couldn't find any class folder in {directory}.")
+        return classes, {name: i for i, name in enumerate(classes)}
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         for attempt in range(len(self.samples)):
@@ -185,7 +207,7 @@ def image_folder(root: str | Path, transform: Callable | None = None, name: str 
     listing them all, before any training); 16-bit images are scaled, not clipped.
     """
     root = Path(root).expanduser()
-    flat = root.is_dir() and not any(p.is_dir() for p in root.iterdir())
+    flat = root.is_dir() and not class_folders(root)
     try:
         if flat:  # images directly in root (no class sub-folders): one class, named after the folder
             class FlatFolder(ReadableImageFolder):
