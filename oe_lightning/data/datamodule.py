@@ -8,8 +8,8 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import pytorch_lightning as pl
 import numpy
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset

@@ -102,7 +102,7 @@ def sample_image_crops(image: str = "china.jpg", num_samples: int = 5000, size: 
     if channels not in (1, 3):
         raise ValueError(f"sample image crops have 1 (grey) or 3 (RGB) channels, not {channels}.")
     photo = load_sample_image(image)
-    gray = _grayscale(photo) if channels == 1 else torch.from_numpy(photo).permute(2, 0, 1).float() / 255.0
+    gray = _grayscale(photo) if channels == 1 else torch.as_tensor(np.array(photo)).permute(2, 0, 1).float() / 255.0
     height, width = gray.shape[1:]
     if not 1 <= min_crop <= max_crop <= min(height, width):
         raise ValueError(

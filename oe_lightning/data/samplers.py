@@ -145,9 +145,10 @@ class KeyedSampler(_SelfShardingSampler):
 
 class SeededSamples(Dataset):
     """``dataset[i]`` drawn under torch's CPU RNG seeded from ``(seed, epoch, i)`` (:func:`sample_seed`),
-    or, ``with_seed``, returned with that seed appended (for :class:`~oe_lightning.data.batch_augment.BatchAugment`),
-    the caller's RNG state restored afterwards (about 6 µs a sample): random augmentations repeat exactly for the same epoch and
-    index, in any worker, on any rank, before or after a resume. Keys come from :class:`KeyedSampler`;
+    or, ``with_seed``, returned with that seed appended (for
+    :class:`~oe_lightning.data.batch_augment.BatchAugment`), the caller's RNG state restored afterwards
+    (about 6 µs a sample): random augmentations repeat exactly for the same epoch and index, in any
+    worker, on any rank, before or after a resume. Keys come from :class:`KeyedSampler`;
     a plain index is served unseeded."""
 
     def __init__(self, dataset: Dataset, seed: int, with_seed: bool = False):

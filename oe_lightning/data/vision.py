@@ -7,19 +7,19 @@ checked against torchvision's published sums).
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
 import torch
+from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset, Subset
 from torchvision import datasets
 from torchvision.transforms import v2
-
-import logging
 
 from oe_lightning.config import class_folders
 from oe_lightning.data.missing import missing_dataset
@@ -257,13 +257,11 @@ class LSUNTest(Dataset):
                "github.com/fyu/lsun) and unzip it there")
         if not (self.path / "data.mdb").is_file():
             raise missing_dataset("lsun", self.path, f"{self.path}/data.mdb (an LMDB)", how)
-        try:
-            import lmdb
-        except ImportError as err:
+        if importlib.util.find_spec("lmdb") is None:
             raise OEUserError(
                 "The LSUN test set is an LMDB database and needs the lmdb package: pip install lmdb "
                 "(or pip install 'oe-lightning[paper]')."
-            ) from err
+            )
         with _lmdb_env(self.path).begin(write=False) as txn:
             self.keys = [bytes(k) for k in txn.cursor().iternext(keys=True, values=False)]
         if not self.keys:
