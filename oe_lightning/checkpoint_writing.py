@@ -95,14 +95,14 @@ def with_atomic_checkpoints(plugins: list[Any]) -> list[Any]:
     return [*plugins, AtomicCheckpointIO()]
 
 
-def add_to_checkpoint(path: str | Path, key: str, value: dict[str, Any]) -> None:
-    """Store plain ``value`` under ``checkpoint["oe_lightning"][key]`` of the file ``path`` points to
-    (a ``last.ckpt`` link's target), rewritten atomically."""
+def add_to_checkpoint(path: str | Path, values: dict[str, Any]) -> None:
+    """Store plain ``values`` (key -> value) under ``checkpoint["oe_lightning"]`` of the file ``path``
+    points to (a ``last.ckpt`` link's target), rewritten atomically."""
     from oe_lightning.checkpoints import read_checkpoint
 
     target = Path(path).resolve()
     checkpoint = read_checkpoint(target)
-    checkpoint.setdefault("oe_lightning", {})[key] = value
+    checkpoint.setdefault("oe_lightning", {}).update(values)
     AtomicCheckpointIO().save_checkpoint(checkpoint, target)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -75,3 +77,42 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path, num_classes: in
             state[k] = own[k]
     backbone.load_state_dict(state, strict=True)
     log.info("loaded %d weight tensors of %s from %s", len(state), type(backbone).__name__, path)
+
+
+# Backbone factories a checkpoint may name; the config's own model target (and model_allowlist) adds to
+# them. Nothing read from a file can add a factory.
+ALLOWED_BACKBONES = ("oe_lightning.models.SmallCNN", "oe_lightning.models.WideResNet",
+                     "oe_lightning.models.wrn_40_2", "oe_lightning.models.wrn_16_4",
+                     "oe_lightning.models.torchvision_classifier", "oe_lightning.models.timm_classifier",
+                     "timm.create_model")
+
+
+def _plain(value: Any) -> bool:
+    """A number, string, bool or None (no interpolation), or a list of those."""
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    if isinstance(value, str):
+        return "${" not in value
+    return value is None or isinstance(value, bool | int | float)
+
+
+def checked_model_config(stored: Any, also_allowed: Iterable[str], path: str) -> dict[str, Any]:
+    """The backbone config a checkpoint stores, accepted only if it is data: an allowed factory
+    (:data:`ALLOWED_BACKBONES` and ``also_allowed``: the config's ``model._target_``, ``model_allowlist``)
+    with plain values."""
+    allowed = {*ALLOWED_BACKBONES, *(str(t) for t in also_allowed if t)}
+    target = stored.get("_target_") if isinstance(stored, dict) else None
+    bad = [] if isinstance(stored, dict) else ["it is not a mapping"]
+    if isinstance(stored, dict):
+        if target not in allowed:
+            bad.append(f"_target_={target!r} is not an allowed backbone factory")
+        bad += [f"{k}={v!r} is not a plain value" for k, v in stored.items()
+                if k != "_target_" and (not isinstance(k, str) or k.startswith("_") or not _plain(v))]
+    if bad:
+        raise OEUserError(
+            f"Checkpoint {path!r} stores a model config that is not plain data ({'; '.join(bad[:3])}); "
+            f"a checkpoint never chooses what code runs. Rebuild the model from your own config instead "
+            f"(model=... with its settings), or, if you trust that factory, allow it with "
+            f"+model_allowlist=[{target}]. Allowed: {', '.join(sorted(allowed))}."
+        )
+    return dict(stored)

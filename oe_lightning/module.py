@@ -46,6 +46,8 @@ class OutlierExposureModule(pl.LightningModule):
             subsets of len(ID test) // 5 OOD samples, mean and std), see :class:`OODMetrics`.
         positive: the FPR's positive class, ``out`` (the OE paper) or ``in`` (the energy paper),
             see :func:`oe_lightning.metrics.ood_metrics`.
+        backbone_lr_scale: fine-tuning: every layer but the head (the last ``nn.Linear``) learns at
+            ``lr × backbone_lr_scale``; 0 freezes them, BatchNorm statistics included.
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, oe_loss: nn.Module | None = None,
@@ -53,7 +55,8 @@ class OutlierExposureModule(pl.LightningModule):
                  optimizer: Callable[..., torch.optim.Optimizer] | None = None,
                  scheduler: Callable[..., Any] | None = None, pretrained: str | None = None,
                  recall: float = 0.95, fpr_rule: str = "first", protocol: str = "full",
-                 num_to_avg: int = 10, positive: str = "out", nonfinite_check_every: int | None = None):
+                 num_to_avg: int = 10, positive: str = "out", nonfinite_check_every: int | None = None,
+                 backbone_lr_scale: float = 1.0):
         super().__init__()
         if lambda_oe is None or not lambda_oe >= 0:
             raise OEUserError(
@@ -72,6 +75,10 @@ class OutlierExposureModule(pl.LightningModule):
         self.recall, self.fpr_rule = recall, fpr_rule
         self.protocol, self.num_to_avg, self.positive = protocol, num_to_avg, positive
         self.nonfinite_check_every = nonfinite_check_every
+        if not (isinstance(backbone_lr_scale, int | float) and 0 <= backbone_lr_scale < float("inf")):
+            raise OEUserError(f"module.backbone_lr_scale must be a number >= 0 (1: one learning rate, 0: frozen "
+                              f"backbone), got {backbone_lr_scale!r}.")
+        self.backbone_lr_scale = float(backbone_lr_scale)
         if pretrained:
             load_backbone_weights(self.backbone, pretrained, num_classes)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -98,7 +105,9 @@ class OutlierExposureModule(pl.LightningModule):
                                       "run_config": self.run_config,
                                       "identity": self.identity,
                                       "num_classes": self.num_classes,
-                                      "class_names": getattr(self, "class_names", None)}
+                                      "class_names": getattr(self, "class_names", None),
+                                      "preprocessing": getattr(self, "preprocessing", None),
+                                      "score": getattr(self, "score_config", None)}
 
     # ---- training -------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -231,12 +240,40 @@ class OutlierExposureModule(pl.LightningModule):
                           add_dataloader_idx=False)
         self.val_ood.reset()
 
+    def _head_and_body(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """The classifier head's parameters (the backbone's last ``nn.Linear``) and all the others."""
+        from oe_lightning.models.pretrained import last_linear
+
+        head = list(last_linear(self.backbone)[1].parameters())
+        ids = {id(p) for p in head}
+        return head, [p for p in self.backbone.parameters() if id(p) not in ids]
+
+    def _parameter_groups(self) -> Any:
+        """All parameters, or (``backbone_lr_scale`` != 1) the head at the optimiser's lr and the rest
+        at lr × scale; frozen (scale 0) parameters are left out."""
+        if self.backbone_lr_scale == 1.0:
+            return self.parameters()
+        head, body = self._head_and_body()
+        if self.backbone_lr_scale == 0.0:
+            for p in body:
+                p.requires_grad_(False)
+            return [{"params": head}]
+        return [{"params": head}, {"params": body, "lr_scale": self.backbone_lr_scale}]
+
+    def on_train_epoch_start(self) -> None:
+        if self.backbone_lr_scale == 0.0:  # a frozen backbone keeps its BatchNorm statistics too
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
     def configure_optimizers(self) -> Any:
+        groups = self._parameter_groups()
         if self.optimizer_factory is None:
-            optimizer = torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9, nesterov=True,
-                                        weight_decay=5e-4)
+            optimizer = torch.optim.SGD(groups, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
         else:
-            optimizer = self.optimizer_factory(self.parameters())
+            optimizer = self.optimizer_factory(groups)
+        for group in optimizer.param_groups:
+            group["lr"] = group["lr"] * group.pop("lr_scale", 1.0)
         if self.scheduler_factory is None:
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)

@@ -23,10 +23,11 @@ from oe_lightning.checkpoint_writing import (
     add_to_checkpoint,
     with_atomic_checkpoints,
 )
-from oe_lightning.checkpoints import load_backbone_weights, read_checkpoint
+from oe_lightning.checkpoints import checked_model_config, load_backbone_weights, read_checkpoint
 from oe_lightning.config import flat_config
 from oe_lightning.dashboards import log_test_dashboard
 from oe_lightning.data import OEDataModule
+from oe_lightning.deployment import Preprocessing
 from oe_lightning.distributed import distributed_job
 from oe_lightning.errors import NonFiniteLossError, OEUserError
 from oe_lightning.evaluation import OODEvaluation
@@ -78,6 +79,9 @@ def build_module(cfg: DictConfig) -> OutlierExposureModule:
     module.identity = run_identity(cfg)
     names = OmegaConf.select(cfg, "data.class_names", default=None)
     module.class_names = [str(n) for n in names] if names else None
+    # what oe-predict and oe-export rebuild the deployed classifier from (plain values)
+    module.preprocessing = Preprocessing.from_data_config(cfg.data).to_dict()
+    module.score_config = OmegaConf.to_container(cfg.score, resolve=True)
     return module
 
 
@@ -202,8 +206,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         checkpoint = last_checkpoint(trainer)
         results = test_and_write(trainer, evaluation, datamodule, cfg, started, checkpoint, **extra)
         operating = results.get("operating_point") or {}
-        if checkpoint and trainer.is_global_zero and operating.get("threshold") is not None:
-            add_to_checkpoint(checkpoint, "operating_point", operating)  # what oe-predict will apply
+        if checkpoint and trainer.is_global_zero:  # what oe-predict and oe-export apply
+            deployed = {"temperature": (results.get("calibration") or {}).get("temperature", 1.0)}
+            if operating.get("threshold") is not None:
+                deployed["operating_point"] = operating
+            add_to_checkpoint(checkpoint, deployed)
         return results
 
 
@@ -290,49 +297,12 @@ def test_and_write(trainer: pl.Trainer, evaluation: OODEvaluation, datamodule: O
     return results
 
 
-# Backbone factories a checkpoint may name; the config's own model target (and model_allowlist) adds to
-# them. Nothing read from a file can add a factory.
-ALLOWED_BACKBONES = ("oe_lightning.models.SmallCNN", "oe_lightning.models.WideResNet",
-                     "oe_lightning.models.wrn_40_2", "oe_lightning.models.wrn_16_4",
-                     "oe_lightning.models.torchvision_classifier", "timm.create_model")
-
-
-def _plain(value: Any) -> bool:
-    """A number, string, bool or None (no interpolation), or a list of those."""
-    if isinstance(value, list):
-        return all(_plain(v) for v in value)
-    if isinstance(value, str):
-        return "${" not in value
-    return value is None or isinstance(value, bool | int | float)
-
-
-def checked_model_config(stored: Any, cfg: DictConfig, path: str) -> dict[str, Any]:
-    """The backbone config a checkpoint stores, accepted only if it is data: an allowed factory
-    (:data:`ALLOWED_BACKBONES`, the config's ``model._target_``, ``model_allowlist``) with plain values."""
-    allowed = {*ALLOWED_BACKBONES, str(OmegaConf.select(cfg, "model._target_", default="")),
-               *(str(t) for t in (cfg.get("model_allowlist") or []))}
-    target = stored.get("_target_") if isinstance(stored, dict) else None
-    bad = [] if isinstance(stored, dict) else ["it is not a mapping"]
-    if isinstance(stored, dict):
-        if target not in allowed:
-            bad.append(f"_target_={target!r} is not an allowed backbone factory")
-        bad += [f"{k}={v!r} is not a plain value" for k, v in stored.items()
-                if k != "_target_" and (not isinstance(k, str) or k.startswith("_") or not _plain(v))]
-    if bad:
-        raise OEUserError(
-            f"Checkpoint {path!r} stores a model config that is not plain data ({'; '.join(bad[:3])}); "
-            f"a checkpoint never chooses what code runs. Rebuild the model from your own config instead "
-            f"(model=... with its settings), or, if you trust that factory, allow it with "
-            f"+model_allowlist=[{target}]. Allowed: {', '.join(sorted(allowed - {''}))}."
-        )
-    return dict(stored)
-
-
 def model_config_for(cfg: DictConfig, checkpoint: dict[str, Any]) -> dict[str, Any]:
     """The backbone config stored in an oe-train checkpoint (checked to be plain data naming an
     allowed factory), else ``cfg.model``."""
     stored = (checkpoint.get("oe_lightning") or {}).get("model_config")
-    model_cfg = checked_model_config(stored, cfg, str(cfg.ckpt_path)) if stored else \
+    also_allowed = [OmegaConf.select(cfg, "model._target_", default=""), *(cfg.get("model_allowlist") or [])]
+    model_cfg = checked_model_config(stored, also_allowed, str(cfg.ckpt_path)) if stored else \
         OmegaConf.to_container(cfg.model, resolve=True)
     trained_classes = model_cfg.get("num_classes")
     if trained_classes is not None and trained_classes != cfg.data.num_classes:
@@ -360,3 +330,35 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     with distributed_job(), finished_on_exit(loggers):
         return test_and_write(trainer, evaluation, datamodule, cfg, started, str(cfg.ckpt_path),
                               info.get("run_config"), info.get("identity"))
+
+
+def _classifier(cfg: DictConfig) -> Any:
+    """The deployed classifier of ``cfg.ckpt_path`` (threshold and allow-list from the config)."""
+    from oe_lightning.deployment import OODClassifier
+
+    return OODClassifier.from_checkpoint(cfg.ckpt_path, device=str(cfg.get("device", "cpu")),
+                                         threshold=cfg.get("threshold"),
+                                         model_allowlist=list(cfg.get("model_allowlist") or []))
+
+
+def predict(cfg: DictConfig) -> dict[str, Any]:
+    """Predict every image of ``cfg.input``; write predictions.csv/.jsonl, print a summary, return its counts."""
+    from oe_lightning.predictions import print_summary, summary, write_predictions
+
+    inputs = cfg.input
+    inputs = [str(inputs)] if isinstance(inputs, str) else [str(i) for i in inputs]
+    classifier = _classifier(cfg)
+    rows = classifier.predict(inputs, batch_size=cfg.batch_size, num_workers=cfg.num_workers, progress=True)
+    files = write_predictions(rows, cfg.output)
+    print_summary(rows, classifier.threshold, files)
+    return {**summary(rows), "files": [str(f) for f in files]}
+
+
+def export(cfg: DictConfig) -> dict[str, Any]:
+    """Write the deployed classifier as ``cfg.format`` with its JSON sidecar."""
+    from oe_lightning.exporting import export_classifier
+
+    model_path, json_path = export_classifier(_classifier(cfg), cfg.format, cfg.output, source=str(cfg.ckpt_path))
+    log.info("exported %s and %s", model_path, json_path)
+    print(f"written: {model_path}\nwritten: {json_path}")
+    return {"files": [str(model_path), str(json_path)]}

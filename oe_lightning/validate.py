@@ -91,6 +91,22 @@ TRAIN_RULES = [("ckpt_path", optional(existing_file), "null or an existing check
                 "e.g. 500 writes checkpoints/step.ckpt every 500 steps; null: only at epoch ends")]
 EVAL_RULES = [("ckpt_path", existing_file, "an existing checkpoint file",
                "pass RUN_DIR/checkpoints/last.ckpt written by oe-train")]
+DEPLOY_RULES = EVAL_RULES + [
+    ("threshold", optional(number()), "null or a finite number", "null applies the threshold oe-train chose"),
+    ("model_allowlist", lambda v: v is None or isinstance(v, list | tuple) and all(isinstance(t, str) for t in v),
+     "a list of dotted factory paths", "e.g. +model_allowlist=[my_pkg.MyNet]"),
+]
+PREDICT_RULES = DEPLOY_RULES + [
+    ("batch_size", integer(1), "an integer >= 1", "e.g. batch_size=64"),
+    ("num_workers", integer(0), "an integer >= 0", "0 reads images in the main process"),
+    ("input", lambda v: isinstance(v, str) and bool(v) or isinstance(v, list | tuple) and len(v) > 0
+     and all(isinstance(i, str) for i in v), "an image file, a folder, or a list of them",
+     "e.g. input=photos/ or input=[a.jpg,b.png]"),
+]
+EXPORT_RULES = DEPLOY_RULES + [
+    ("format", choice("torchscript", "onnx"), "torchscript or onnx", "torchscript needs only torch"),
+]
+TASK_RULES = {"train": TRAIN_RULES, "evaluate": EVAL_RULES, "predict": PREDICT_RULES, "export": EXPORT_RULES}
 DETECTOR_RULES = {  # detector.<name>.<key>
     "k": (integer(1), "an integer >= 1", "KNN's paper uses 50 (CIFAR-10)"),
     "percentile": (number(0, 1), "a fraction in [0, 1]", "e.g. 0.9 (ReAct), 0.65 (ASH)"),
@@ -105,6 +121,8 @@ def _value(cfg: DictConfig, key: str) -> tuple[Any, str | None]:
     it cannot be resolved."""
     try:
         value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=True)
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value, resolve=True)
     except Exception as err:  # noqa: BLE001 - a missing or broken interpolation is a problem to report
         return None, " ".join(str(err).split()).split(" full_key:")[0]
     return value, None
@@ -112,7 +130,7 @@ def _value(cfg: DictConfig, key: str) -> tuple[Any, str | None]:
 
 def problems(cfg: DictConfig, task: str = "train", skip: frozenset[str] = frozenset()) -> list[str]:
     """Every rule the config breaks, as ``key=value: must be ...; fix`` lines (``skip``: keys not checked)."""
-    rules = RULES + (TRAIN_RULES if task == "train" else EVAL_RULES)
+    rules = (RULES if task in ("train", "evaluate") else []) + TASK_RULES.get(task, EVAL_RULES)
     detectors = cfg.get("detector") or {}
     for name in detectors:
         for key, (check, what, fix) in DETECTOR_RULES.items():

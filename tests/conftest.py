@@ -63,8 +63,10 @@ SAFETY_TIMEOUT = 1800  # only so that a hung process cannot hang CI; never reach
 
 def run_cli(entry: str, *args: str, tmp_path: Path, timeout: int = SAFETY_TIMEOUT,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run ``oe-train``/``oe-eval`` (as ``python -m``) in ``tmp_path`` and capture its output."""
-    module = {"oe-train": "oe_lightning.train", "oe-eval": "oe_lightning.evaluate"}[entry]
+    """Run an entry point (``oe-train``, ``oe-eval``, ``oe-predict``, ``oe-export``, as ``python -m``)
+    in ``tmp_path`` and capture its output."""
+    module = {"oe-train": "oe_lightning.train", "oe-eval": "oe_lightning.evaluate",
+              "oe-predict": "oe_lightning.predict", "oe-export": "oe_lightning.export"}[entry]
     return subprocess.run([sys.executable, "-m", module, *cli_order(args)], cwd=tmp_path,
                           env={**cli_env(tmp_path), **(env or {})}, capture_output=True, text=True, timeout=timeout)
 

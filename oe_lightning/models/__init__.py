@@ -1,7 +1,8 @@
 """Backbones: any nn.Module mapping images to logits works; these are the bundled ones."""
 
+from oe_lightning.models.pretrained import timm_classifier
 from oe_lightning.models.small_cnn import SmallCNN
 from oe_lightning.models.torchvision_models import torchvision_classifier
 from oe_lightning.models.wrn import WideResNet, wrn_16_4, wrn_40_2
 
-__all__ = ["SmallCNN", "WideResNet", "torchvision_classifier", "wrn_16_4", "wrn_40_2"]
+__all__ = ["SmallCNN", "WideResNet", "timm_classifier", "torchvision_classifier", "wrn_16_4", "wrn_40_2"]

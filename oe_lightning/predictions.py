@@ -1,0 +1,61 @@
+"""oe-predict's output: predictions as CSV and JSON lines (written atomically) and a console summary."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from oe_lightning.deployment import Prediction
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_predictions(rows: Sequence[Prediction], csv_path: str | Path) -> tuple[Path, Path]:
+    """``csv_path`` (one header line, one row per image) and the same rows as ``.jsonl`` beside it."""
+    csv_path = Path(csv_path).expanduser()
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=Prediction.FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(r.as_dict() for r in rows)
+    _write_atomic(csv_path, buffer.getvalue())
+    jsonl_path = csv_path.with_suffix(".jsonl")
+    _write_atomic(jsonl_path, "".join(json.dumps(r.as_dict()) + "\n" for r in rows))
+    return csv_path, jsonl_path
+
+
+def summary(rows: Sequence[Prediction]) -> dict[str, object]:
+    """Counts of the decisions and of the predicted classes among the accepted images."""
+    decisions = Counter(r.decision for r in rows)
+    return {"images": len(rows), "in": decisions["in"], "ood": decisions["ood"],
+            "unreadable": decisions["unreadable"],
+            "classes": dict(sorted(Counter(r.predicted_class for r in rows if r.decision == "in").items()))}
+
+
+def print_summary(rows: Sequence[Prediction], threshold: float, files: Sequence[Path]) -> None:
+    """A short table: how many images were accepted as each class, rejected as OOD, unreadable."""
+    from rich.console import Console
+    from rich.table import Table
+
+    counts = summary(rows)
+    table = Table(title=f"{counts['images']} images, OOD when score > {threshold:.6g}")
+    table.add_column("decision")
+    table.add_column("images", justify="right")
+    for name, n in counts["classes"].items():
+        table.add_row(f"in: {name}", str(n))
+    table.add_row("ood (none of the classes)", str(counts["ood"]))
+    if counts["unreadable"]:
+        table.add_row("unreadable (reported, skipped)", str(counts["unreadable"]))
+    console = Console()
+    console.print(table)
+    for path in files:
+        console.print(f"written: {path}")
