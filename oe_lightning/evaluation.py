@@ -208,6 +208,11 @@ class OODEvaluation(pl.LightningModule):
         return {name: det.score(Outputs(s["logits"], s.get("features"), s.get("labels")), head).double().cpu()
                 for name, s in sets.items() if name not in ("fit",)}
 
+    @property
+    def primary_scores(self) -> dict[str, Tensor]:
+        """The primary detector's per-sample scores after testing: ``"in"`` and each OOD set."""
+        return dict(self._curve_scores)
+
     def curves(self) -> dict[str, dict[str, Any]]:
         """The primary detector's downsampled ROC curve and score histograms per OOD set (for the
         W&B dashboard; computed only when asked)."""

@@ -291,10 +291,45 @@ def test_and_write(trainer: pl.Trainer, evaluation: OODEvaluation, datamodule: O
     if trainer.is_global_zero:
         log_test_dashboard(trainer.loggers, results, evaluation.curves)
         write_scores(evaluation.sample_scores, run_dir())
+        if OmegaConf.select(cfg, "evaluation.plots", default=True):
+            write_plots(run_dir() / "plots", evaluation, datamodule, results, cfg)
         path = write_results(results, run_dir())
         print_results(results)
         log.info("results: %s", path)
     return results
+
+
+def write_plots(folder: Path, evaluation: OODEvaluation, datamodule: OEDataModule, results: dict[str, Any],
+                cfg: DictConfig) -> list[Path]:
+    """``score_histograms.png`` (ID vs each OOD set, the deployed threshold drawn) and a
+    ``gallery_<set>.png`` per OOD set (its most and least OOD-looking images, with their scores)."""
+    import torch
+
+    from oe_lightning import plots
+
+    scores = evaluation.primary_scores
+    if len(scores) < 2:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    threshold = (results.get("operating_point") or {}).get("threshold")
+    histograms = {name: c["histogram"] for name, c in evaluation.curves().items()}
+    written = [plots.histogram_figure(histograms, threshold, str(results.get("detector")),
+                                      folder / "score_histograms.png")]
+    mean, std = OmegaConf.select(cfg, "data.mean"), OmegaConf.select(cfg, "data.std")
+    for name, values in scores.items():
+        dataset = datamodule.ood_sets.get(name)
+        if dataset is None or not len(values):
+            continue
+        top, bottom = plots.extremes(values)
+        items = [dataset[i] for i in top + bottom]
+        images = torch.stack([item[0] if isinstance(item, tuple | list) else item for item in items]).float()
+        if mean is not None and std is not None:
+            images = plots.unnormalize(images, list(mean), list(std))
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        written.append(plots.gallery_figure(name, images, [float(values[i]) for i in top + bottom], threshold,
+                                            folder / f"gallery_{safe}.png"))
+    log.info("plots: %s", folder)
+    return written
 
 
 def model_config_for(cfg: DictConfig, checkpoint: dict[str, Any]) -> dict[str, Any]:

@@ -81,6 +81,7 @@ RULES: list[tuple[str, Check, str, str]] = [
     ("evaluation.positive", choice("out", "in"), "out or in", "out: OOD positive (the OE paper)"),
     ("evaluation.keep_id", number(0, 1, low_open=True), "a share in (0, 1]",
      "the deployed threshold keeps this share of ID validation images, e.g. 0.95"),
+    ("evaluation.plots", lambda v: isinstance(v, bool), "true or false", "false skips RUN_DIR/plots/"),
     ("score.temperature", number(0, low_open=True), "a number > 0", "1 is the plain energy"),
     ("oe.exclude_file", optional(existing_file), "null or an existing file",
      "the 80M Tiny Images CIFAR index, 80mn_cifar_idxs.txt, from the paper's repository"),

@@ -1,0 +1,91 @@
+"""Pictures of an evaluation, written into the run directory's ``plots/``: the ID and OOD score
+histograms with the deployed threshold drawn on them, and per OOD set a gallery of its most and
+least OOD-looking test images with their scores."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+GALLERY_SIZE = 8  # images per row: the most OOD-looking, then the least
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def histogram_figure(histograms: Mapping[str, Mapping[str, Sequence[float]]], threshold: float | None,
+                     detector: str, path: Path) -> Path:
+    """One panel per OOD set: its score histogram over the ID test set's, shared bins, and the
+    threshold above which the deployed model answers "OOD"."""
+    plt = _pyplot()
+    names = list(histograms)
+    cols = min(3, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), dpi=110, squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        h = histograms[name]
+        edges = torch.tensor(h["edges"])
+        centres, width = ((edges[1:] + edges[:-1]) / 2).tolist(), float(edges[1] - edges[0])
+        ax.bar(centres, h["in"], width=width, alpha=0.55, label="ID test", color="tab:blue")
+        ax.bar(centres, h["out"], width=width, alpha=0.55, label=name, color="tab:red")
+        if threshold is not None:
+            ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label="threshold")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(f"{detector} score (larger = more OOD)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def extremes(scores: Tensor, k: int = GALLERY_SIZE) -> tuple[list[int], list[int]]:
+    """Indices of the ``k`` highest scores (most OOD-looking) and the ``k`` lowest, each in order."""
+    order = torch.argsort(scores.double(), descending=True, stable=True).tolist()
+    k = min(k, len(order))
+    return order[:k], order[::-1][:k]
+
+
+def gallery_figure(name: str, images: Tensor, scores: Sequence[float], threshold: float | None, path: Path) -> Path:
+    """Two rows of images in [0, 1] (``2k``: the most OOD-looking first), each titled with its score
+    and, given a threshold, the deployed decision."""
+    plt = _pyplot()
+    k = len(images) // 2
+    fig, axes = plt.subplots(2, k, figsize=(1.3 * k, 3.3), dpi=110, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= len(images):
+            continue
+        picture = images[i].permute(1, 2, 0).clamp(0, 1).numpy()
+        ax.imshow(picture[..., 0] if picture.shape[2] == 1 else picture, cmap="gray", vmin=0, vmax=1)
+        decision = "" if threshold is None else (" ood" if scores[i] > threshold else " in")
+        ax.set_title(f"{scores[i]:.3g}{decision}", fontsize=7)
+    axes[0][0].text(-0.1, 0.5, "most OOD", transform=axes[0][0].transAxes, rotation=90, va="center", ha="right",
+                    fontsize=8)
+    axes[1][0].text(-0.1, 0.5, "least OOD", transform=axes[1][0].transAxes, rotation=90, va="center", ha="right",
+                    fontsize=8)
+    fig.suptitle(f"{name}: most and least OOD-looking test images (score, decision)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def unnormalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """Normalised images back to [0, 1] for display."""
+    m = torch.tensor(mean, dtype=images.dtype).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=images.dtype).view(1, -1, 1, 1)
+    return images * s + m
