@@ -29,8 +29,10 @@ def sidecar(classifier: OODClassifier, model_file: str, fmt: str, source: str) -
                     "is_ood": "bool [batch]: score > threshold"},
         "preprocessing": {**p.to_dict(), "steps": [
             f"decode; convert to {'grey (L)' if p.channels == 1 else 'RGB'}",
-            f"resize the shorter side to {p.resize} px (bilinear, antialiased)",
-            f"centre crop {p.height}x{p.width}", "scale to [0, 1] (divide by 255)",
+            f"resize (PIL bilinear) so that the shorter side is {p.resize} px and the longer side "
+            f"int({p.resize} * longer / shorter) px",
+            f"centre crop {p.height}x{p.width}: top = round((height - {p.height}) / 2), "
+            f"left = round((width - {p.width}) / 2)", "scale to [0, 1] (divide by 255)",
             "subtract mean and divide by std, per channel", "channels first: [channels, height, width]"]},
         "class_names": classifier.class_names,
         "score": type(classifier.model.score).__name__,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Write the embedded data as image folders in real formats: a stand-in for your own images.
 
-    python scripts/write_demo_folders.py OUT [--size 32]
+    python scripts/write_demo_folders.py OUT [--size 16]
 
 Writes, from data every scikit-learn install ships (no download):
 
@@ -15,7 +15,7 @@ Digits are scaled from 0..16 to 0..255 and enlarged to ``--size`` pixels (neares
 photo crops are ``--size`` pixels, JPEG quality 90. Then, as the README's "Use it on your own classifier":
 
     oe-train data=image_folder data.train_dir=OUT/digits/train data.test_dir=OUT/digits/test \\
-        data.image_size=32 oe=image_folder oe.root=OUT/oe
+        data.image_size=16 oe=image_folder oe.root=OUT/oe
     oe-predict ckpt_path=RUN/checkpoints/last.ckpt input=OUT/mixed
 """
 
@@ -49,7 +49,7 @@ def _photo_crops(name: str, count: int, size: int, seed: int) -> list[Image.Imag
     return crops
 
 
-def write_demo_folders(out: str | Path, size: int = 32, oe_count: int = 2000, unknown_count: int = 200,
+def write_demo_folders(out: str | Path, size: int = 16, oe_count: int = 2000, unknown_count: int = 200,
                        mixed_count: int = 100, split_seed: int = 0) -> dict[str, Path]:
     """Write the folders described above; returns their paths by role."""
     from sklearn.datasets import load_digits
@@ -82,7 +82,7 @@ def write_demo_folders(out: str | Path, size: int = 32, oe_count: int = 2000, un
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--size", type=int, default=32, help="image side in pixels (default 32)")
+    parser.add_argument("--size", type=int, default=16, help="image side in pixels (default 16)")
     args = parser.parse_args()
     for role, path in write_demo_folders(args.out, args.size).items():
         files = sum(1 for p in path.rglob("*") if p.is_file())
