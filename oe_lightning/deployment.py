@@ -71,12 +71,13 @@ class Preprocessing:
 
     @classmethod
     def from_data_config(cls, data: Any) -> Preprocessing:
-        """From a composed ``data`` config: ``image_shape``, ``mean``, ``std`` and, for image folders,
-        ``eval_resize`` (the shorter side before the centre crop; default the image height)."""
+        """From a composed ``data`` config: ``image_shape``, ``mean`` and ``std`` (none: 0 and 1, no
+        normalisation, as SVHN's) and, for image folders, ``eval_resize`` (the shorter side before the
+        centre crop; default the image height)."""
         channels, height, width = (int(v) for v in data["image_shape"])
         resize = data.get("eval_resize") or height
-        return cls(channels, height, width, int(resize), tuple(float(v) for v in data["mean"]),
-                   tuple(float(v) for v in data["std"]))
+        mean, std = data.get("mean") or [0.0] * channels, data.get("std") or [1.0] * channels
+        return cls(channels, height, width, int(resize), tuple(float(v) for v in mean), tuple(float(v) for v in std))
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}

@@ -182,3 +182,26 @@ def test_deployment_commands_refuse_bad_input_before_any_work(tmp_path, demo, tr
     proc = run_cli("oe-export", f"ckpt_path={trained[0.5]}", "format=tflite", tmp_path=tmp_path)
     err = " ".join(proc.stderr.split())
     assert proc.returncode == 2 and "format='tflite'" in err and "torchscript or onnx" in err
+
+
+@pytest.mark.parametrize("data", ["cifar10", "svhn", "tiny_imagenet", "image_folder"])
+def test_the_stored_preprocessing_is_the_datas_test_transform(data, tmp_path):
+    """What oe-predict and the export sidecar apply to an image file equals the data's own test
+    transform on that image (resized to the data's size where the dataset's files have it)."""
+    from hydra.utils import instantiate
+    from PIL import Image
+
+    from oe_lightning.deployment import Preprocessing
+    from tests.conftest import hydra_job
+
+    for name in ("cat", "dog"):
+        (tmp_path / "own" / name).mkdir(parents=True)
+    with hydra_job("train", [f"data={data}", f"data.train_dir={tmp_path / 'own'}"] if data == "image_folder"
+                   else [f"data={data}"], tmp_path / "run") as cfg:
+        preprocessing = Preprocessing.from_data_config(cfg.data)
+        test_transform = instantiate(cfg.data.test_transform)
+    side = cfg.data.image_shape[1]
+    generator = torch.Generator().manual_seed(0)
+    size = (300, 260) if data == "image_folder" else (side, side)  # folders: any size; the others: their own
+    image = Image.fromarray(torch.randint(0, 256, (*size, 3), generator=generator, dtype=torch.uint8).numpy())
+    torch.testing.assert_close(preprocessing.transform()(image), test_transform(image), rtol=0, atol=1e-6)
