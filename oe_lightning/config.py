@@ -70,6 +70,16 @@ def data_classes(root: str) -> list[str]:
     return classes
 
 
+def val_folder(val_dir: str | None, train_dir: str, strict: bool = False) -> DictConfig | None:
+    """``data.val``'s config for ``data=image_folder`` (resolver ``oe.val_folder``): ``val_dir``'s
+    images, or None when there is no ``val_dir`` (then ``val_fraction`` of ``train_dir`` is held out)."""
+    if not val_dir:
+        return None
+    return OmegaConf.create({"_target_": "oe_lightning.data.vision.folder_split", "_partial_": True,
+                             "root": str(train_dir), "split": "val", "val_root": str(val_dir),
+                             "strict": bool(strict)})  # a config node, so that Hydra instantiates it
+
+
 def eval_resize(size: int) -> int:
     """The shorter side an evaluation image is resized to before its centre crop: 256 for 224."""
     return round(int(size) * 8 / 7)
@@ -87,7 +97,8 @@ def loader_workers(most: int = 4) -> int:
 
 
 for _name, _fn in (("oe.sweep_name", sweep_name), ("oe.job_dirname", job_dirname), ("oe.workers", loader_workers),
-                   ("oe.class_folders", data_classes), ("oe.eval_resize", eval_resize), ("oe.len", len)):
+                   ("oe.class_folders", data_classes), ("oe.eval_resize", eval_resize), ("oe.len", len),
+                   ("oe.val_folder", val_folder)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 

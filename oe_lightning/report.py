@@ -56,7 +56,8 @@ def calibration_line(results: dict[str, Any]) -> str:
 def results_table(results: dict[str, Any]) -> Table:
     """A rich table of one run's results, with ID accuracy and calibration as its caption."""
     header, rows = results_rows(results)
-    table = Table(title=_title(results), caption=f"values in %; {calibration_line(results)}")
+    title = _title(results)
+    table = Table(title=title, caption=f"values in %; {calibration_line(results)}", min_width=len(title) + 4)
     for i, h in enumerate(header):
         table.add_column(h, justify="left" if i == 0 else "right")
     for i, row in enumerate(rows):

@@ -89,3 +89,25 @@ def test_ood_sets_from_folders_flat_or_with_sub_folders(tmp_path):
     assert results["test_set_sizes"]["people"] == 7 and results["test_set_sizes"]["cars"] == 6
     assert set(results["ood"]) == {"people", "cars"} and set(results["operating_point"]["ood_rejected"]) == {
         "people", "cars"}
+
+
+def test_a_val_dir_holds_the_validation_images_and_training_keeps_all_of_train_dir(tmp_path):
+    """data.val_dir: its images choose the threshold and temperature; nothing is held out of train_dir."""
+    train_dir = _write_classes(tmp_path / "train")
+    val_dir = _write_classes(tmp_path / "val", per_class=5, seed=1)
+    results = train_in_process(tmp_path / "run", *OWN, f"data.train_dir={train_dir}", f"data.val_dir={val_dir}",
+                               tiny=False)
+    assert results["operating_point"]["val_images"] == 10
+    assert results["calibration"]["temperature_tuned_on"] == 10
+    assert results["test_set_sizes"]["val"] == 10 and results["test_set_sizes"]["in"] == round(48 * 0.2)
+    assert results["run"]["train_samples_per_rank"]["in"] == 48 - round(48 * 0.2)
+
+
+def test_a_val_dir_with_other_classes_is_refused(tmp_path, capsys):
+    train_dir = _write_classes(tmp_path / "train")
+    val_dir = _write_classes(tmp_path / "val", classes=("cat", "cow"), per_class=3)
+    with pytest.raises(SystemExit) as exit_info:
+        train_in_process(tmp_path / "run", *OWN, f"data.train_dir={train_dir}", f"data.val_dir={val_dir}", tiny=False)
+    assert exit_info.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "data.val_dir=" in err and "['cat', 'cow']" in err and "Traceback" not in err

@@ -166,7 +166,7 @@ class OEDataModule(pl.LightningDataModule):
                  val_ood: Dataset | DatasetFactory | None = None, oe_transform: Callable | None = None,
                  batch_augment: Mapping[str, BatchAugment | None] | None = None,
                  val_split: str = "random", val_size: int | None = None, fit_loader: bool = False,
-                 **info: Any):
+                 val: Dataset | DatasetFactory | None = None, **info: Any):
         super().__init__()
         self.info = info  # descriptive keys from the config (name, image_shape, ...)
         if batch_size < 1:
@@ -188,6 +188,7 @@ class OEDataModule(pl.LightningDataModule):
                               f"test set, 'fit': ID training images, 'val': the held-out split); rename it.")
         self.oe_factory = as_factory(oe, "oe")
         self.val_ood_factory = as_factory(val_ood, "val_ood")
+        self.val_factory = as_factory(val, "val")  # its own ID validation images (data.val_dir); None: held out
         self.num_classes = num_classes
         self.train_transform, self.test_transform = train_transform, test_transform
         self.oe_transform = oe_transform if oe_transform is not None else train_transform
@@ -235,9 +236,9 @@ class OEDataModule(pl.LightningDataModule):
             train_aug = self.factories["train"](transform=in_transform)
             keep, held = self._split(len(train_aug))
             self.train_set = Subset(train_aug, keep)
-            n_val = len(held)
-            if n_val:
+            if held or self.val_factory is not None:
                 self._setup_val(held)
+            n_val = len(self.val_set) if self.val_set is not None else 0
             held_out = n_val if self.val_ood_factory is None else 0
             if self.oe_factory is not None:
                 self._setup_oe(held_out)
@@ -248,9 +249,12 @@ class OEDataModule(pl.LightningDataModule):
             train_plain = self.factories["train"](transform=self.test_transform)
             self.fit_set = Subset(train_plain, self._split(len(train_plain))[0])
         if self.test_set is None and stage in (None, "test", "predict"):
-            if self.val_set is None and (self.val_fraction > 0 or self.val_size):
-                train_plain = self.factories["train"](transform=self.test_transform)
-                self._setup_val(self._split(len(train_plain))[1], train_plain)
+            if self.val_set is None and (self.val_factory is not None or self.val_fraction > 0 or self.val_size):
+                if self.val_factory is not None:
+                    self._setup_val([])
+                else:
+                    train_plain = self.factories["train"](transform=self.test_transform)
+                    self._setup_val(self._split(len(train_plain))[1], train_plain)
                 if self.val_ood_factory is not None:  # evaluation only: detectors' validation metrics
                     self._check_val_ood_not_a_test_set()
                     self.val_ood_set = self.val_ood_factory(transform=self.test_transform)
@@ -262,7 +266,10 @@ class OEDataModule(pl.LightningDataModule):
             self._check_oe_not_in_tests()
 
     def _split(self, n: int) -> tuple[list[int], list[int]]:
-        """Indices of the training part and of the held-out ID validation part."""
+        """Indices of the training part and of the held-out ID validation part (none: the data has
+        validation images of its own)."""
+        if self.val_factory is not None:
+            return list(range(n)), []
         if self.val_size is not None:
             if not 0 <= self.val_size < n:
                 raise OEUserError(f"data.val_size={self.val_size} must be in [0, {n}): the training set "
@@ -283,7 +290,11 @@ class OEDataModule(pl.LightningDataModule):
         return sorted(perm[n_val:]), sorted(perm[:n_val])
 
     def _setup_val(self, held: list[int], train_plain: Dataset | None = None) -> None:
-        """The held-out ID split, seen through the test transform."""
+        """The ID validation split, seen through the test transform: the data's own validation images
+        (``val``), else the held-out training images ``held``."""
+        if self.val_factory is not None:
+            self.val_set = self.val_factory(transform=self.test_transform)
+            return
         if train_plain is None:
             train_plain = self.factories["train"](transform=self.test_transform)
         self.val_set = Subset(train_plain, held)

@@ -337,18 +337,23 @@ class TinyImageNet(Dataset):
 
 def folder_split(root: str | Path, split: str = "train", test_fraction: float = 0.2, split_seed: int = 0,
                  test_root: str | Path | None = None, transform: Callable | None = None,
-                 resize: int | None = None, resize_mode: str = "crop", strict: bool = False) -> Dataset:
+                 resize: int | None = None, resize_mode: str = "crop", strict: bool = False,
+                 val_root: str | Path | None = None) -> Dataset:
     """D_in from image folders: ``root`` for training and ``test_root`` for testing, or, without a
-    ``test_root``, one folder split once by a seeded permutation (``test_fraction`` tests). Class
-    indices are the sorted sub-folder names of ``root``; a test folder must have the same classes."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
-    if split == "test" and test_root:
-        data = image_folder(test_root, transform, "test_dir", resize, resize_mode, strict=strict)
+    ``test_root``, one folder split once by a seeded permutation (``test_fraction`` tests);
+    ``split="val"`` reads ``val_root``. Class indices are the sorted sub-folder names of ``root``; a
+    test or validation folder must have the same classes."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}.")
+    other = {"test": (test_root, "test_dir"), "val": (val_root, "val_dir")}.get(split)
+    if other and other[0]:
+        data = image_folder(other[0], transform, other[1], resize, resize_mode, strict=strict)
         if data.classes != class_folders(root):
-            raise OEUserError(f"data.test_dir={str(test_root)!r} has the classes {data.classes}, data.train_dir "
+            raise OEUserError(f"data.{other[1]}={str(other[0])!r} has the classes {data.classes}, data.train_dir "
                               f"has {class_folders(root)}: give both the same class sub-folders.")
         return data
+    if split == "val":
+        raise ValueError("folder_split(split='val') needs val_root.")
     data = image_folder(root, transform, "train_dir", resize, resize_mode, strict=strict)
     if test_root:
         return data
