@@ -123,3 +123,17 @@ def test_the_backbone_learns_at_a_scaled_rate_and_a_frozen_one_not_at_all():
 def test_a_negative_backbone_lr_scale_is_refused():
     with pytest.raises(OEUserError, match="module.backbone_lr_scale must be a number >= 0"):
         _module(-1.0)
+
+
+@pytest.mark.slow
+def test_compiled_channels_last_training_matches_plain_training_and_saves_plain_weights(tmp_path):
+    """module.compile / module.channels_last change how the step runs, not what it computes or saves."""
+    from tests.conftest import train_in_process
+
+    train_in_process(tmp_path / "plain", "trainer.max_epochs=1")
+    train_in_process(tmp_path / "fast", "trainer.max_epochs=1", "module.compile=true", "module.channels_last=true")
+    plain, fast = (torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+                   for run in ("plain", "fast"))
+    assert list(plain) == list(fast)  # no "_orig_mod." keys: checkpoints load anywhere
+    for key, value in plain.items():
+        torch.testing.assert_close(fast[key].contiguous(), value, rtol=1e-3, atol=1e-4)  # float sums reordered
