@@ -113,6 +113,6 @@ def checked_model_config(stored: Any, also_allowed: Iterable[str], path: str) ->
             f"Checkpoint {path!r} stores a model config that is not plain data ({'; '.join(bad[:3])}); "
             f"a checkpoint never chooses what code runs. Rebuild the model from your own config instead "
             f"(model=... with its settings), or, if you trust that factory, allow it with "
-            f"+model_allowlist=[{target}]. Allowed: {', '.join(sorted(allowed))}."
+            f"++model_allowlist=[{target}]. Allowed: {', '.join(sorted(allowed))}."
         )
     return dict(stored)

@@ -98,7 +98,7 @@ EVAL_RULES = [("ckpt_path", existing_file, "an existing checkpoint file",
 DEPLOY_RULES = EVAL_RULES + [
     ("threshold", optional(number()), "null or a finite number", "null applies the threshold oe-train chose"),
     ("model_allowlist", lambda v: v is None or isinstance(v, list | tuple) and all(isinstance(t, str) for t in v),
-     "a list of dotted factory paths", "e.g. +model_allowlist=[my_pkg.MyNet]"),
+     "a list of dotted factory paths", "e.g. model_allowlist=[my_pkg.MyNet]"),
 ]
 PREDICT_RULES = DEPLOY_RULES + [
     ("batch_size", integer(1), "an integer >= 1", "e.g. batch_size=64"),

@@ -170,9 +170,9 @@ def test_a_trusted_factory_can_be_allowed_by_the_config_never_by_the_file(capsys
     own = tmp_path / "own.ckpt"
     torch.save(checkpoint, own)
     err = _refused(capsys, "oe-eval", tmp_path / "refused", f"ckpt_path={own}")
-    assert "+model_allowlist=[tests.helpers.CrashingCNN]" in err
+    assert "++model_allowlist=[tests.helpers.CrashingCNN]" in err
     allowed = run_in_process("oe-eval", tmp_path / "allowed", f"ckpt_path={own}",
-                             "+model_allowlist=[tests.helpers.CrashingCNN]")
+                             "++model_allowlist=[tests.helpers.CrashingCNN]")
     assert allowed["id_accuracy"] == training["id_accuracy"]
 
 
