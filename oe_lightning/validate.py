@@ -68,6 +68,8 @@ RULES: list[tuple[str, Check, str, str]] = [
     ("data.val_size", optional(integer(0)), "null or an integer >= 0", "null uses data.val_fraction"),
     ("data.val_split", choice("random", "tail", "numpy_shuffle"), "random, tail or numpy_shuffle",
      "random holds out a seeded random part"),
+    ("data.resident", lambda v: isinstance(v, bool), "true or false", "true keeps the training images on the device"),
+    ("data.resident_max_gb", number(0, low_open=True), "a number > 0", "GiB of images data.resident may hold"),
     ("loss.lambda_oe", number(0), "a number >= 0", "0 for the plain baseline; the paper uses 0.5"),
     ("module.optimizer.lr", number(0, low_open=True), "a number > 0", "the paper uses 0.1 (0.001 fine-tuning)"),
     ("module.optimizer.momentum", number(0, 1, high_open=True), "a number in [0, 1)", "the paper uses 0.9"),

@@ -88,7 +88,7 @@ def test_training_batches_of_the_default_data_are_augmented_per_batch(tmp_path):
     from oe_lightning.runner import build_datamodule
     from tests.conftest import hydra_job
 
-    with hydra_job("train", ["data.num_workers=0"], tmp_path) as cfg:
+    with hydra_job("train", ["data.num_workers=0", "data.resident=false"], tmp_path) as cfg:
         dm = build_datamodule(cfg, with_oe=True)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))[0]
@@ -125,3 +125,49 @@ def test_a_batch_is_fetched_in_one_call_and_equals_the_images_one_by_one():
         assert len(batched) == len(single)
         for a, b in zip(batched, single, strict=True):
             assert len(a) == len(b) and torch.equal(a[0], b[0]) and a[1:] == b[1:]
+
+
+def _first_training_batch(tmp_path, *overrides):
+    from oe_lightning.runner import build_datamodule
+    from tests.conftest import hydra_job
+
+    with hydra_job("train", ["data.num_workers=0", *overrides], tmp_path) as cfg:
+        dm = build_datamodule(cfg, with_oe=True)
+    dm.setup("fit")
+
+    class Training:
+        training = True
+
+    dm.trainer = Training()
+    raw = next(iter(dm.train_dataloader()))[0]
+    return dm, raw, dm.on_after_batch_transfer(raw, 0)
+
+
+def test_resident_images_give_the_loaded_batches_bit_for_bit(tmp_path):
+    """data.resident=true: the loaders carry (index, seed) pairs; gathered and cropped on the device,
+    the batch is the one the loader path builds from the same seeds."""
+    dm, raw, resident = _first_training_batch(tmp_path / "a", "data.resident=true")
+    _, _, loaded = _first_training_batch(tmp_path / "b", "data.resident=false")
+    index, seeds = raw["in"]
+    assert index.dtype == seeds.dtype == torch.int64 and index.ndim == 1 and len(raw["oe"]) == 2
+    assert set(dm.resident_sets) == {"in", "oe"} and len(dm.resident_sets["in"]) == len(dm.train_set)
+    assert torch.equal(resident["in"][0], loaded["in"][0]) and torch.equal(resident["in"][1], loaded["in"][1])
+    assert torch.equal(resident["oe"], loaded["oe"])
+
+
+@pytest.mark.slow
+def test_a_resident_run_trains_the_same_weights_as_a_loaded_one(tmp_path):
+    from tests.conftest import train_in_process
+
+    train_in_process(tmp_path / "loaded", "trainer.max_epochs=2", "data.resident=false")
+    train_in_process(tmp_path / "resident", "trainer.max_epochs=2", "data.resident=true")
+    loaded, resident = (torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+                        for run in ("loaded", "resident"))
+    assert all(torch.equal(loaded[k], resident[k]) for k in loaded)
+
+
+def test_resident_images_over_the_memory_limit_are_refused_before_reading(tmp_path):
+    from oe_lightning.errors import OEUserError
+
+    with pytest.raises(OEUserError, match=r"1,132 in training images .* over data.resident_max_gb=1e-06"):
+        _first_training_batch(tmp_path, "data.resident=true", "data.resident_max_gb=0.000001")

@@ -166,7 +166,8 @@ class OEDataModule(pl.LightningDataModule):
                  val_ood: Dataset | DatasetFactory | None = None, oe_transform: Callable | None = None,
                  batch_augment: Mapping[str, BatchAugment | None] | None = None,
                  val_split: str = "random", val_size: int | None = None, fit_loader: bool = False,
-                 val: Dataset | DatasetFactory | None = None, **info: Any):
+                 val: Dataset | DatasetFactory | None = None, resident: bool = False,
+                 resident_max_gb: float = 8.0, **info: Any):
         super().__init__()
         self.info = info  # descriptive keys from the config (name, image_shape, ...)
         if batch_size < 1:
@@ -199,6 +200,13 @@ class OEDataModule(pl.LightningDataModule):
         if unknown:
             raise OEUserError(f"data.batch_augment has keys {sorted(unknown)}; it takes 'in' and 'oe' "
                               f"(the ID and the OE training batches).")
+        # the batch-augmented roles' images as one tensor on the training device (data/resident.py)
+        if resident and "in" not in self.batch_augment:
+            raise OEUserError("data.resident=true gathers the training images on the device and crops them there, "
+                              "so it needs data.batch_augment.in (and .oe for the OE images); this data config "
+                              "has none. Set data.resident=false, or add a batch_augment block (see digits.yaml).")
+        self.resident, self.resident_max_gb = bool(resident), float(resident_max_gb)
+        self.resident_sets: dict[str, Any] = {}
         self.batch_size = batch_size
         self.oe_batch_size = oe_batch_size or 2 * batch_size
         self.val_fraction, self.split_seed, self.val_split = val_fraction, split_seed, val_split
@@ -245,6 +253,12 @@ class OEDataModule(pl.LightningDataModule):
             if n_val and self.val_ood_factory is not None:
                 self._check_val_ood_not_a_test_set()
                 self.val_ood_set = self.val_ood_factory(transform=self.test_transform)
+            if self.resident:
+                from oe_lightning.data.resident import ResidentImages
+
+                roles = {"in": self.train_set, "oe": self.oe_set if "oe" in self.batch_augment else None}
+                self.resident_sets = {role: ResidentImages.from_dataset(data, role, self.resident_max_gb)
+                                      for role, data in roles.items() if data is not None}
         if stage in (None, "test", "predict") and self.fit_loader and self.fit_set is None:
             train_plain = self.factories["train"](transform=self.test_transform)
             self.fit_set = Subset(train_plain, self._split(len(train_plain))[0])
@@ -354,33 +368,57 @@ class OEDataModule(pl.LightningDataModule):
         seed = torch.initial_seed()  # the seed_everything seed, the same on every rank
         sampler = DistributedSampler(self.train_set, num_replicas=replicas, rank=rank, shuffle=True, seed=seed,
                                      drop_last=self.drop_last)
-        in_loader = self._loader(SeededSamples(self.train_set, seed, "in" in self.batch_augment),
-                                 sampler=KeyedSampler(sampler),
-                                 drop_last=self.drop_last)
+        in_loader = self._loader(self._training_samples("in", self.train_set, seed), sampler=KeyedSampler(sampler),
+                                 drop_last=self.drop_last, **self._collate("in"))
         loaders = {"in": in_loader}
         if self.oe_set is not None:
             steps = len(in_loader)
             mode = self.oe_sampling or getattr(_base(self.oe_set), "preferred_sampling", "shuffle")
             oe_sampler = OESampler(len(self.oe_set), steps * self.oe_batch_size, mode, seed=seed)
-            loaders["oe"] = self._loader(SeededSamples(self.oe_set, seed + 1, "oe" in self.batch_augment),
-                                         sampler=KeyedSampler(oe_sampler),
-                                         batch_size=self.oe_batch_size)
+            loaders["oe"] = self._loader(self._training_samples("oe", self.oe_set, seed + 1),
+                                         sampler=KeyedSampler(oe_sampler), batch_size=self.oe_batch_size,
+                                         **self._collate("oe"))
         self._resume_loaders(loaders.values())
         self.train_samples_per_rank = {name: len(dl.sampler) for name, dl in loaders.items()}
         # min_size: the epoch ends with the ID loader (both have `steps` batches by construction)
         return CombinedLoader(loaders, mode="min_size")
 
+    def _training_samples(self, role: str, dataset: Dataset, seed: int) -> Dataset:
+        """A training loader's dataset: ``(index, seed)`` pairs for a resident role, else the items
+        (with their seeds where the role is augmented per batch)."""
+        if role in self.resident_sets:
+            from oe_lightning.data.resident import ResidentKeys
+
+            return ResidentKeys(len(dataset), seed)
+        return SeededSamples(dataset, seed, role in self.batch_augment)
+
+    def _collate(self, role: str) -> dict[str, Any]:
+        if role not in self.resident_sets:
+            return {}
+        from oe_lightning.data.resident import collate_keys
+
+        return {"collate_fn": collate_keys}
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Training batches on the device: random crop/flip per image, all at once (:attr:`batch_augment`)."""
+        """Training batches on the device: resident images gathered by index, then random crop/flip
+        per image, all at once (:attr:`batch_augment`)."""
         trainer = self.trainer
         if not self.batch_augment or trainer is None or not trainer.training or not isinstance(batch, dict):
             return batch
         batch = dict(batch)
         if "in" in self.batch_augment:
-            x, y, seeds = batch["in"]
+            if "in" in self.resident_sets:
+                index, seeds = batch["in"]
+                x, y = self.resident_sets["in"].gather(index)
+            else:
+                x, y, seeds = batch["in"]
             batch["in"] = (self.batch_augment["in"](x, seeds), y)
         if "oe" in self.batch_augment and "oe" in batch:
-            x, seeds = batch["oe"]
+            if "oe" in self.resident_sets:
+                index, seeds = batch["oe"]
+                x = self.resident_sets["oe"].gather(index)[0]
+            else:
+                x, seeds = batch["oe"]
             batch["oe"] = self.batch_augment["oe"](x, seeds)
         return batch
 
