@@ -135,5 +135,8 @@ def test_compiled_channels_last_training_matches_plain_training_and_saves_plain_
     plain, fast = (torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
                    for run in ("plain", "fast"))
     assert list(plain) == list(fast)  # no "_orig_mod." keys: checkpoints load anywhere
-    for key, value in plain.items():
-        torch.testing.assert_close(fast[key].contiguous(), value, rtol=1e-3, atol=1e-4)  # float sums reordered
+    floats = [k for k, v in plain.items() if v.is_floating_point()]
+    assert all(torch.equal(fast[k], plain[k]) for k in plain if k not in floats)  # e.g. BatchNorm step counts
+    # the same steps up to reordered float sums (compiled kernels, thread counts): 0.1% of the weights' norm
+    gap = torch.cat([(fast[k].contiguous() - plain[k]).flatten() for k in floats]).norm()
+    assert gap <= 1e-3 * torch.cat([plain[k].flatten() for k in floats]).norm()
