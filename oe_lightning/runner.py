@@ -291,11 +291,15 @@ def test_and_write(trainer: pl.Trainer, evaluation: OODEvaluation, datamodule: O
     if trainer.is_global_zero:
         log_test_dashboard(trainer.loggers, results, evaluation.curves)
         write_scores(evaluation.sample_scores, run_dir())
-        if OmegaConf.select(cfg, "evaluation.plots", default=True):
-            write_plots(run_dir() / "plots", evaluation, datamodule, results, cfg)
         path = write_results(results, run_dir())
         print_results(results)
         log.info("results: %s", path)
+        if OmegaConf.select(cfg, "evaluation.plots", default=True):
+            try:  # pictures come after the results are safe: a plotting failure never loses them
+                write_plots(run_dir() / "plots", evaluation, datamodule, results, cfg)
+            except Exception as err:  # noqa: BLE001 - reported, not fatal
+                log.warning("the evaluation plots could not be drawn (%s: %s); results.json is complete",
+                            type(err).__name__, err)
     return results
 
 

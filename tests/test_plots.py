@@ -46,3 +46,13 @@ def test_a_run_draws_each_ood_sets_extreme_images_and_the_threshold(tmp_path, mo
         assert scores[:8] == pytest.approx(sorted(values.tolist(), reverse=True)[:8])
         assert scores[8:] == pytest.approx(sorted(values.tolist())[:8])
         assert images.shape[0] == 16 and float(images.min()) >= -1e-6 and float(images.max()) <= 1 + 1e-6
+
+
+def test_a_plotting_failure_is_a_warning_and_never_loses_the_results(tmp_path, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(plots, "histogram_figure", broken)
+    results = train_in_process(tmp_path / "run", "trainer.max_epochs=1", "evaluation.plots=true")
+    assert (tmp_path / "run" / "results.json").is_file() and "mean" in results
+    assert "evaluation plots could not be drawn (RuntimeError: no display)" in caplog.text
