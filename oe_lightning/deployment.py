@@ -142,7 +142,8 @@ def score_module(config: Any, source: str) -> nn.Module:
 
 def image_paths(inputs: Iterable[str | Path]) -> list[Path]:
     """Files as given, folders expanded (recursively, sorted) to their image files; a path that does
-    not exist is refused naming it, before any image is read."""
+    not exist, or inputs without any image file, are refused before any image is read."""
+    inputs = list(inputs)
     found: list[Path] = []
     missing = []
     for item in inputs:
@@ -157,6 +158,9 @@ def image_paths(inputs: Iterable[str | Path]) -> list[Path]:
     if missing:
         raise OEUserError(f"input names {len(missing)} path(s) that do not exist: {', '.join(missing[:5])}. "
                           f"Pass image files or folders of images (input=photo.jpg or input=[a.jpg,photos/]).")
+    if not found:
+        raise OEUserError(f"input {', '.join(str(i) for i in inputs)} holds no image files (looked for "
+                          f"{', '.join(IMAGE_SUFFIXES)}, in sub-folders too).")
     return found
 
 

@@ -205,3 +205,20 @@ def test_the_stored_preprocessing_is_the_datas_test_transform(data, tmp_path):
     size = (300, 260) if data == "image_folder" else (side, side)  # folders: any size; the others: their own
     image = Image.fromarray(torch.randint(0, 256, (*size, 3), generator=generator, dtype=torch.uint8).numpy())
     torch.testing.assert_close(preprocessing.transform()(image), test_transform(image), rtol=0, atol=1e-6)
+
+
+def test_inputs_are_expanded_to_image_files_and_refused_when_there_are_none(tmp_path):
+    from oe_lightning.deployment import image_paths
+    from oe_lightning.errors import OEUserError
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / ".hidden").mkdir()
+    for name in ("a/2.PNG", "a/b/1.jpg", "a/.hidden/3.png", "a/notes.txt", "c.webp"):
+        (tmp_path / name).write_bytes(b"x")
+    found = image_paths([tmp_path / "a", tmp_path / "c.webp"])
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a/2.PNG", "a/b/1.jpg", "c.webp"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(OEUserError, match="holds no image files"):
+        image_paths([tmp_path / "empty"])
+    with pytest.raises(OEUserError, match=r"do not exist: .*nowhere"):
+        image_paths([tmp_path / "nowhere"])
