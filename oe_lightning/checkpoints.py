@@ -36,19 +36,25 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def backbone_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
-    """The backbone's weights from a Lightning checkpoint or from a plain state_dict."""
-    state = checkpoint.get("state_dict", checkpoint)
+    """The backbone's weights from a Lightning checkpoint, a plain state_dict, or one wrapped under
+    ``"state_dict"`` or ``"model"`` (as many published weight files are)."""
+    state = checkpoint
+    for key in ("state_dict", "model"):
+        if isinstance(state.get(key), dict):
+            state = state[key]
     if any(k.startswith(BACKBONE_PREFIX) for k in state):
         return {k[len(BACKBONE_PREFIX):]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)}
     return {k.removeprefix("module."): v for k, v in state.items() if torch.is_tensor(v)}
 
 
-def load_backbone_weights(backbone: nn.Module, path: str | Path, num_classes: int | None = None) -> None:
-    """Load weights into ``backbone`` strictly; shape mismatches get an explained error.
+def load_backbone_weights(backbone: nn.Module, path: str | Path, num_classes: int | None = None,
+                          checkpoint: dict | None = None) -> None:
+    """Load the weights of the checkpoint at ``path`` (``checkpoint``: its contents, already read)
+    into ``backbone`` strictly; shape mismatches get an explained error.
 
     Old checkpoints without BatchNorm ``num_batches_tracked`` buffers load too.
     """
-    state = backbone_state_dict(read_checkpoint(path))
+    state = backbone_state_dict(read_checkpoint(path) if checkpoint is None else checkpoint)
     own = backbone.state_dict()
     mismatched = {k: (tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
                   if k in own and v.shape != own[k].shape}

@@ -14,19 +14,21 @@ allow-listed factory (:func:`~oe_lightning.checkpoints.checked_model_config`), t
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from oe_lightning import scores as score_modules
-from oe_lightning.checkpoints import backbone_state_dict, checked_model_config, read_checkpoint
+from oe_lightning.checkpoints import checked_model_config, load_backbone_weights, read_checkpoint
 from oe_lightning.errors import OEUserError
 
 log = logging.getLogger("oe_lightning")
@@ -34,7 +36,7 @@ log = logging.getLogger("oe_lightning")
 # the OOD scores a deployed model may apply (config ``score=``), by their config target
 SCORES = {f"oe_lightning.scores.{name}": getattr(score_modules, name)
           for name in ("MaxSoftmax", "MaxLogit", "Energy", "UniformCrossEntropyScore", "Entropy")}
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = IMG_EXTENSIONS  # torchvision's: the files ImageFolder (training) reads
 
 
 @dataclass(frozen=True)
@@ -88,9 +90,14 @@ class Preprocessing:
 
         from oe_lightning.data.transforms import to_float_image
 
-        return v2.Compose([v2.Lambda(lambda image: image.convert("L" if self.channels == 1 else "RGB")),
+        mode = "L" if self.channels == 1 else "RGB"
+        return v2.Compose([v2.Lambda(functools.partial(_convert, mode=mode)),  # picklable: DataLoader workers
                            v2.Resize(self.resize, antialias=True), v2.CenterCrop((self.height, self.width)),
                            to_float_image(), v2.Normalize(list(self.mean), list(self.std))])
+
+
+def _convert(image: Any, mode: str) -> Any:
+    return image.convert(mode)
 
 
 class DeployedModel(nn.Module):
@@ -121,10 +128,8 @@ class Prediction:
     threshold: float
     error: str = ""
 
-    FIELDS = ("path", "predicted_class", "confidence", "ood_score", "decision", "threshold", "error")
 
-    def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.FIELDS}
+PREDICTION_FIELDS = tuple(f.name for f in fields(Prediction))  # the CSV columns
 
 
 def score_module(config: Any, source: str) -> nn.Module:
@@ -226,10 +231,7 @@ class OODClassifier:
         from hydra.utils import instantiate
 
         backbone = instantiate(model_config)
-        try:
-            backbone.load_state_dict(backbone_state_dict(checkpoint), strict=True)
-        except RuntimeError as err:
-            raise OEUserError(f"{source}'s weights do not fit its model config ({str(err).splitlines()[0]}).") from err
+        load_backbone_weights(backbone, path, model_config.get("num_classes"), checkpoint)
         names = info.get("class_names") or [str(i) for i in range(int(info.get("num_classes") or 0))]
         model = DeployedModel(backbone, score_module(info["score"], source), float(chosen))
         if device == "auto":
@@ -279,11 +281,9 @@ class OODClassifier:
     def _rows(self, names: list[str], images: Tensor, errors: list[str]) -> list[Prediction]:
         logits, score, is_ood = self.outputs(images)
         probs = F.softmax(logits.double() / self.temperature, dim=1).max(dim=1)
-        rows = []
-        for i, name in enumerate(names):
-            if errors[i]:
-                rows.append(Prediction(name, None, None, None, "unreadable", self.threshold, errors[i]))
-                continue
-            rows.append(Prediction(name, self.class_names[int(probs.indices[i])], round(float(probs.values[i]), 6),
-                                   float(score[i]), "ood" if bool(is_ood[i]) else "in", self.threshold))
-        return rows
+        classes, confidences = probs.indices.tolist(), probs.values.tolist()
+        scores, ood, threshold = score.tolist(), is_ood.tolist(), self.threshold  # one device read each
+        return [Prediction(name, None, None, None, "unreadable", threshold, error) if error else
+                Prediction(name, self.class_names[classes[i]], round(confidences[i], 6), scores[i],
+                           "ood" if ood[i] else "in", threshold)
+                for i, (name, error) in enumerate(zip(names, errors, strict=True))]

@@ -112,6 +112,7 @@ class OODEvaluation(pl.LightningModule):
         self.names: list[str] = []
         self.results: dict[str, Any] = {}
         self._curve_scores: dict[str, Any] = {}  # the primary detector's scores, for curves()
+        self._curves: dict[str, dict[str, Any]] | None = None  # curves() of the last test, once computed
         self.sample_scores: dict[str, Tensor] = {}
         self._view: Any = None
 
@@ -162,7 +163,7 @@ class OODEvaluation(pl.LightningModule):
                 kinds[name] += [f"score_{d}" for d in self._needing("maps", "input")]
         self.store = nn.ModuleDict({f"{name}__{kind}": CatMetric(nan_strategy="disable")
                                     for name, ks in kinds.items() for kind in ks}).to(self.device)
-        self.results, self._curve_scores, self.sample_scores = {}, {}, {}
+        self.results, self._curve_scores, self.sample_scores, self._curves = {}, {}, {}, None
 
     # ---- the one forward pass -------------------------------------------------------------------
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -215,10 +216,12 @@ class OODEvaluation(pl.LightningModule):
 
     def curves(self) -> dict[str, dict[str, Any]]:
         """The primary detector's downsampled ROC curve and score histograms per OOD set (for the
-        W&B dashboard; computed only when asked)."""
-        scores = self._curve_scores
-        return {name: {"roc": roc_curve(scores["in"], s), "histogram": score_histograms(scores["in"], s)}
-                for name, s in scores.items() if name != "in"}
+        W&B dashboard and the plots; computed once, when first asked)."""
+        if self._curves is None:
+            scores = self._curve_scores
+            self._curves = {name: {"roc": roc_curve(scores["in"], s), "histogram": score_histograms(scores["in"], s)}
+                            for name, s in scores.items() if name != "in"}
+        return self._curves
 
     def on_test_epoch_end(self) -> None:
         sets = self._gathered()

@@ -14,6 +14,7 @@ import torch
 
 from oe_lightning.deployment import OODClassifier
 from oe_lightning.errors import OEUserError
+from oe_lightning.results import write_text_atomic
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
 OUTPUTS = ("logits", "score", "is_ood")
@@ -60,7 +61,7 @@ def export_classifier(classifier: OODClassifier, fmt: str, output: str | Path, s
         else:
             _export_onnx(model, example, tmp)
     os.replace(tmp, model_path)
-    json_path.write_text(json.dumps(sidecar(classifier, model_path.name, fmt, source), indent=2) + "\n")
+    write_text_atomic(json_path, json.dumps(sidecar(classifier, model_path.name, fmt, source), indent=2) + "\n")
     return model_path, json_path
 
 

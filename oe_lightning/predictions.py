@@ -5,18 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
-from oe_lightning.deployment import Prediction
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+from oe_lightning.deployment import PREDICTION_FIELDS, Prediction
+from oe_lightning.results import write_text_atomic
 
 
 def write_predictions(rows: Sequence[Prediction], csv_path: str | Path) -> tuple[Path, Path]:
@@ -24,12 +19,12 @@ def write_predictions(rows: Sequence[Prediction], csv_path: str | Path) -> tuple
     csv_path = Path(csv_path).expanduser()
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=Prediction.FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=PREDICTION_FIELDS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(r.as_dict() for r in rows)
-    _write_atomic(csv_path, buffer.getvalue())
+    writer.writerows(asdict(r) for r in rows)
+    write_text_atomic(csv_path, buffer.getvalue())
     jsonl_path = csv_path.with_suffix(".jsonl")
-    _write_atomic(jsonl_path, "".join(json.dumps(r.as_dict()) + "\n" for r in rows))
+    write_text_atomic(jsonl_path, "".join(json.dumps(asdict(r)) + "\n" for r in rows))
     return csv_path, jsonl_path
 
 

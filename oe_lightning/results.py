@@ -150,13 +150,20 @@ def build_results(test_results: dict[str, Any], cfg: DictConfig,
             "config": config, **extra}
 
 
-def write_results(results: dict[str, Any], run_dir: str | Path) -> Path:
-    """Write ``results.json`` atomically (a partial file never looks complete)."""
-    path = Path(run_dir) / RESULTS_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=False, allow_nan=True) + "\n")
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file beside it and a rename: a reader never sees
+    a partial file, and a kill leaves the previous one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
     tmp.replace(path)
     return path
+
+
+def write_results(results: dict[str, Any], run_dir: str | Path) -> Path:
+    """Write ``results.json`` atomically (a partial file never looks complete)."""
+    return write_text_atomic(Path(run_dir) / RESULTS_FILE,
+                             json.dumps(results, indent=2, sort_keys=False, allow_nan=True) + "\n")
 
 
 SCORES_FILE = "scores.npz"

@@ -80,7 +80,8 @@ def build_module(cfg: DictConfig) -> OutlierExposureModule:
     names = OmegaConf.select(cfg, "data.class_names", default=None)
     module.class_names = [str(n) for n in names] if names else None
     # what oe-predict and oe-export rebuild the deployed classifier from (plain values)
-    module.preprocessing = Preprocessing.from_data_config(cfg.data).to_dict()
+    module.preprocessing = (Preprocessing.from_data_config(cfg.data).to_dict() if "image_shape" in cfg.data
+                            else None)  # a data config of your own without image_shape: not deployable
     module.score_config = OmegaConf.to_container(cfg.score, resolve=True)
     return module
 
@@ -319,7 +320,7 @@ def write_plots(folder: Path, evaluation: OODEvaluation, datamodule: OEDataModul
     histograms = {name: c["histogram"] for name, c in evaluation.curves().items()}
     written = [plots.histogram_figure(histograms, threshold, str(results.get("detector")),
                                       folder / "score_histograms.png")]
-    mean, std = OmegaConf.select(cfg, "data.mean"), OmegaConf.select(cfg, "data.std")
+    preprocessing = Preprocessing.from_data_config(cfg.data)  # mean and std (none: 0 and 1)
     for name, values in scores.items():
         dataset = datamodule.ood_sets.get(name)
         if dataset is None or not len(values):
@@ -327,8 +328,7 @@ def write_plots(folder: Path, evaluation: OODEvaluation, datamodule: OEDataModul
         top, bottom = plots.extremes(values)
         items = [dataset[i] for i in top + bottom]
         images = torch.stack([item[0] if isinstance(item, tuple | list) else item for item in items]).float()
-        if mean is not None and std is not None:
-            images = plots.unnormalize(images, list(mean), list(std))
+        images = plots.unnormalize(images, preprocessing.mean, preprocessing.std)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
         written.append(plots.gallery_figure(name, images, [float(values[i]) for i in top + bottom], threshold,
                                             folder / f"gallery_{safe}.png"))
@@ -359,7 +359,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
     checkpoint = read_checkpoint(cfg.ckpt_path)
     backbone = instantiate(model_config_for(cfg, checkpoint))
-    load_backbone_weights(backbone, cfg.ckpt_path, cfg.data.num_classes)
+    load_backbone_weights(backbone, cfg.ckpt_path, cfg.data.num_classes, checkpoint)
     evaluation = build_evaluation(cfg, backbone)
     datamodule = build_datamodule(cfg, with_oe=cfg.get("oe") is not None)  # oe=: held-out OE validates
     check_accelerator(cfg)

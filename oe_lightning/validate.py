@@ -44,6 +44,10 @@ def number(low: float | None = None, high: float | None = None, low_open: bool =
     return ok
 
 
+def boolean(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
 def choice(*options: Any) -> Check:
     return lambda v: v in options
 
@@ -68,7 +72,7 @@ RULES: list[tuple[str, Check, str, str]] = [
     ("data.val_size", optional(integer(0)), "null or an integer >= 0", "null uses data.val_fraction"),
     ("data.val_split", choice("random", "tail", "numpy_shuffle"), "random, tail or numpy_shuffle",
      "random holds out a seeded random part"),
-    ("data.resident", lambda v: isinstance(v, bool), "true or false", "true keeps the training images on the device"),
+    ("data.resident", boolean, "true or false", "true keeps the training images on the device"),
     ("data.resident_max_gb", number(0, low_open=True), "a number > 0", "GiB of images data.resident may hold"),
     ("loss.lambda_oe", number(0), "a number >= 0", "0 for the plain baseline; the paper uses 0.5"),
     ("module.optimizer.lr", number(0, low_open=True), "a number > 0", "the paper uses 0.1 (0.001 fine-tuning)"),
@@ -77,8 +81,8 @@ RULES: list[tuple[str, Check, str, str]] = [
     ("module.pretrained", optional(existing_file), "null or an existing checkpoint file",
      "pass a run's checkpoints/last.ckpt or a state_dict .pt"),
     ("module.backbone_lr_scale", number(0), "a number >= 0", "1: one learning rate; 0.1 for fine-tuning; 0 freezes"),
-    ("module.channels_last", lambda v: isinstance(v, bool), "true or false", "true with trainer=gpu"),
-    ("module.compile", lambda v: isinstance(v, bool), "true or false", "true compiles the training forward"),
+    ("module.channels_last", boolean, "true or false", "true with trainer=gpu"),
+    ("module.compile", boolean, "true or false", "true compiles the training forward"),
     ("evaluation.recall", number(0, 1, low_open=True), "a TPR in (0, 1]", "the paper reads the FPR at 0.95"),
     ("evaluation.fpr_rule", choice("first", "nearest"), "first or nearest", "nearest is the paper's rule"),
     ("evaluation.protocol", choice("full", "paper"), "full or paper", "paper averages subsets as the paper"),
@@ -86,7 +90,7 @@ RULES: list[tuple[str, Check, str, str]] = [
     ("evaluation.positive", choice("out", "in"), "out or in", "out: OOD positive (the OE paper)"),
     ("evaluation.keep_id", number(0, 1, low_open=True), "a share in (0, 1]",
      "the deployed threshold keeps this share of ID validation images, e.g. 0.95"),
-    ("evaluation.plots", lambda v: isinstance(v, bool), "true or false", "false skips RUN_DIR/plots/"),
+    ("evaluation.plots", boolean, "true or false", "false skips RUN_DIR/plots/"),
     ("score.temperature", number(0, low_open=True), "a number > 0", "1 is the plain energy"),
     ("oe.exclude_file", optional(existing_file), "null or an existing file",
      "the 80M Tiny Images CIFAR index, 80mn_cifar_idxs.txt, from the paper's repository"),

@@ -59,6 +59,7 @@ class BatchAugment:
             raise ValueError(f"BatchAugment needs size >= 1 and padding >= 0, got size={size}, padding={padding}.")
         self.size, self.padding, self.flip = size, int(padding), bool(flip)
         self.fill = None if mean is None else [-m / s for m, s in zip(mean, std or [1.0] * len(mean), strict=True)]
+        self._fill_on: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}  # made once per device
 
     def params(self, seeds: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per image: the crop's top and left in the padded image, and whether it is flipped."""
@@ -86,7 +87,10 @@ class BatchAugment:
             if self.fill is None:
                 images = F.pad(images, (p, p, p, p))
             else:
-                fill = torch.tensor(self.fill, dtype=images.dtype, device=images.device)
+                key = (images.device, images.dtype)
+                if key not in self._fill_on:
+                    self._fill_on[key] = torch.tensor(self.fill, dtype=images.dtype, device=images.device)
+                fill = self._fill_on[key]
                 padded = fill[None, :, None, None].expand(n, channels, height + 2 * p, width + 2 * p).clone()
                 padded[:, :, p:p + height, p:p + width] = images
                 images = padded

@@ -369,35 +369,24 @@ class OEDataModule(pl.LightningDataModule):
         sampler = DistributedSampler(self.train_set, num_replicas=replicas, rank=rank, shuffle=True, seed=seed,
                                      drop_last=self.drop_last)
         in_loader = self._loader(self._training_samples("in", self.train_set, seed), sampler=KeyedSampler(sampler),
-                                 drop_last=self.drop_last, **self._collate("in"))
+                                 drop_last=self.drop_last)
         loaders = {"in": in_loader}
         if self.oe_set is not None:
             steps = len(in_loader)
             mode = self.oe_sampling or getattr(_base(self.oe_set), "preferred_sampling", "shuffle")
             oe_sampler = OESampler(len(self.oe_set), steps * self.oe_batch_size, mode, seed=seed)
             loaders["oe"] = self._loader(self._training_samples("oe", self.oe_set, seed + 1),
-                                         sampler=KeyedSampler(oe_sampler), batch_size=self.oe_batch_size,
-                                         **self._collate("oe"))
+                                         sampler=KeyedSampler(oe_sampler), batch_size=self.oe_batch_size)
         self._resume_loaders(loaders.values())
         self.train_samples_per_rank = {name: len(dl.sampler) for name, dl in loaders.items()}
         # min_size: the epoch ends with the ID loader (both have `steps` batches by construction)
         return CombinedLoader(loaders, mode="min_size")
 
     def _training_samples(self, role: str, dataset: Dataset, seed: int) -> Dataset:
-        """A training loader's dataset: ``(index, seed)`` pairs for a resident role, else the items
-        (with their seeds where the role is augmented per batch)."""
-        if role in self.resident_sets:
-            from oe_lightning.data.resident import ResidentKeys
-
-            return ResidentKeys(len(dataset), seed)
-        return SeededSamples(dataset, seed, role in self.batch_augment)
-
-    def _collate(self, role: str) -> dict[str, Any]:
-        if role not in self.resident_sets:
-            return {}
-        from oe_lightning.data.resident import collate_keys
-
-        return {"collate_fn": collate_keys}
+        """A training loader's dataset: the items, with their seeds where the role is augmented per
+        batch; for a resident role only ``(index, seed)`` (the items of ``range``)."""
+        items = range(len(dataset)) if role in self.resident_sets else dataset
+        return SeededSamples(items, seed, role in self.batch_augment)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Training batches on the device: resident images gathered by index, then random crop/flip
@@ -406,20 +395,15 @@ class OEDataModule(pl.LightningDataModule):
         if not self.batch_augment or trainer is None or not trainer.training or not isinstance(batch, dict):
             return batch
         batch = dict(batch)
-        if "in" in self.batch_augment:
-            if "in" in self.resident_sets:
-                index, seeds = batch["in"]
-                x, y = self.resident_sets["in"].gather(index)
-            else:
-                x, y, seeds = batch["in"]
-            batch["in"] = (self.batch_augment["in"](x, seeds), y)
-        if "oe" in self.batch_augment and "oe" in batch:
-            if "oe" in self.resident_sets:
-                index, seeds = batch["oe"]
-                x = self.resident_sets["oe"].gather(index)[0]
-            else:
-                x, seeds = batch["oe"]
-            batch["oe"] = self.batch_augment["oe"](x, seeds)
+        for role, augment in self.batch_augment.items():
+            if role not in batch:
+                continue
+            *parts, seeds = batch[role]  # "in": (x, y, seeds), "oe": (x, seeds); resident: (index, seeds)
+            if role in self.resident_sets:
+                x, y = self.resident_sets[role].gather(parts[0])
+                parts = [x, y] if role == "in" else [x]
+            x = augment(parts[0], seeds)
+            batch[role] = (x, *parts[1:]) if role == "in" else x
         return batch
 
     def state_dict(self) -> dict[str, Any]:

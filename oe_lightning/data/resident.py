@@ -1,8 +1,9 @@
 """Training images kept as one tensor on the training device, gathered by index each step.
 
 For datasets that fit in (GPU) memory (the embedded digits and crops, CIFAR, SVHN, the 300K OE
-array), with ``data.resident=true`` the training loaders carry only ``(index, seed)`` pairs; the
-DataModule gathers the images (and labels) on the device and crops/flips them there per batch
+array), with ``data.resident=true`` the training loaders carry only ``(index, seed)`` pairs
+(:class:`~oe_lightning.data.samplers.SeededSamples` over ``range(N)``); the DataModule gathers the
+images (and labels) on the device and crops/flips them there per batch
 (:class:`~oe_lightning.data.batch_augment.BatchAugment`). The tensor is what the loader would have
 served, item for item (the role's images through the test transform), so a resident run trains on
 the same batches as a loaded one, bit for bit.
@@ -10,13 +11,10 @@ the same batches as a loaded one, bit for bit.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from oe_lightning.data.samplers import sample_seed
 from oe_lightning.errors import OEUserError
 
 
@@ -63,27 +61,3 @@ class ResidentImages:
             self._on[device] = (self.images.to(device), None if self.labels is None else self.labels.to(device))
         images, labels = self._on[device]
         return images[index], None if labels is None else labels[index]
-
-
-class ResidentKeys(Dataset):
-    """What a resident role's loader serves: for a key ``(epoch, index)``, the index and its
-    augmentation seed (:func:`~oe_lightning.data.samplers.sample_seed`, as :class:`SeededSamples`)."""
-
-    def __init__(self, length: int, seed: int):
-        self.length, self.seed = int(length), int(seed)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, key: tuple[int, int]) -> tuple[int, int]:
-        epoch, index = key
-        return index, sample_seed(self.seed, epoch, index)
-
-    def __getitems__(self, keys: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        return [self[key] for key in keys]
-
-
-def collate_keys(items: list[tuple[int, int]]) -> Any:
-    """``(indices, seeds)`` as two int64 tensors."""
-    return torch.tensor([i for i, _ in items], dtype=torch.int64), torch.tensor([s for _, s in items],
-                                                                                  dtype=torch.int64)

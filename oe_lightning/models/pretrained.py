@@ -41,14 +41,10 @@ def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state_dict file (a plain one, or under ``state_dict`` / ``model``), read as data only."""
-    from oe_lightning.checkpoints import read_checkpoint
+    """A weights file's state_dict (plain, wrapped, or an oe-train checkpoint's backbone), read as data only."""
+    from oe_lightning.checkpoints import backbone_state_dict, read_checkpoint
 
-    state = read_checkpoint(path)
-    for key in ("state_dict", "model"):
-        if isinstance(state.get(key), dict):
-            state = state[key]
-    return {k.removeprefix("module."): v for k, v in state.items() if torch.is_tensor(v)}
+    return backbone_state_dict(read_checkpoint(path))
 
 
 def load_fitting(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -120,13 +116,9 @@ def timm_classifier(name: str = "resnet18", num_classes: int = 10, in_chans: int
                                  **kwargs)
     except OEUserError:
         raise
-    except RuntimeError as err:
+    except Exception as err:  # noqa: BLE001 - huggingface_hub raises many types offline
         if "Unknown model" in str(err):
             raise OEUserError(f"model.name={name!r} is not a timm model; see timm.list_models().") from err
-        if not pretrained:
-            raise
-        cause = err
-    except Exception as err:  # noqa: BLE001 - huggingface_hub raises many types offline
         if not pretrained:
             raise
         cause = err
