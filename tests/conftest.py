@@ -104,23 +104,27 @@ def hydra_job(config_name: str, overrides: list[str], run_dir: Path) -> Iterator
 
 
 def run_in_process(entry: str, run_dir: Path, *overrides: str, tiny: bool = True) -> dict:
-    """``oe-train`` / ``oe-eval`` in this process, through the entry point's own task function
-    (user errors print one paragraph and exit 2, as on the command line); returns results.json's dict.
-    ``tiny`` adds the test-only presets :data:`TINY` (training) or :data:`TINY_EVAL`."""
-    from oe_lightning import evaluate, train
+    """``oe-train`` / ``oe-eval`` / ``oe-predict`` / ``oe-export`` in this process, through the entry
+    point's own task function (user errors print one paragraph and exit 2, as on the command line);
+    returns results.json's dict (training and evaluation). ``tiny`` adds the test-only presets
+    :data:`TINY` (training) or :data:`TINY_EVAL` (evaluation)."""
+    from oe_lightning import evaluate, export, predict, train
 
-    config_name, task = {"oe-train": ("train", train._train), "oe-eval": ("eval", evaluate._evaluate)}[entry]
-    extra = list(TINY if entry == "oe-train" else TINY_EVAL) if tiny else []
+    config_name, task = {"oe-train": ("train", train._train), "oe-eval": ("eval", evaluate._evaluate),
+                         "oe-predict": ("predict", predict._predict), "oe-export": ("export", export._export)}[entry]
+    training = entry in ("oe-train", "oe-eval")
+    extra = list(TINY if entry == "oe-train" else TINY_EVAL) if tiny and training else []
     own = [o for o in overrides if o.startswith("hydra.searchpath=[")]
     if extra and own:  # one search path override holding both (Hydra keeps only one)
         extra = extra[1:]
         overrides = tuple(o.replace("hydra.searchpath=[", f"hydra.searchpath=[file://{TEST_CONF},", 1)
                           if o in own else o for o in overrides)
-    with hydra_job(config_name, ["logger=csv", *extra, *overrides], run_dir) as cfg:
+    with hydra_job(config_name, [*(["logger=csv"] if training else []), *extra, *overrides], run_dir) as cfg:
         from oe_lightning.cli import report_user_errors
 
-        report_user_errors(task, cfg)
-    return json.loads((run_dir / "results.json").read_text())
+        returned = report_user_errors(task, cfg)
+    results = run_dir / "results.json"
+    return json.loads(results.read_text()) if results.exists() else returned
 
 
 def train_in_process(run_dir: Path, *overrides: str, tiny: bool = True) -> dict:

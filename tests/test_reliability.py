@@ -128,14 +128,29 @@ def trained(tmp_path_factory):
     return run_dir / "checkpoints" / "last.ckpt"
 
 
-def test_a_checkpoint_whose_unpickling_runs_code_is_refused_by_every_load_path(capsys, tmp_path):
+def _load_paths(checkpoint: pathlib.Path, image: pathlib.Path) -> list[tuple[str, tuple[str, ...]]]:
+    """Every command line that reads a checkpoint: resume, pretrained weights, oe-eval, oe-predict, oe-export."""
+    return [("oe-train", (f"ckpt_path={checkpoint}",)), ("oe-train", (f"module.pretrained={checkpoint}",)),
+            ("oe-eval", (f"ckpt_path={checkpoint}",)), ("oe-predict", (f"ckpt_path={checkpoint}", f"input={image}")),
+            ("oe-export", (f"ckpt_path={checkpoint}",))]
+
+
+@pytest.fixture
+def image(tmp_path) -> pathlib.Path:
+    from PIL import Image
+
+    path = tmp_path / "digit.png"
+    Image.new("RGB", (8, 8), (255, 255, 255)).save(path)
+    return path
+
+
+def test_a_checkpoint_whose_unpickling_runs_code_is_refused_by_every_load_path(capsys, tmp_path, image):
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "payload": _TouchOnLoad(marker)}, evil)
-    for entry, override in (("oe-train", f"ckpt_path={evil}"), ("oe-train", f"module.pretrained={evil}"),
-                            ("oe-eval", f"ckpt_path={evil}")):
-        err = _refused(capsys, entry, tmp_path / entry / override.split("=")[0], override)
-        assert str(evil) in err and "could not be read as weights" in err
+    for i, (entry, overrides) in enumerate(_load_paths(evil, image)):
+        err = _refused(capsys, entry, tmp_path / f"{entry}{i}", *overrides)
+        assert str(evil) in err and "could not be read as weights" in err, (entry, err)
     assert not marker.exists()
 
 
@@ -147,15 +162,17 @@ def test_a_checkpoint_whose_unpickling_runs_code_is_refused_by_every_load_path(c
     {"_target_": "oe_lightning.models.SmallCNN", "num_classes": 10, "width": "${oc.env:HOME}"},
 ], ids=["file-writing target", "nested target", "positional args", "interpolation"])
 def test_a_checkpoint_naming_code_in_its_model_config_is_refused_and_runs_nothing(capsys, tmp_path, trained,
-                                                                                 model_config):
+                                                                                 model_config, image):
+    """oe-eval, oe-predict and oe-export rebuild the model from the checkpoint's stored config."""
     marker = tmp_path / "copied"
     text = json.dumps(model_config).replace("SRC", str(trained)).replace("MARKER", str(marker))
     checkpoint = torch.load(trained, weights_only=True)
     checkpoint["oe_lightning"]["model_config"] = json.loads(text)
     evil = tmp_path / "evil.ckpt"
     torch.save(checkpoint, evil)
-    err = _refused(capsys, "oe-eval", tmp_path / "eval", f"ckpt_path={evil}")
-    assert "stores a model config that is not plain data" in err and "never chooses what code runs" in err
+    for entry, overrides in _load_paths(evil, image)[2:]:
+        err = _refused(capsys, entry, tmp_path / entry, *overrides)
+        assert "stores a model config that is not plain data" in err and "never chooses what code runs" in err, err
     assert not marker.exists()
 
 
@@ -178,13 +195,12 @@ def test_a_trusted_factory_can_be_allowed_by_the_config_never_by_the_file(capsys
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", "truncated"], ids=["empty", "garbage",
                                                                                          "truncated"])
-def test_unreadable_checkpoints_are_named_for_every_load_path(capsys, tmp_path, trained, content):
+def test_unreadable_checkpoints_are_named_for_every_load_path(capsys, tmp_path, trained, content, image):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(trained.read_bytes()[:2000] if content == "truncated" else content)
-    for entry, override in (("oe-train", f"ckpt_path={bad}"), ("oe-train", f"module.pretrained={bad}"),
-                            ("oe-eval", f"ckpt_path={bad}")):
-        err = _refused(capsys, entry, tmp_path / entry / override.split("=")[0], override)
-        assert str(bad) in err
+    for i, (entry, overrides) in enumerate(_load_paths(bad, image)):
+        err = _refused(capsys, entry, tmp_path / f"{entry}{i}", *overrides)
+        assert str(bad) in err, (entry, err)
 
 
 # ---- results files ----------------------------------------------------------------------------
