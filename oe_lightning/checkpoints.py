@@ -61,10 +61,11 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path, num_classes: in
     if mismatched:
         head = [f"{k} {ck} in the checkpoint vs {mine} in the model"
                 for k, (ck, mine) in mismatched.items()]
-        classes = [ck[0] for k, (ck, mine) in mismatched.items()
-                   if num_classes is not None and mine and mine[0] == num_classes]
+        # a head whose output count differs (and nothing else): the data's class count does not match
+        classes = [ck[0] for k, (ck, mine) in mismatched.items() if num_classes is not None and mine
+                   and mine[0] == num_classes and ck[0] != num_classes and ck[1:] == mine[1:]]
         why = (f"The checkpoint has {classes[0]} output classes but the data has {num_classes}. "
-               if classes else "")
+               if classes else "The checkpoint is of another architecture or width. ")
         raise OEUserError(
             f"Checkpoint {str(path)!r} does not fit the model: {why}Mismatched weights: "
             f"{'; '.join(head[:4])}. Use a checkpoint trained on the same data and model, or "

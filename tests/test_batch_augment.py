@@ -151,6 +151,7 @@ def test_resident_images_give_the_loaded_batches_bit_for_bit(tmp_path):
     index, seeds = raw["in"]
     assert index.dtype == seeds.dtype == torch.int64 and index.ndim == 1 and len(raw["oe"]) == 2
     assert set(dm.resident_sets) == {"in", "oe"} and len(dm.resident_sets["in"]) == len(dm.train_set)
+    assert dm.resident_sets["in"].images.dtype == torch.float32  # the digits load as floats: kept as they load
     assert torch.equal(resident["in"][0], loaded["in"][0]) and torch.equal(resident["in"][1], loaded["in"][1])
     assert torch.equal(resident["oe"], loaded["oe"])
 
@@ -171,3 +172,38 @@ def test_resident_images_over_the_memory_limit_are_refused_before_reading(tmp_pa
 
     with pytest.raises(OEUserError, match=r"1,132 in training images .* over data.resident_max_gb=1e-06"):
         _first_training_batch(tmp_path, "data.resident=true", "data.resident_max_gb=0.000001")
+
+
+@pytest.mark.parametrize("data", ["cifar10", "svhn"])
+def test_speed_resident_keeps_uint8_images_and_gives_the_loaded_batches_bit_for_bit(tmp_path, data):
+    """speed=resident on CIFAR-10 / SVHN files and a 300K-format OE array: the training images are
+    kept as uint8 (a quarter of float32), finished (to float, normalised) per batch on the device,
+    and every batch of an epoch equals the one the loaders build from the same (index, seed)."""
+    import numpy as np
+
+    from tests.formats import write_cifar10, write_svhn
+
+    sums = write_cifar10(tmp_path) if data == "cifar10" else write_svhn(tmp_path, "train", n=21)
+    np.save(tmp_path / "oe.npy", np.random.default_rng(0).integers(0, 256, (70, 32, 32, 3), dtype=np.uint8))
+    checksums = "{" + ",".join(f"{k}:{v}" for k, v in sums.items()) + "}"
+    common = [f"data={data}", "oe=random_300k", f"oe.path={tmp_path / 'oe.npy'}", f"paths.data_dir={tmp_path}",
+              f"data.checksums={checksums}", "data.batch_size=4", "data.oe_batch_size=8", "data.pin_memory=false",
+              "speed=resident", *(["data.train.split=train"] if data == "svhn" else [])]
+    batches = {}
+    for resident in (True, False):
+        dm, _, _ = _first_training_batch(tmp_path / str(resident), *common, f"data.resident={resident}")
+        batches[resident] = [dm.on_after_batch_transfer(b[0], 0) for b in dm.train_dataloader()]
+        if resident:
+            images = dm.resident_sets
+            assert images["in"].images.dtype == images["oe"].images.dtype == torch.uint8
+            assert images["in"].images.shape == (20 if data == "cifar10" else 21, 3, 32, 32)
+            assert images["oe"].nbytes == 70 * 3 * 32 * 32
+    assert len(batches[True]) == len(batches[False]) == (5 if data == "cifar10" else 6)
+    for a, b in zip(batches[True], batches[False], strict=True):
+        assert a["in"][0].dtype == torch.float32 and torch.equal(a["in"][0], b["in"][0])
+        assert torch.equal(a["in"][1], b["in"][1]) and torch.equal(a["oe"], b["oe"])
+    first = batches[True][0]["in"][0]
+    if data == "svhn":  # no normalisation: [0, 1]
+        assert first.shape == (4, 3, 32, 32) and float(first.min()) >= 0 and float(first.max()) <= 1
+    else:  # normalised: a black pixel is -mean/std
+        assert float(first.min()) < -1.5

@@ -140,3 +140,26 @@ def test_sweep_job_directories_are_unique_and_path_safe():
     assert long[0] != long[1] and all(len(n) <= 100 and "/" not in n for n in long)
     assert job_dirname("module.pretrained:b/seed_${seed}/last.ckpt+data.image_shape:[1,8,8]") == \
         "module.pretrained:b-seed_--seed--last.ckpt+data.image_shape:-1-8-8-"
+
+
+@pytest.mark.parametrize("data,oe,augmented", [("cifar10", "random_300k", {"in", "oe"}),
+                                               ("cifar100", "random_300k", {"in", "oe"}),
+                                               ("svhn", "random_300k", {"in", "oe"}),
+                                               ("tiny_imagenet", "imagenet22k", {"in"})])
+def test_speed_presets_keep_training_images_on_the_device_with_the_datas_own_augmentation(data, oe, augmented):
+    """speed=gpu after a paper preset: resident, batch-augmented as data.device_augment (the reference
+    transforms' per-batch versions), bf16 and channels_last, overriding the preset's fp32."""
+    from hydra.utils import instantiate
+
+    cfg = compose_train(f"experiment=paper/{data}_oe_tune", f"oe={oe}", "speed=gpu", "module.pretrained=base.pt")
+    assert cfg.data.resident and cfg.data.num_workers == 0 and cfg.module.channels_last
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.trainer.accelerator == "gpu"
+    augment = {k: v for k, v in instantiate(cfg.data.batch_augment).items() if v is not None}
+    assert set(augment) == augmented
+    size, padding = {"cifar10": (32, 4), "cifar100": (32, 4), "svhn": (None, 0), "tiny_imagenet": (64, 8)}[data]
+    assert (augment["in"].size, augment["in"].padding, augment["in"].flip) == (size, padding, data != "svhn")
+    if data == "svhn":  # the reference flips SVHN's OE images only (SVHN/oe_tune.py:70-72)
+        assert augment["oe"].flip and augment["oe"].padding == 0
+    plain = compose_train(f"experiment=paper/{data}_oe_tune", f"oe={oe}", "module.pretrained=base.pt")
+    assert plain.trainer.precision == "32-true" and not plain.data.get("resident", False)
+    assert plain.data.get("batch_augment") is None

@@ -162,6 +162,11 @@ def test_checkpoint_with_other_class_count_or_missing_file_is_explained(tmp_path
     torch.save(SmallCNN(num_classes=5, width=8).state_dict(), five)
     with pytest.raises(OEUserError, match="checkpoint has 5 output classes but the data has 10"):
         OutlierExposureModule(SmallCNN(num_classes=10, width=8), num_classes=10, pretrained=str(five))
+    wider = tmp_path / "wider.pt"  # the same 10 classes, another width: not a class-count problem
+    torch.save(SmallCNN(num_classes=10, width=16).state_dict(), wider)
+    with pytest.raises(OEUserError, match="another architecture or width") as refused:
+        OutlierExposureModule(SmallCNN(num_classes=10, width=8), num_classes=10, pretrained=str(wider))
+    assert "output classes" not in str(refused.value)
     with pytest.raises(OEUserError, match="does not exist"):
         OutlierExposureModule(SmallCNN(num_classes=10), num_classes=10,
                               pretrained=str(tmp_path / "nope.ckpt"))

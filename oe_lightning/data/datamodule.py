@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import multiprocessing as mp
 import os
 from collections.abc import Callable, Mapping
@@ -13,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torchvision.transforms import v2
 
 from oe_lightning.data.batch_augment import BatchAugment
 from oe_lightning.data.samplers import (
@@ -24,6 +26,8 @@ from oe_lightning.data.samplers import (
     world,
 )
 from oe_lightning.errors import OEUserError
+
+log = logging.getLogger(__name__)
 
 DatasetFactory = Callable[..., Dataset]
 
@@ -202,9 +206,11 @@ class OEDataModule(pl.LightningDataModule):
                               f"(the ID and the OE training batches).")
         # the batch-augmented roles' images as one tensor on the training device (data/resident.py)
         if resident and "in" not in self.batch_augment:
-            raise OEUserError("data.resident=true gathers the training images on the device and crops them there, "
-                              "so it needs data.batch_augment.in (and .oe for the OE images); this data config "
-                              "has none. Set data.resident=false, or add a batch_augment block (see digits.yaml).")
+            raise OEUserError("data.resident=true (speed=resident or speed=gpu) gathers the training images on the "
+                              "device and crops them there, so it needs data.batch_augment.in (and .oe for the OE "
+                              "images); this data config has none (its data.device_augment is null when its "
+                              "training transform has no per-batch version). Leave speed= off or set "
+                              "data.resident=false, or add a device_augment block (see cifar10.yaml).")
         self.resident, self.resident_max_gb = bool(resident), float(resident_max_gb)
         self.resident_sets: dict[str, Any] = {}
         self.batch_size = batch_size
@@ -257,8 +263,12 @@ class OEDataModule(pl.LightningDataModule):
                 from oe_lightning.data.resident import ResidentImages
 
                 roles = {"in": self.train_set, "oe": self.oe_set if "oe" in self.batch_augment else None}
-                self.resident_sets = {role: ResidentImages.from_dataset(data, role, self.resident_max_gb)
+                self.resident_sets = {role: ResidentImages.from_dataset(data, role, self.resident_max_gb,
+                                                                        self._raw_view(role), self.test_transform)
                                       for role, data in roles.items() if data is not None}
+                for role, images in self.resident_sets.items():
+                    log.info("resident %s images: %s %s, %.2f GiB", role, tuple(images.images.shape),
+                             images.images.dtype, images.nbytes / 2**30)
         if stage in (None, "test", "predict") and self.fit_loader and self.fit_set is None:
             train_plain = self.factories["train"](transform=self.test_transform)
             self.fit_set = Subset(train_plain, self._split(len(train_plain))[0])
@@ -278,6 +288,14 @@ class OEDataModule(pl.LightningDataModule):
             self.ood_sets = {name: make(transform=self.test_transform)
                              for name, make in self.ood_factories.items()}
             self._check_oe_not_in_tests()
+
+    def _raw_view(self, role: str) -> Dataset:
+        """The training items of ``role`` as they load, only made tensors (uint8 for 8-bit sources):
+        what :class:`ResidentImages` keeps when the test transform can finish them per batch."""
+        if role == "in":
+            return Subset(self.factories["train"](transform=v2.ToImage()), self.train_set.indices)
+        raw = ImagesOnly(self.oe_factory(transform=v2.ToImage()))
+        return Subset(raw, self.oe_set.indices) if isinstance(self.oe_set, Subset) else raw
 
     def _split(self, n: int) -> tuple[list[int], list[int]]:
         """Indices of the training part and of the held-out ID validation part (none: the data has
