@@ -20,6 +20,7 @@ from oe_lightning.evaluation import check_evaluation_settings
 from oe_lightning.losses import UniformCrossEntropy
 from oe_lightning.metrics import OODMetrics
 from oe_lightning.scores import MaxSoftmax
+from oe_lightning.step_log import DeferredStepLog
 
 
 class OutlierExposureModule(pl.LightningModule):
@@ -84,6 +85,7 @@ class OutlierExposureModule(pl.LightningModule):
                               f"backbone), got {backbone_lr_scale!r}.")
         self.backbone_lr_scale = float(backbone_lr_scale)
         self.channels_last, self.compile = bool(channels_last), bool(compile)
+        self._step_log = DeferredStepLog()
         if pretrained:
             load_backbone_weights(self.backbone, pretrained, num_classes)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -167,15 +169,30 @@ class OutlierExposureModule(pl.LightningModule):
             self._log_step(parts)
         return loss
 
+    STEP_NAMES = ("train/loss_step", "train/loss_in_step", "train/loss_oe_step")
+
     def _log_step(self, parts: Tensor) -> None:
-        """Every ``trainer.log_every_n_steps`` steps, straight to the loggers (rank 0 only): one
-        device read, where ``self.log`` would cost ~6 ms of bookkeeping per call."""
+        """Every ``trainer.log_every_n_steps`` steps, straight to the loggers (rank 0 only), where
+        ``self.log`` would cost ~6 ms of bookkeeping per call; copied off the device without
+        waiting for it and written once there (:class:`~oe_lightning.step_log.DeferredStepLog`)."""
         if self.trainer.is_global_zero and self.loggers:
-            loss, loss_in, loss_oe = parts.tolist()
-            metrics = {"train/loss_step": loss, "train/loss_in_step": loss_in, "train/loss_oe_step": loss_oe,
-                       "epoch": self.current_epoch}
-            for logger in self.loggers:
-                logger.log_metrics(metrics, step=self.global_step)
+            self._step_log.put(parts, self.STEP_NAMES, self.global_step, self.current_epoch, self.loggers)
+
+    def _flush_step_log(self, wait: bool = True) -> None:
+        if self._trainer is not None:
+            self._step_log.flush(self.loggers, wait)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # this step's values if their copy is done (on CPU: always; on a GPU usually by the next
+        # log step, which writes them first, so with log_every_n_steps=1 a row may follow the next
+        # step's learning-rate row in the CSV)
+        self._flush_step_log(wait=False)
+
+    def on_validation_start(self) -> None:
+        self._flush_step_log()  # the last step values before the validation's, in step order
+
+    def on_train_end(self) -> None:
+        self._flush_step_log()
 
     # Losses and accuracy stay on the device during an epoch (no host synchronisation per step):
     # summed here, logged once per epoch. A non-finite loss is looked for every step on CPU (free)
@@ -205,7 +222,9 @@ class OutlierExposureModule(pl.LightningModule):
         if record is None or record.device != parts.device:
             record = self._first_bad = torch.full((4,), -1.0, dtype=torch.float64, device=parts.device)
         newly = ~torch.isfinite(parts[0]) & (record[0] < 0)
-        step_and_parts = torch.cat([parts.new_tensor([float(self.global_step)]).double(), parts.double()])
+        # new_full fills on the device; new_tensor would copy from the host and wait for the device
+        step_and_parts = torch.cat([parts.new_full((1,), float(self.global_step), dtype=torch.float64),
+                                    parts.double()])
         record.copy_(torch.where(newly, step_and_parts, record))
         last = self._trainer is not None and batch_idx + 1 >= self._trainer.num_training_batches
         if last or (self.global_step + 1) % every == 0:
@@ -229,6 +248,7 @@ class OutlierExposureModule(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         """Log the epoch's sample-weighted mean losses and training accuracy (one synchronisation)."""
+        self._flush_step_log()
         seen = getattr(self, "_epoch_seen", 0)
         if seen:
             means = self._epoch_sums / seen

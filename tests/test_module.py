@@ -85,6 +85,65 @@ def test_a_deferred_non_finite_check_names_the_first_bad_step_and_blocks_checkpo
         module.raise_if_nonfinite()
 
 
+class RecordingLogger:
+    def __init__(self):
+        self.rows = []
+
+    def log_metrics(self, metrics, step):
+        self.rows.append((step, metrics))
+
+
+def _in_a_trainer(module, logger, step):
+    from types import SimpleNamespace
+
+    module.trainer = SimpleNamespace(log_every_n_steps=1, is_global_zero=True, loggers=[logger], global_step=step,
+                                     current_epoch=0, num_training_batches=100, training=True)
+
+
+def _steps_logged_without_waiting(device):
+    """Three training steps on ``device`` with their step values logged: the values reach the
+    logger only after the step (copied off the device, never waited for), at their own steps."""
+    module = OutlierExposureModule(CountingLinear(), num_classes=3).to(device)
+    logger, losses = RecordingLogger(), []
+    for step in range(3):
+        _in_a_trainer(module, logger, step)
+        b = batch()
+        b = {"in": (b["in"][0].to(device), b["in"][1].to(device)), "oe": b["oe"].to(device)}
+        loss = module.training_step(b, step)
+        loss.backward()
+        losses.append(loss.detach())
+        module.on_train_batch_end(None, b, step)
+    module.on_train_end()  # waits for anything still pending
+    return logger, losses
+
+
+def test_step_values_reach_the_loggers_after_the_step_at_their_own_step():
+    module = OutlierExposureModule(CountingLinear(), num_classes=3)
+    logger = RecordingLogger()
+    _in_a_trainer(module, logger, 7)
+    loss = module.training_step(batch(), 0)
+    assert logger.rows == []  # handed over asynchronously: written after the step
+    module.on_train_batch_end(None, batch(), 0)
+    [(step, metrics)] = logger.rows
+    assert step == 7 and metrics["epoch"] == 0 and metrics["train/loss_step"] == pytest.approx(loss.item())
+    assert set(metrics) == {"train/loss_step", "train/loss_in_step", "train/loss_oe_step", "epoch"}
+    logger, losses = _steps_logged_without_waiting("cpu")
+    assert [s for s, _ in logger.rows] == [0, 1, 2]
+    assert [m["train/loss_step"] for _, m in logger.rows] == pytest.approx([x.item() for x in losses])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/gpu_check.sh runs it)")
+def test_a_gpu_training_step_never_waits_for_the_device():
+    """torch's sync debug mode raises on any host-device synchronisation inside the steps."""
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        logger, losses = _steps_logged_without_waiting("cuda")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert [s for s, _ in logger.rows] == [0, 1, 2]
+    assert [m["train/loss_step"] for _, m in logger.rows] == pytest.approx([x.item() for x in losses])
+
+
 def test_wrong_number_of_outputs_is_explained():
     module = OutlierExposureModule(CountingLinear(num_classes=5), num_classes=3)
     with pytest.raises(OEUserError, match=r"logits of shape \(12, 5\).*3 classes"):
