@@ -289,9 +289,13 @@ class OEDataModule(pl.LightningDataModule):
                              for name, make in self.ood_factories.items()}
             self._check_oe_not_in_tests()
 
-    def _raw_view(self, role: str) -> Dataset:
+    def _raw_view(self, role: str) -> Dataset | None:
         """The training items of ``role`` as they load, only made tensors (uint8 for 8-bit sources):
-        what :class:`ResidentImages` keeps when the test transform can finish them per batch."""
+        what :class:`ResidentImages` keeps when the test transform can finish them per batch. None
+        for images already in memory as floats (the embedded sets): nothing more compact to keep."""
+        base = _base(self.train_set if role == "in" else self.oe_set)
+        if torch.is_tensor(getattr(base, "images", None)) and base.images.is_floating_point():
+            return None
         if role == "in":
             return Subset(self.factories["train"](transform=v2.ToImage()), self.train_set.indices)
         raw = ImagesOnly(self.oe_factory(transform=v2.ToImage()))
