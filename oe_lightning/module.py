@@ -183,9 +183,8 @@ class OutlierExposureModule(pl.LightningModule):
             self._step_log.flush(self.loggers, wait)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # this step's values if their copy is done (on CPU: always; on a GPU usually by the next
-        # log step, which writes them first, so with log_every_n_steps=1 a row may follow the next
-        # step's learning-rate row in the CSV)
+        # the logged steps whose copy is done, in order (on CPU: at once; on a GPU a step or two
+        # later, so with log_every_n_steps=1 a row may follow a later step's learning-rate row)
         self._flush_step_log(wait=False)
 
     def on_validation_start(self) -> None:

@@ -2,13 +2,14 @@
 
 Every ``trainer.log_every_n_steps`` steps the module hands its step losses (a device tensor) to
 :class:`DeferredStepLog`: they are copied into pinned host memory asynchronously, a CUDA event
-marks the copy, and the values are written once the event has passed (looked at without waiting
-at each step's end; waited for before validation, at the epoch's end and before the next copy,
-long after it finished). On CPU the copy is immediate and the same path runs.
+marks the copy, and the values are written, in step order, once their event has passed (looked at
+without waiting at each step's end; waited for only before validation and at the epoch's end).
+On CPU the copy is immediate and the same path runs.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -17,39 +18,47 @@ from torch import Tensor
 
 
 class DeferredStepLog:
-    """One pending set of named step values: :meth:`put` copies them off the device, :meth:`flush`
-    writes them (with their own step and epoch) to the loggers once the copy is done."""
+    """Named step values on their way off the device: :meth:`put` starts a copy, :meth:`flush`
+    writes (with their own step and epoch) those whose copy is done. At most ``max_pending`` wait;
+    beyond that the oldest is waited for."""
 
-    def __init__(self) -> None:
-        self._buffer: Tensor | None = None
-        self._pending: tuple[Any, int, int, Sequence[str]] | None = None
+    def __init__(self, max_pending: int = 64) -> None:
+        self.max_pending = max_pending
+        self._pending: deque[tuple[Tensor, Any, int, int, tuple[str, ...]]] = deque()
 
     def put(self, values: Tensor, names: Sequence[str], step: int, epoch: int, loggers: Iterable[Any]) -> None:
-        """Start copying ``values`` (1-D) to the host; an earlier pending set is written first."""
-        self.flush(loggers, wait=True)
+        """Start copying ``values`` (1-D) to the host, never waiting for the device."""
+        loggers = list(loggers)
+        self.flush(loggers, wait=False)
+        if len(self._pending) >= self.max_pending:
+            self._write_oldest(loggers, wait=True)
         values = values.detach()
         cuda = values.is_cuda
-        if self._buffer is None or self._buffer.shape != values.shape or self._buffer.dtype != values.dtype:
-            self._buffer = torch.empty(values.shape, dtype=values.dtype, pin_memory=cuda)
-        self._buffer.copy_(values, non_blocking=cuda)
+        host = torch.empty(values.shape, dtype=values.dtype, pin_memory=cuda)  # torch's cached pinned blocks
+        host.copy_(values, non_blocking=cuda)
         event = None
         if cuda:
             event = torch.cuda.Event()
             event.record()
-        self._pending = (event, step, epoch, tuple(names))
+        self._pending.append((host, event, step, epoch, tuple(names)))
 
-    def flush(self, loggers: Iterable[Any], wait: bool) -> bool:
-        """Write the pending values if their copy is done (``wait``: wait for it); whether any were written."""
-        if self._pending is None:
-            return False
-        event, step, epoch, names = self._pending
-        if event is not None:
-            if not wait and not event.query():
-                return False
+    def flush(self, loggers: Iterable[Any], wait: bool) -> int:
+        """Write the pending values in order while their copy is done (``wait``: wait for each);
+        how many sets were written."""
+        loggers, written = list(loggers), 0
+        while self._pending:
+            event = self._pending[0][1]
+            if event is not None and not wait and not event.query():
+                break
+            self._write_oldest(loggers, wait)
+            written += 1
+        return written
+
+    def _write_oldest(self, loggers: list[Any], wait: bool) -> None:
+        host, event, step, epoch, names = self._pending.popleft()
+        if event is not None and wait:
             event.synchronize()
-        metrics = dict(zip(names, self._buffer.tolist(), strict=True))
+        metrics = dict(zip(names, host.tolist(), strict=True))
         metrics["epoch"] = epoch
-        self._pending = None
         for logger in loggers:
             logger.log_metrics(metrics, step=step)
-        return True
