@@ -34,10 +34,9 @@ def histogram_figure(histograms: Mapping[str, Mapping[str, Sequence[float]]], th
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), dpi=110, squeeze=False)
     for ax, name in zip(axes.flat, names, strict=False):
         h = histograms[name]
-        edges = torch.tensor(h["edges"])
-        centres, width = ((edges[1:] + edges[:-1]) / 2).tolist(), float(edges[1] - edges[0])
-        ax.bar(centres, h["in"], width=width, alpha=0.55, label="ID test", color="tab:blue")
-        ax.bar(centres, h["out"], width=width, alpha=0.55, label=name, color="tab:red")
+        # one filled step outline per histogram (a bar per bin was a patch per bin: ~0.1 s a panel)
+        ax.stairs(h["in"], h["edges"], fill=True, alpha=0.55, label="ID test", color="tab:blue")
+        ax.stairs(h["out"], h["edges"], fill=True, alpha=0.55, label=name, color="tab:red")
         if threshold is not None:
             ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label="threshold")
         ax.set_title(name, fontsize=9)
@@ -60,23 +59,30 @@ def extremes(scores: Tensor, k: int = GALLERY_SIZE) -> tuple[list[int], list[int
 
 
 def gallery_figure(name: str, images: Tensor, scores: Sequence[float], threshold: float | None, path: Path) -> Path:
-    """Two rows of images in [0, 1] (``2k``: the most OOD-looking first), each titled with its score
-    and, given a threshold, the deployed decision."""
+    """Two rows of images in [0, 1] (``2k``: the most OOD-looking first), each labelled with its score
+    and, given a threshold, the deployed decision. Each row is one picture (torchvision's
+    ``make_grid``), so the figure has two axes rather than one per image."""
+    from torchvision.utils import make_grid
+
     plt = _pyplot()
     k = len(images) // 2
-    fig, axes = plt.subplots(2, k, figsize=(1.3 * k, 3.3), dpi=110, squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i >= len(images):
-            continue
-        picture = images[i].permute(1, 2, 0).clamp(0, 1).numpy()
-        ax.imshow(picture[..., 0] if picture.shape[2] == 1 else picture, cmap="gray", vmin=0, vmax=1)
-        decision = "" if threshold is None else (" ood" if scores[i] > threshold else " in")
-        ax.set_title(f"{scores[i]:.3g}{decision}", fontsize=7)
-    axes[0][0].text(-0.1, 0.5, "most OOD", transform=axes[0][0].transAxes, rotation=90, va="center", ha="right",
-                    fontsize=8)
-    axes[1][0].text(-0.1, 0.5, "least OOD", transform=axes[1][0].transAxes, rotation=90, va="center", ha="right",
-                    fontsize=8)
+    pad = 2
+    fig, axes = plt.subplots(2, 1, figsize=(1.3 * k, 3.6), dpi=110, squeeze=False)
+    for row, (ax, label) in enumerate(zip(axes[:, 0], ("most OOD", "least OOD"), strict=True)):
+        part = images[row * k:(row + 1) * k].clamp(0, 1)
+        grid = make_grid(part, nrow=k, padding=pad, pad_value=1.0)
+        ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+        width = part.shape[-1]
+        for i in range(len(part)):
+            score = scores[row * k + i]
+            decision = "" if threshold is None else (" ood" if score > threshold else " in")
+            ax.text(pad + i * (width + pad) + width / 2, -1, f"{score:.3g}{decision}", ha="center", va="bottom",
+                    fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        ax.set_ylabel(label, fontsize=8)
     fig.suptitle(f"{name}: most and least OOD-looking test images (score, decision)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
