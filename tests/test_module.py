@@ -100,19 +100,29 @@ def _in_a_trainer(module, logger, step):
                                      current_epoch=0, num_training_batches=100, training=True)
 
 
-def _steps_logged_without_waiting(device):
+def _steps_logged_without_waiting(device, sync_debug_mode=None):
     """Three training steps on ``device`` with their step values logged: the values reach the
-    logger only after the step (copied off the device, never waited for), at their own steps."""
+    logger only after the step (copied off the device, never waited for), at their own steps.
+    ``sync_debug_mode`` ("error"): torch raises on any host-device synchronisation in the steps
+    (the batches are moved to the device before)."""
     module = OutlierExposureModule(CountingLinear(), num_classes=3).to(device)
-    logger, losses = RecordingLogger(), []
-    for step in range(3):
-        _in_a_trainer(module, logger, step)
+    batches = []
+    for _ in range(3):
         b = batch()
-        b = {"in": (b["in"][0].to(device), b["in"][1].to(device)), "oe": b["oe"].to(device)}
-        loss = module.training_step(b, step)
-        loss.backward()
-        losses.append(loss.detach())
-        module.on_train_batch_end(None, b, step)
+        batches.append({"in": (b["in"][0].to(device), b["in"][1].to(device)), "oe": b["oe"].to(device)})
+    logger, losses = RecordingLogger(), []
+    if sync_debug_mode:
+        torch.cuda.set_sync_debug_mode(sync_debug_mode)
+    try:
+        for step, b in enumerate(batches):
+            _in_a_trainer(module, logger, step)
+            loss = module.training_step(b, step)
+            loss.backward()
+            losses.append(loss.detach())
+            module.on_train_batch_end(None, b, step)
+    finally:
+        if sync_debug_mode:
+            torch.cuda.set_sync_debug_mode("default")
     module.on_train_end()  # waits for anything still pending
     return logger, losses
 
@@ -135,11 +145,7 @@ def test_step_values_reach_the_loggers_after_the_step_at_their_own_step():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/gpu_check.sh runs it)")
 def test_a_gpu_training_step_never_waits_for_the_device():
     """torch's sync debug mode raises on any host-device synchronisation inside the steps."""
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        logger, losses = _steps_logged_without_waiting("cuda")
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
+    logger, losses = _steps_logged_without_waiting("cuda", sync_debug_mode="error")
     assert [s for s, _ in logger.rows] == [0, 1, 2]
     assert [m["train/loss_step"] for _, m in logger.rows] == pytest.approx([x.item() for x in losses])
 
