@@ -7,6 +7,7 @@ resized to 8×8. All images are float tensors of shape (1, 8, 8) with values in 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -93,6 +94,16 @@ def sample_image_crops(image: str = "china.jpg", num_samples: int = 5000, size: 
     the 427×640 photograph; resizing is antialiased (area averaging). ``stretch`` rescales each
     crop's intensities to span [0, 1] (the contrast of the digits). Crops are fixed by ``seed``.
     """
+    crops = _crops(image, num_samples, size, min_crop, max_crop, stretch, seed, channels)
+    labels = torch.full((num_samples,), -1, dtype=torch.long)
+    return TensorImages(crops, labels, transform, source=f"sklearn:{image}")
+
+
+@functools.lru_cache(maxsize=4)
+def _crops(image: str, num_samples: int, size: int, min_crop: int, max_crop: int, stretch: bool, seed: int,
+           channels: int) -> Tensor:
+    """The crops of :func:`sample_image_crops`, made once per process for each setting (a run asks
+    for its OE set more than once: training, held-out validation); never modified in place."""
     from sklearn.datasets import load_sample_image
 
     if image not in SAMPLE_IMAGES:
@@ -120,5 +131,4 @@ def sample_image_crops(image: str = "china.jpg", num_samples: int = 5000, size: 
         lo = crops.amin(dim=(1, 2, 3), keepdim=True)
         hi = crops.amax(dim=(1, 2, 3), keepdim=True)
         crops = (crops - lo) / (hi - lo).clamp_min(1e-6)
-    labels = torch.full((num_samples,), -1, dtype=torch.long)
-    return TensorImages(crops.clamp_(0, 1), labels, transform, source=f"sklearn:{image}")
+    return crops.clamp_(0, 1)
