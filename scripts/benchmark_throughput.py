@@ -101,7 +101,7 @@ def _suite(scale: float) -> OEDataModule:
 
 
 def _ours(dm: OEDataModule, precision: str) -> float:
-    """``trainer.test`` with :class:`OODEvaluation` (MSP, exact metrics, calibration): seconds."""
+    """``trainer.test`` with :class:`OODEvaluation` (MSP scores, exact metrics): seconds."""
     torch.manual_seed(0)
     evaluation = OODEvaluation(wrn_40_2(10))
     run = trainer(precision)
