@@ -29,7 +29,9 @@ def group_choice(group: str) -> str | None:
 OUTPUT_ONLY = ("paths", "logger", "hydra", "print_config", "tags", "auto_resume", "skip_complete",
                "optimized_metric", "trainer.default_root_dir", "trainer.enable_progress_bar",
                "trainer.enable_model_summary", "trainer.log_every_n_steps", "data.num_workers",
-               "data.pin_memory")
+               "data.pin_memory",
+               # a recipe that acts only through the key that uses it (data.batch_augment, resolved)
+               "data.device_augment")
 OUTPUT_CALLBACKS = ("ModelCheckpoint", "RichModelSummary", "ModelSummary", "RichProgressBar", "TQDMProgressBar",
                     "LearningRateMonitor", "StepCheckpoint", "PreemptionCheckpoint")
 # ...and what differs between the seeds (and their checkpoints) of one experiment: not part of its group.

@@ -28,6 +28,12 @@ def test_output_only_keys_keep_the_identity_and_everything_else_changes_it():
         run, group = _ids(override)
         assert run != base_run and group != base_group, override
     assert len({_ids("loss=energy", f"loss.fn.m_out={m}")[1] for m in (-3, -4)}) == 2
+    # data.device_augment is a recipe: what a run uses of it is in data.batch_augment (speed=resident)
+    cifar = run_identity(compose_train("data=cifar10"))
+    assert not any(k.startswith(("data.device_augment", "data.batch_augment")) for k in cifar)
+    resident = run_identity(compose_train("data=cifar10", "speed=resident"))
+    assert resident["data.batch_augment.in.padding"] == 4 and resident["data.resident"] is True
+    assert not any(k.startswith("data.device_augment") for k in resident)
     # another seed: another run of the same experiment
     seed_run, seed_group = _ids("seed=1")
     assert seed_run != base_run and seed_group == base_group
