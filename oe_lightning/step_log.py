@@ -42,17 +42,14 @@ class DeferredStepLog:
             event.record()
         self._pending.append((host, event, step, epoch, tuple(names)))
 
-    def flush(self, loggers: Iterable[Any], wait: bool) -> int:
-        """Write the pending values in order while their copy is done (``wait``: wait for each);
-        how many sets were written."""
-        loggers, written = list(loggers), 0
+    def flush(self, loggers: Iterable[Any], wait: bool) -> None:
+        """Write the pending values in order while their copy is done (``wait``: wait for each)."""
+        loggers = list(loggers)
         while self._pending:
             event = self._pending[0][1]
             if event is not None and not wait and not event.query():
                 break
             self._write_oldest(loggers, wait)
-            written += 1
-        return written
 
     def _write_oldest(self, loggers: list[Any], wait: bool) -> None:
         host, event, step, epoch, names = self._pending.popleft()

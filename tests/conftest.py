@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from omegaconf import DictConfig
@@ -103,7 +104,7 @@ def hydra_job(config_name: str, overrides: list[str], run_dir: Path) -> Iterator
         HydraConfig.instance().cfg = None
 
 
-def run_in_process(entry: str, run_dir: Path, *overrides: str, tiny: bool = True) -> dict:
+def run_in_process(entry: str, run_dir: Path, *overrides: str, tiny: bool = True) -> Any:
     """``oe-train`` / ``oe-eval`` / ``oe-predict`` / ``oe-export`` in this process, through the entry
     point's own task function (user errors print one paragraph and exit 2, as on the command line);
     returns results.json's dict (training and evaluation). ``tiny`` adds the test-only presets

@@ -207,3 +207,28 @@ def test_speed_resident_keeps_uint8_images_and_gives_the_loaded_batches_bit_for_
         assert first.shape == (4, 3, 32, 32) and float(first.min()) >= 0 and float(first.max()) <= 1
     else:  # normalised: a black pixel is -mean/std
         assert float(first.min()) < -1.5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/gpu_check.sh runs it)")
+def test_a_resident_batch_is_gathered_and_augmented_on_the_gpu_without_waiting_for_it():
+    """uint8 images on the GPU, finished by the test transform and cropped per batch: torch's sync
+    debug mode raises on any host-device synchronisation; the result equals the CPU's."""
+    from oe_lightning.data.resident import ResidentImages
+    from oe_lightning.data.transforms import to_float_image
+
+    mean, std = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
+    finish = v2.Compose([to_float_image(), v2.Normalize(mean, std)])
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    resident = ResidentImages(images, torch.arange(64), finish)
+    augment = BatchAugment(32, 4, True, mean, std)
+    index, seeds = torch.arange(0, 64, 3), torch.arange(22) * 7919
+    expected = augment(resident.gather(index)[0], seeds)
+    index_gpu, seeds_gpu = index.cuda(), seeds.cuda()
+    resident.gather(index_gpu), augment(resident.gather(index_gpu)[0], seeds_gpu)  # first use: copies in
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        batch = augment(resident.gather(index_gpu)[0], seeds_gpu)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.testing.assert_close(batch.cpu(), expected, rtol=0, atol=1e-6)

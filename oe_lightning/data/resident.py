@@ -16,12 +16,14 @@ transformed float images are kept.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
 
 from oe_lightning.errors import OEUserError
 
@@ -33,7 +35,7 @@ class ResidentImages:
 
     def __init__(self, images: Tensor, labels: Tensor | None = None, finish: Callable | None = None):
         self.images, self.labels, self.finish = images, labels, finish
-        self._on: dict[torch.device, tuple[Tensor, Tensor | None]] = {}
+        self._on: dict[torch.device, tuple[Tensor, Tensor | None, Callable | None]] = {}
 
     @classmethod
     def from_dataset(cls, dataset: Dataset, role: str, max_gb: float, raw: Dataset | None = None,
@@ -77,12 +79,29 @@ class ResidentImages:
         """The images (and labels) at ``index``, on ``index``'s device, through ``finish``."""
         device = index.device
         if device not in self._on:
-            self._on[device] = (self.images.to(device), None if self.labels is None else self.labels.to(device))
-        images, labels = self._on[device]
+            self._on[device] = (self.images.to(device), None if self.labels is None else self.labels.to(device),
+                                None if self.finish is None else _constants_on(self.finish, device))
+        images, labels, finish = self._on[device]
         batch = images[index]
-        if self.finish is not None:
-            batch = _plain(self.finish(batch))
+        if finish is not None:
+            batch = _plain(finish(batch))
         return batch, None if labels is None else labels[index]
+
+
+def _constants_on(transform: Callable, device: torch.device) -> Callable:
+    """A copy of ``transform`` whose ``Normalize`` steps hold mean and std as float32 tensors on
+    ``device``: given lists, torchvision copies them from the host on every call, and such a copy
+    waits for the device. The same values, so the same results bit for bit."""
+    transform = copy.deepcopy(transform)
+    steps = [transform]
+    while steps:
+        step = steps.pop()
+        if isinstance(step, v2.Compose):
+            steps.extend(step.transforms)
+        elif isinstance(step, v2.Normalize):
+            step.mean = torch.tensor(step.mean, dtype=torch.float32, device=device)
+            step.std = torch.tensor(step.std, dtype=torch.float32, device=device)
+    return transform
 
 
 def _image(item: Any) -> Any:
