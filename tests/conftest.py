@@ -156,6 +156,5 @@ def default_runs(tmp_path_factory) -> dict:
     in-process through oe-train's task function."""
     tmp = tmp_path_factory.mktemp("default")
     return {lam: {"dir": tmp / str(lam), "results": train_in_process(tmp / str(lam), f"loss.lambda_oe={lam}",
-                                                                      "callbacks.progress_bar=null",
-                                                                      "trainer.enable_progress_bar=false", tiny=False)}
+                                                                      tiny=False)}
             for lam in (0.0, 0.5)}

@@ -29,7 +29,6 @@ def test_oe_fine_tuning_starts_from_the_baseline_checkpoint(default_runs, tmp_pa
     baseline = default_runs[0.0]
     ckpt = baseline["dir"] / "checkpoints" / "last.ckpt"
     res = train_in_process(tmp_path / "tune", "experiment=digits_oe_tune", f"module.pretrained={ckpt}",
-                           "callbacks.progress_bar=null", "trainer.enable_progress_bar=false",
                            tiny=False)
     # 5 epochs from scratch reach ~90% accuracy; from the baseline's weights it stays high
     assert res["id_accuracy"] >= 0.95

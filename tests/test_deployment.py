@@ -37,7 +37,7 @@ def trained(demo, tmp_path_factory) -> dict[float, Path]:
         train_in_process(run, "data=image_folder", f"data.train_dir={demo['train']}", f"data.test_dir={demo['test']}",
                          "data.image_size=16", "data.crop_scale=[0.6,1]", "data.num_workers=0", "oe=image_folder",
                          f"oe.root={demo['oe']}", f"loss.lambda_oe={lambda_oe}", f"trainer.max_epochs={EPOCHS}",
-                         "data.val_fraction=0.2", "evaluation.keep_id=0.99", "print_config=false", tiny=False)
+                         "data.val_fraction=0.2", "evaluation.keep_id=0.99", tiny=False)
         out[lambda_oe] = run / "checkpoints" / "last.ckpt"
     return out
 

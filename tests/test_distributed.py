@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import pytest
 
 from oe_lightning.distributed import config_source_args
-from tests.conftest import TINY_CLI, results_files, run_cli
+from tests.conftest import REPO, TINY_CLI, results_files, run_cli
 
 ODD_SIZES = ["ood.gaussian.num_samples=501", "ood.uniform.num_samples=333", "ood.blobs.num_samples=77"]
 
@@ -15,10 +16,12 @@ ODD_SIZES = ["ood.gaussian.num_samples=501", "ood.uniform.num_samples=333", "ood
 @pytest.mark.slow
 def test_ddp_sweep_shards_both_loaders_keeps_one_directory_per_job_and_resumes(tmp_path):
     sweep = tmp_path / "sweep"
-    args = ["-m", "trainer=ddp_sim", "loss.lambda_oe=0.5", "trainer.max_epochs=1", "logger=none", *TINY_CLI,
+    args = ["-m", "trainer=ddp_sim", "loss.lambda_oe=0.5", "trainer.max_epochs=1", *TINY_CLI,
             f"hydra.sweep.dir={sweep}"]
     proc = run_cli("oe-train", *args, tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # the default callbacks: rank 0 draws the progress bar, the other rank's (disabled) bar reads nothing
+    assert "Testing" in proc.stdout and "Traceback" not in proc.stderr
     (f,) = results_files(sweep)
     # one directory per job, holding both ranks' logs; nothing written anywhere else
     assert [p.name for p in sweep.iterdir() if p.is_dir()] == [f.parent.name]
@@ -37,6 +40,23 @@ def test_ddp_sweep_shards_both_loaders_keeps_one_directory_per_job_and_resumes(t
     assert again.returncode == 0, again.stderr[-3000:]
     assert (again.stdout + again.stderr).count("its results.json is complete") == 1
     assert f.stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_the_readme_ddp_sim_command_runs_as_printed_with_the_default_callbacks(tmp_path):
+    line = next(line for line in (REPO / "README.md").read_text().splitlines() if "trainer=ddp_sim " in line)
+    command = shlex.split(line.split("#", 1)[0])
+    assert command == ["oe-train", "trainer=ddp_sim"]
+    proc = run_cli(command[0], *command[1:], "trainer.max_epochs=1", *TINY_CLI, f"hydra.run.dir={tmp_path / 'run'}",
+                   tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "AssertionError" not in proc.stderr
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res["run"]["world_size"] == 2
+    # progress bar, model summary, config tree and plots were all there, as a user gets them
+    assert "Epoch 0/0" in proc.stdout and "Testing" in proc.stdout and "Total params" in proc.stdout
+    assert (tmp_path / "run" / "config_tree.log").is_file()
+    assert (tmp_path / "run" / "plots" / "score_histograms.png").is_file()
 
 
 def test_children_recreate_the_jobs_config_sources():

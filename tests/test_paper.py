@@ -133,9 +133,7 @@ def test_oe_tune_preset_runs_on_tiny_files_from_a_papers_baseline_checkpoint(
     res = train_in_process(tmp_path / "run", f"experiment=paper/{dataset}_oe_tune", f"module.pretrained={baseline}",
                            f"paths.data_dir={root}", f"data.checksums={checksums}", "+trainer.fast_dev_run=1",
                            "data.batch_size=8", "data.oe_batch_size=16", "data.num_workers=0",
-                           "data.pin_memory=false", "logger=none", "print_config=false",
-                           "callbacks.progress_bar=null", "trainer.enable_progress_bar=false",
-                           tiny=False)
+                           "data.pin_memory=false", "logger=none", tiny=False)
     expected = PAPER_SUITES[f"{dataset}_paper"]
     assert list(res["ood"]) == expected
     assert res["config"]["protocol"] == "paper" and "fpr95_std" in res["ood"]["textures"]
