@@ -12,17 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, cli_env, run_cli, train_in_process
-
-sys.path.insert(0, str(REPO / "scripts"))
-from write_demo_folders import write_demo_folders  # noqa: E402
+from oe_lightning.data.demo_folders import write_demo_folders
+from tests.conftest import cli_env, run_cli, train_in_process
 
 EPOCHS = 6
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> dict[str, Path]:
-    """scripts/write_demo_folders.py's folders: digits as PNG class folders, photo crops as JPEG."""
+    """oe-demo's folders: digits as PNG class folders, photo crops as JPEG."""
     return write_demo_folders(tmp_path_factory.mktemp("demo"), size=16, oe_count=1000, unknown_count=20,
                               mixed_count=100)
 
@@ -48,7 +46,7 @@ def _share(rows, decision: str) -> float:
 
 @pytest.mark.slow
 def test_oe_rejects_the_unknown_images_that_the_baseline_accepts_at_95_percent_id_acceptance(demo, trained):
-    """scripts/write_demo_folders.py's mixed folder: 100 ID test digits, 100 crops of another photo."""
+    """oe-demo's mixed folder: 100 ID test digits, 100 crops of another photo."""
     from sklearn.datasets import load_digits
 
     from oe_lightning.deployment import OODClassifier

@@ -1,7 +1,6 @@
-#!/usr/bin/env python
-"""Write the embedded data as image folders in real formats: a stand-in for your own images.
+"""``oe-demo OUT``: the embedded data as image folders in real formats, a stand-in for your own images.
 
-    python scripts/write_demo_folders.py OUT [--size 16]
+    oe-demo OUT [--size 16]      (or python -m oe_lightning.data.demo_folders OUT)
 
 Writes, from data every scikit-learn install ships (no download):
 
@@ -80,7 +79,8 @@ def write_demo_folders(out: str | Path, size: int = 16, oe_count: int = 2000, un
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """Entry point of ``oe-demo``."""
+    parser = argparse.ArgumentParser(prog="oe-demo", description=__doc__.split("\n\n")[0].strip("`"))
     parser.add_argument("out", type=Path)
     parser.add_argument("--size", type=int, default=16, help="image side in pixels (default 16)")
     args = parser.parse_args()
