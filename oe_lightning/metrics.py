@@ -359,7 +359,8 @@ def calibration_error(confidence: Tensor, correct: Tensor, bin_size: int = 100, 
     square (``"rms"``, then the root), weighted by its share of *all* samples. With
     ``drop_last_bin`` (the default) the last bin is left out of the sum, as the reference loop
     ``for i in range(len(bins) - 1)`` does (utils/calibration_tools.py:14); the paper's numbers
-    are computed that way.
+    are computed that way. With fewer than two bins' worth of samples nothing is counted and the
+    error is undefined: ``nan`` (reported as n/a), never a perfect 0.
     """
     if norm not in ("rms", "mad"):
         raise ValueError(f"norm must be 'rms' or 'mad', got {norm!r}.")
@@ -375,6 +376,8 @@ def calibration_error(confidence: Tensor, correct: Tensor, bin_size: int = 100, 
     n_bins = max(conf.numel() // bin_size, 1)
     bounds = [i * bin_size for i in range(n_bins)] + [conf.numel()]
     pairs = list(zip(bounds[:-1], bounds[1:], strict=True))
+    if drop_last_bin and len(pairs) < 2:
+        return float("nan")
     total = 0.0
     for lo, hi in pairs[:-1] if drop_last_bin else pairs:
         gap = abs(float(conf[lo:hi].mean() - corr[lo:hi].mean()))

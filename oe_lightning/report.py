@@ -7,6 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from oe_lightning.escaping import markdown, rich_text
+
 METRIC_LABELS = {"fpr95": "FPR95 ↓", "auroc": "AUROC ↑", "aupr_in": "AUPR-In ↑",
                  "aupr_out": "AUPR-Out ↑"}
 
@@ -41,15 +43,22 @@ def _title(results: dict[str, Any]) -> str:
     return " · ".join(str(p) for p in parts if p)
 
 
+def _percent_or_na(value: Any) -> str:
+    """``12.34`` for a fraction, ``n/a`` where it is undefined (None or nan: too few samples to bin)."""
+    return "n/a" if value is None or value != value else f"{100 * value:.2f}"
+
+
 def calibration_line(results: dict[str, Any]) -> str:
     """ID accuracy and RMS calibration error (ID test data; mixed with OOD sets, the paper's Table 12)."""
-    line = (f"ID accuracy {100 * results['id_accuracy']:.2f}, "
-            f"RMS calibration error {100 * results['rms_calibration_error']:.2f}")
+    rms = results.get("rms_calibration_error")
+    line = f"ID accuracy {100 * results['id_accuracy']:.2f}, RMS calibration error {_percent_or_na(rms)}"
+    if rms is None or rms != rms:
+        line += " (fewer than 200 test images: two bins of 100 are needed)"
     calib = results.get("calibration") or {}
     if calib.get("mean"):
         tuned = f"T={calib['temperature']:.3f} tuned on {calib['temperature_tuned_on']} held-out images" \
             if calib.get("temperature_tuned_on") else "T=1"
-        line += f" (ID+OOD mean {100 * calib['mean']['rms']:.2f}; {tuned})"
+        line += f" (ID+OOD mean {_percent_or_na(calib['mean']['rms'])}; {tuned})"
     return line
 
 
@@ -57,11 +66,12 @@ def results_table(results: dict[str, Any]) -> Table:
     """A rich table of one run's results, with ID accuracy and calibration as its caption."""
     header, rows = results_rows(results)
     title = _title(results)
-    table = Table(title=title, caption=f"values in %; {calibration_line(results)}", min_width=len(title) + 4)
+    table = Table(title=rich_text(title), caption=rich_text(f"values in %; {calibration_line(results)}"),
+                  min_width=len(title) + 4)
     for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i == 0 else "right")
-    for i, row in enumerate(rows):
-        table.add_row(*row, end_section=i == len(rows) - 2)
+        table.add_column(rich_text(h), justify="left" if i == 0 else "right")
+    for i, row in enumerate(rows):  # names as Text: never read as markup
+        table.add_row(*map(rich_text, row), end_section=i == len(rows) - 2)
     return table
 
 
@@ -90,20 +100,22 @@ def print_results(results: dict[str, Any], console: Console | None = None) -> No
     console.print(results_table(results))
     deployed = operating_line(results)
     if deployed:
-        console.print(deployed)
+        console.print(rich_text(deployed))
     header, rows = detector_rows(results)
     if rows:
         table = Table(title="every detector, from the same forward pass", caption="values in %")
         for i, h in enumerate(header):
-            table.add_column(h, justify="left" if i == 0 else "right")
+            table.add_column(rich_text(h), justify="left" if i == 0 else "right")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*map(rich_text, row))
         console.print(table)
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
-            *["| " + " | ".join(r) + " |" for r in rows]]
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(markdown(c) for c in cells) + " |"
+
+    return [line(header), "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|", *map(line, rows)]
 
 
 def results_markdown(results: dict[str, Any]) -> str:

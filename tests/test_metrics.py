@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -220,7 +222,7 @@ def _reference_calib_err(confidence, correct, p="2", beta=100):
 
 def test_calibration_error_equals_the_papers_calib_err_last_bin_left_out():
     rng = np.random.default_rng(0)
-    for n in (100, 250, 12_345):
+    for n in (200, 250, 12_345):
         conf = rng.uniform(0.1, 1.0, n)
         correct = (rng.uniform(size=n) < conf ** 2).astype(float)
         assert calibration_error(torch.tensor(conf), torch.tensor(correct)) == pytest.approx(
@@ -235,6 +237,22 @@ def test_calibration_error_equals_the_papers_calib_err_last_bin_left_out():
         ((0.16 + 0.01) / 2) ** 0.5)
     with pytest.raises(ValueError, match="4 confidences but 3"):
         calibration_error(conf, torch.ones(3))
+
+
+def test_calibration_error_is_undefined_below_two_bins_never_a_perfect_zero():
+    # the reference's loop sums nothing below 2 * beta samples and returns 0: a 10%-accurate model
+    # would read as perfectly calibrated; we say n/a
+    for n in (1, 100, 199):
+        conf, correct = torch.full((n,), 0.99), torch.zeros(n)
+        if n >= 100:  # below one bin the reference indexes an empty list
+            assert _reference_calib_err(conf.numpy(), correct.numpy()) == 0.0
+        assert math.isnan(calibration_error(conf, correct)) and math.isnan(calibration_error(conf, correct, norm="mad"))
+        assert calibration_error(conf, correct, drop_last_bin=False) == pytest.approx(0.99)
+    from oe_lightning.report import calibration_line
+
+    line = calibration_line({"id_accuracy": 0.078, "rms_calibration_error": float("nan")})
+    assert "RMS calibration error n/a" in line and "0.00" not in line
+    assert "RMS calibration error 1.57" in calibration_line({"id_accuracy": 0.9, "rms_calibration_error": 0.0157})
 
 
 def test_tuned_temperature_minimises_the_nll_within_the_bracket():
