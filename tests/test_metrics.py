@@ -99,6 +99,41 @@ def test_nearest_rule_differs_from_first_as_the_papers_code():
     assert ood_metrics(s_in, s_out, fpr_rule="first")["fpr95"] == pytest.approx(2 / 4)
 
 
+def _reference_fpr_nearest(s_in, s_out, recall):
+    """hendrycks/outlier-exposure utils/display_results.py:26-63 (fpr_and_fdr_at_recall), restated in
+    numpy as an independent oracle of the "nearest" rule: OOD positive, thresholds at the distinct
+    scores from the top, the curve cut at the first full-recall threshold and walked from there
+    upwards, argmin of |recall - level| (ties: the first found, i.e. the lowest threshold)."""
+    scores = np.concatenate([s_out, s_in])
+    is_out = np.r_[np.ones(len(s_out)), np.zeros(len(s_in))]
+    order = np.argsort(scores, kind="mergesort")[::-1]
+    scores, is_out = scores[order], is_out[order]
+    group_ends = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
+    tps = np.cumsum(is_out)[group_ends]
+    fps = group_ends + 1 - tps
+    full = int(np.searchsorted(tps, tps[-1]))
+    levels = np.r_[(tps / tps[-1])[full::-1], 1.0]
+    fps = np.r_[fps[full::-1], 0]
+    return fps[int(np.argmin(np.abs(levels - recall)))] / len(s_in)
+
+
+def test_nearest_rule_equals_the_papers_fpr_and_fdr_at_recall_on_tied_scores():
+    """Integer scores (many ties within and across sets) and recall levels exactly half-way between
+    two achievable TPRs (dyadic, so |a - r| == |b - r| in floats): the tie goes to the lower threshold."""
+    rng = np.random.default_rng(7)
+    equidistant = 0
+    for trial in range(300):
+        n_in, n_out = int(rng.integers(1, 30)), int(rng.choice([2, 4, 8, 16]))
+        s_in = rng.integers(0, 6, n_in).astype(np.float64)
+        s_out = rng.integers(2, 8, n_out).astype(np.float64)
+        for recall in (0.95, 0.9, *((2 * j + 1) / (2 * n_out) for j in range(n_out))):
+            got = ood_metrics(torch.tensor(s_in), torch.tensor(s_out), recall=recall, fpr_rule="nearest")
+            expected = _reference_fpr_nearest(s_in, s_out, recall)
+            assert next(iter(got.values())) == pytest.approx(expected, abs=1e-12), (trial, recall, s_in, s_out)
+            equidistant += recall not in (0.95, 0.9)
+    assert equidistant > 1000
+
+
 def test_nearest_rule_ties_in_tpr_take_the_lowest_threshold():
     # OOD: 3, 2, 1 ; ID: 2.5 and 1.5 sit between. TPR 2/3 is reached at threshold 2 and stays
     # 2/3 at threshold 1.5 (one more ID sample): the paper's code reports the latter (FPR 2/2).

@@ -299,3 +299,35 @@ def test_temperature_is_tuned_on_the_val_loader_and_calibration_mixes_each_ood_s
     pl.Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path).test(
         module, dataloaders=late, verbose=False)
     assert module.results["calibration"]["temperature"] == t
+
+
+def test_logged_training_parts_are_what_their_names_say_and_epoch_means_weigh_samples(tmp_path):
+    """train/loss_* rows of a real fit (CSV logger, every step): total = ID + λ · OE at every step and
+    epoch; the OE part is the cross-entropy to uniform (never below log K); the epoch means weigh
+    each step by its ID samples (130 images in batches of 128 and 2: unweighted means differ)."""
+    import csv
+    import math
+
+    from pytorch_lightning.loggers import CSVLogger
+
+    shape, k = (1, 8, 8), 3
+    dm = OEDataModule(
+        train=functools.partial(_random_images, 130, k, shape, 0),
+        test=functools.partial(_random_images, 12, k, shape, 1), num_classes=k,
+        oe=functools.partial(_random_images, 400, 0, shape, 3), batch_size=128, val_fraction=0)
+    module = OutlierExposureModule(SmallCNN(in_channels=1, num_classes=k), num_classes=k, lambda_oe=0.5,
+                                   optimizer=functools.partial(torch.optim.SGD, lr=0.0))  # same weights each step
+    trainer = pl.Trainer(max_epochs=1, logger=CSVLogger(tmp_path), log_every_n_steps=1, enable_checkpointing=False,
+                         enable_progress_bar=False, default_root_dir=tmp_path, limit_val_batches=0)
+    trainer.fit(module, dm)
+    rows = list(csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))))
+    steps = [r for r in rows if r.get("train/loss_step")]
+    (epoch,) = [r for r in rows if r.get("train/loss_epoch")]
+    assert len(steps) == 2
+    for row, when in [*((s, "step") for s in steps), (epoch, "epoch")]:
+        total, part_in, part_oe = (float(row[f"train/{n}_{when}"]) for n in ("loss", "loss_in", "loss_oe"))
+        assert total == pytest.approx(part_in + 0.5 * part_oe, rel=1e-5)
+        assert part_oe >= math.log(k) - 1e-5
+    per_step = [float(r["train/loss_in_step"]) for r in steps]
+    assert abs(per_step[0] - per_step[1]) > 1e-3  # so that the weighting is visible
+    assert float(epoch["train/loss_in_epoch"]) == pytest.approx((128 * per_step[0] + 2 * per_step[1]) / 130, rel=1e-5)
