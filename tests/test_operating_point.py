@@ -22,6 +22,18 @@ def test_the_threshold_keeps_the_asked_share_of_validation_scores_and_no_more():
         operating_threshold(scores, 0.0)
 
 
+def test_the_deployed_model_flags_scores_above_the_threshold_as_ood():
+    from torch import nn
+
+    from oe_lightning.deployment import DeployedModel
+    from oe_lightning.scores import MaxSoftmax
+
+    logits = torch.tensor([[9.0, 0.0, 0.0], [0.1, 0.0, 0.0], [0.0, 0.0, 5.0]])  # sure, unsure, sure
+    model = DeployedModel(nn.Flatten(), MaxSoftmax(), threshold=-0.9)
+    _, score, is_ood = model(logits.view(3, 3, 1, 1))
+    assert torch.equal(score, -torch.softmax(logits, 1).amax(1)) and is_ood.tolist() == [False, True, False]
+
+
 def test_ece_is_the_equal_width_bin_gap_as_guo_et_al():
     rng = np.random.default_rng(0)
     conf = rng.uniform(0.1, 1.0, 2000)
@@ -46,7 +58,13 @@ def test_training_reports_what_the_deployed_threshold_does_and_stores_it_in_the_
     run, results = trained_run
     op = results["operating_point"]
     assert op["chosen_on"] == "val" and op["keep_id"] == 0.95 and op["val_id_accepted"] >= 0.95
-    assert 0 <= op["test_id_accepted"] <= 1 and set(op["ood_rejected"]) == set(results["ood"])
+    assert set(op["ood_rejected"]) == set(results["ood"])
+    # recomputed from the per-sample scores: accepted = score at or below the threshold, rejected = above
+    scores = np.load(run / "scores.npz")
+    threshold = op["threshold"]
+    assert op["test_id_accepted"] == pytest.approx(float((scores["in/msp"] <= threshold).mean()))
+    for name, rejected in op["ood_rejected"].items():
+        assert rejected == pytest.approx(float((scores[f"{name}/msp"] > threshold).mean())), name
     assert op["mean_ood_rejected"] == pytest.approx(sum(op["ood_rejected"].values()) / len(op["ood_rejected"]))
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["oe_lightning"]["operating_point"]
     assert saved == op
