@@ -46,13 +46,30 @@ def job_dirname(override_dirname: str) -> str:
 
 
 def class_folders(root: str | Path) -> list[str]:
-    """An image folder's classes: its sub-folders, sorted, hidden ones (``.ipynb_checkpoints``)
-    left out; empty if there are none. The one listing that the config (``num_classes``) and the
+    """An image folder's classes: its sub-folders, sorted, hidden ones (``.ipynb_checkpoints``) and
+    looping links (:func:`class_links_skipped`) left out; empty if there are none. The one listing that the config (``num_classes``) and the
     datasets (:class:`~oe_lightning.data.vision.ReadableImageFolder`) share."""
     folder = Path(str(root)).expanduser()
     if not folder.is_dir():
         return []
-    return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    looping = set(class_links_skipped(folder))
+    return sorted(d.name for d in folder.iterdir()
+                  if d.is_dir() and not d.name.startswith(".") and d.name not in looping)
+
+
+def class_links_skipped(root: str | Path) -> dict[str, str]:
+    """Linked sub-folders of an image folder that are not classes, name -> target: a link to the folder
+    itself, to a folder above it (a loop) or into it (a second name for images another class holds).
+    A link to a folder elsewhere is a class."""
+    folder = Path(str(root)).expanduser()
+    top = os.path.realpath(folder)
+    skipped = {}
+    for d in folder.iterdir() if folder.is_dir() else ():
+        if d.is_symlink() and d.is_dir() and not d.name.startswith("."):
+            real = os.path.realpath(d)
+            if os.path.commonpath([real, top]) in (real, top):
+                skipped[d.name] = os.readlink(d)
+    return skipped
 
 
 def data_classes(root: str) -> list[str]:

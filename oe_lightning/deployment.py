@@ -148,21 +148,42 @@ def score_module(config: Any, source: str) -> nn.Module:
 def image_paths(inputs: Iterable[str | Path]) -> list[Path]:
     """Files as given, folders expanded (recursively, sorted) to their image files; a path that does
     not exist, or inputs without any image file, are refused before any image is read."""
+    from oe_lightning.data.files import list_files, regular_file, warn_skipped
+    from oe_lightning.data.vision import OTHER_IMAGE_SUFFIXES, animated_images
+
     inputs = list(inputs)
     found: list[Path] = []
-    missing = []
+    missing, special, others = [], [], []
+
+    def keep(name: str) -> bool:
+        if name.lower().endswith(OTHER_IMAGE_SUFFIXES):
+            others.append(name)
+        return name.lower().endswith(IMAGE_SUFFIXES)
+
     for item in inputs:
         path = Path(item).expanduser()
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
-        elif path.is_file():
+        if path.is_dir():  # regular files only, links never followed in a loop or out of the folder
+            listing = list_files(path, keep, hidden=False)
+            warn_skipped([listing], f"input {path}")
+            found += sorted(listing.files)
+        elif regular_file(path):
             found.append(path)
+        elif path.exists():  # a FIFO, socket or device: reading it would block or never end
+            special.append(str(item))
         else:
             missing.append(str(item))
-    if missing:
-        raise OEUserError(f"input names {len(missing)} path(s) that do not exist: {', '.join(missing[:5])}. "
-                          f"Pass image files or folders of images (input=photo.jpg or input=[a.jpg,photos/]).")
+    if missing or special:
+        raise OEUserError(f"input names {len(missing) + len(special)} path(s) that do not exist or are not regular "
+                          f"files: {', '.join((missing + special)[:5])}. Pass image files or folders of images "
+                          f"(input=photo.jpg or input=[a.jpg,photos/]).")
+    if others:
+        log.warning("%d file(s) in input folders not read, their type is not one the model was trained on (%s): %s; "
+                    "convert them (e.g. to PNG) or pass them by name", len(others), ", ".join(IMAGE_SUFFIXES),
+                    ", ".join(others[:5]) + (" ..." if len(others) > 5 else ""))
+    animated = animated_images([p for p in found if p.suffix.lower() in (".gif", ".png", ".webp", ".tif", ".tiff")])
+    if animated:
+        log.warning("%d animated image(s) (several frames) are predicted from their first frame only: %s",
+                    len(animated), ", ".join(animated[:5]) + (" ..." if len(animated) > 5 else ""))
     if not found:
         raise OEUserError(f"input {', '.join(str(i) for i in inputs)} holds no image files (looked for "
                           f"{', '.join(IMAGE_SUFFIXES)}, in sub-folders too).")

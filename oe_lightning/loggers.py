@@ -16,6 +16,8 @@ from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_only
 
+from oe_lightning.results import replacing
+
 log = logging.getLogger("oe_lightning")
 
 
@@ -109,12 +111,10 @@ class ResumableCSVLogger(CSVLogger):
             reader = csv.DictReader(file)
             header = list(reader.fieldnames or [])
             rows = [r for r in reader if r.get("step") not in (None, "") and float(r["step"]) < step]
-        tmp = path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as file:
+        with replacing(path, "w", newline="") as file:  # a temporary file created exclusively, then renamed
             writer = csv.DictWriter(file, fieldnames=header)
             writer.writeheader()
             writer.writerows(rows)
-        tmp.replace(path)
         log.info("CSV log continued from step %d (%d earlier rows kept in %s)", step, len(rows), path)
 
 

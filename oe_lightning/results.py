@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -152,14 +157,44 @@ def build_results(test_results: dict[str, Any], cfg: DictConfig,
             "config": config, **extra}
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file beside it and a rename: a reader never sees
-    a partial file, and a kill leaves the previous one."""
+def _umask() -> int:
+    """This process's umask, read without changing it (Linux), else the usual 0o022."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return 0o022
+
+
+@contextmanager
+def replacing(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
+    """A new temporary file beside ``path``, opened for writing (``mode``, ``open``'s ``kwargs``), that
+    replaces ``path`` when the block ends: a reader never sees a partial file and a kill leaves the previous
+    one. The temporary file is created exclusively under a fresh random name (``mkstemp``: ``O_EXCL``, never
+    through a link or over a file planted there) with the mode ``open`` would give (0o666 minus the umask);
+    it is removed if the block fails. A link at ``path`` itself is replaced, its target left alone."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, mode, **kwargs) as file:
+            fd = -1  # the file object owns it now
+            yield file
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically, through an exclusively created temporary file beside it
+    (:func:`replacing`)."""
+    with replacing(path, "w", encoding="utf-8") as file:
+        file.write(text)
+    return Path(path)
 
 
 def write_results(results: dict[str, Any], run_dir: str | Path) -> Path:
@@ -178,11 +213,9 @@ def write_scores(scores: dict[str, Any], run_dir: str | Path) -> Path:
     import numpy
 
     path = Path(run_dir) / SCORES_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with replacing(path, "wb") as f:
         numpy.savez_compressed(f, **{k: numpy.asarray(v.cpu() if hasattr(v, "cpu") else v)
                                      for k, v in scores.items()})
-    tmp.replace(path)
     return path
 
 
@@ -198,6 +231,8 @@ def read_results_or_none(path: str | Path) -> Any:
     path = Path(path)
     path = path / RESULTS_FILE if path.is_dir() else path
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or device: opening it could block forever
+            return None
         return json.loads(path.read_text())
     except (OSError, ValueError):  # missing, or damaged by a crash
         return None

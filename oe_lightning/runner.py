@@ -46,6 +46,7 @@ from oe_lightning.results import (
     write_results,
     write_scores,
 )
+from oe_lightning.run_lock import run_dir_lock
 
 log = logging.getLogger("oe_lightning")
 quiet_third_party()
@@ -172,7 +173,13 @@ def resume_checkpoint(cfg: DictConfig) -> tuple[str | None, int]:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, test and write ``results.json``; returns the results dict."""
+    """Fit, test and write ``results.json``; returns the results dict. The run directory is locked
+    first: a second oe-train writing it at the same time is refused before any work."""
+    with run_dir_lock(run_dir()):
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     done = completed_results(cfg)
     if done is not None:

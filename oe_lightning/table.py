@@ -120,8 +120,12 @@ def _short(value: Any) -> str:
 
 def collect_runs(root: str | Path) -> tuple[list[dict[str, Any]], list[Path]]:
     """Complete ``results.json`` files under ``root`` (any depth) and the incomplete ones' paths."""
+    from oe_lightning.data.files import list_files, warn_skipped
+
     complete, incomplete = [], []
-    for path in sorted(Path(root).rglob(RESULTS_FILE)):
+    listing = list_files(root, lambda p: Path(p).name == RESULTS_FILE)  # regular files: a FIFO would hang
+    warn_skipped([listing], f"runs under {root}")
+    for path in sorted(listing.files):
         results = read_complete(path)
         if results is None:
             incomplete.append(path)

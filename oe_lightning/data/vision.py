@@ -11,6 +11,7 @@ import importlib.util
 import io
 import logging
 import os
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,15 +20,19 @@ import torch
 from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset, Subset
 from torchvision import datasets
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 from torchvision.transforms import v2
 
-from oe_lightning.config import class_folders
+from oe_lightning.config import class_folders, class_links_skipped
+from oe_lightning.data.files import LOOP, NOT_REGULAR, Listing, list_files, warn_skipped
 from oe_lightning.data.missing import missing_dataset
 from oe_lightning.errors import OEUserError
 
 CIFAR_MEAN = [x / 255 for x in (125.3, 123.0, 113.9)]  # the paper's, for CIFAR-10 and CIFAR-100
 CIFAR_STD = [x / 255 for x in (63.0, 62.1, 66.7)]
 log = logging.getLogger("oe_lightning")
+# image types PIL reads that torchvision's folders do not (an animated GIF among them): named when skipped
+OTHER_IMAGE_SUFFIXES = (".gif", ".jfif", ".avif", ".heic", ".heif", ".jp2", ".apng")
 PREPARE = "python scripts/prepare_data.py {name} --data-dir DATA_DIR (or data.download=true)"
 
 
@@ -141,27 +146,44 @@ def unreadable_images(paths: Sequence[str | Path]) -> list[tuple[str, str]]:
     """``(path, reason)`` for every file PIL cannot open as an image (its header is read, not the
     pixels). Each verdict is remembered per (file, size, mtime): a folder that several datasets of
     one run read (train, validation, test split) is opened once."""
-    bad = []
+    return [(str(path), verdict) for path, (verdict, _) in zip(paths, _header_verdicts(paths), strict=True)
+            if verdict]
+
+
+def animated_images(paths: Sequence[str | Path]) -> list[str]:
+    """The files among ``paths`` that hold several frames (an animated GIF, APNG or WebP, a multi-page
+    TIFF), of which only the first is read; a camera's MPO JPEG (a photo and its preview) is a photo."""
+    return [str(path) for path, (verdict, animated) in zip(paths, _header_verdicts(paths), strict=True)
+            if animated and not verdict]
+
+
+def _header_verdicts(paths: Sequence[str | Path]) -> list[tuple[str | None, bool]]:
+    """``(error name or None, animated)`` per path, from its header only, remembered per (file, size, mtime);
+    a file that is not a regular file (a FIFO would block the reader) is never opened."""
+    verdicts = []
     for path in paths:
         try:
             info = os.stat(path)
             key = (str(path), info.st_size, info.st_mtime_ns)
         except OSError as err:
-            bad.append((str(path), type(err).__name__))
+            verdicts.append((type(err).__name__, False))
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            verdicts.append(("not a regular file", False))
             continue
         if key not in _HEADER_VERDICTS:
             try:
                 with Image.open(path) as image:
                     image.size  # noqa: B018 - reading the header is the check
-                _HEADER_VERDICTS[key] = None
+                    animated = image.format != "MPO" and bool(getattr(image, "is_animated", False))
+                _HEADER_VERDICTS[key] = (None, animated)
             except Exception as err:  # noqa: BLE001 - any failure makes the file unusable
-                _HEADER_VERDICTS[key] = type(err).__name__
-        if _HEADER_VERDICTS[key] is not None:
-            bad.append((str(path), _HEADER_VERDICTS[key]))
-    return bad
+                _HEADER_VERDICTS[key] = (type(err).__name__, False)
+        verdicts.append(_HEADER_VERDICTS[key])
+    return verdicts
 
 
-_HEADER_VERDICTS: dict[tuple[str, int, int], str | None] = {}
+_HEADER_VERDICTS: dict[tuple[str, int, int], tuple[str | None, bool]] = {}
 
 
 class ReadableImageFolder(datasets.ImageFolder):
@@ -176,6 +198,31 @@ class ReadableImageFolder(datasets.ImageFolder):
         if not classes:
             raise FileNotFoundError(f"Couldn't find any class folder in {directory}.")
         return classes, {name: i for i, name in enumerate(classes)}
+
+    def make_dataset(self, directory: str | Path, class_to_idx: dict[str, int],
+                     extensions: tuple[str, ...] | None = None, is_valid_file: Callable[[str], bool] | None = None,
+                     allow_empty: bool = False) -> list[tuple[str, int]]:
+        """torchvision's samples (same order), listed by :func:`~oe_lightning.data.files.list_files`:
+        each class folder is a tree of its own, read for regular files only, links never followed in a
+        loop, out of the class folder or a second time (torchvision follows every link, so a link to
+        ``..`` multiplied the images under wrong labels); what is skipped is in ``self.listings``."""
+        self.other_images: list[str] = []
+
+        def keep(path: str) -> bool:
+            if is_valid_file(path) if is_valid_file else has_file_allowed_extension(path, extensions or ()):
+                return True
+            if path.lower().endswith(OTHER_IMAGE_SUFFIXES):
+                self.other_images.append(path)
+            return False
+
+        self.listings = {name: list_files(Path(directory, name), keep) for name in sorted(class_to_idx)}
+        samples = [(str(path), class_to_idx[name]) for name, listing in self.listings.items()
+                   for path in listing.files]
+        empty = [name for name, listing in self.listings.items() if not listing.files]
+        if empty and not allow_empty:
+            raise FileNotFoundError(f"Found no valid file for the classes {', '.join(empty)}. Supported "
+                                    f"extensions are: {', '.join(extensions or ())}")
+        return samples
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         for attempt in range(len(self.samples)):
@@ -194,6 +241,14 @@ class ReadableImageFolder(datasets.ImageFolder):
 
 
 _WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Log ``message`` as a warning the first time this process meets it (a folder is read by several
+    datasets of one run: train, validation and test split)."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning("%s", message)
 
 
 def image_folder(root: str | Path, transform: Callable | None = None, name: str = "",
@@ -224,14 +279,38 @@ def image_folder(root: str | Path, transform: Callable | None = None, name: str 
                               "download the set from its authors' page and unpack it there",
                               str(err).splitlines()[0]) from err
     dropped = {dataset.class_to_idx[c] for c in exclude_classes if c in dataset.class_to_idx}
-    bad = dict(unreadable_images([p for p, t in dataset.samples if t not in dropped]))
+    listings = [listing for c, listing in dataset.listings.items() if c not in exclude_classes]
+    links = Listing(root, skipped={LOOP: [f"{root / c} -> {t}" for c, t in class_links_skipped(root).items()]}
+                    if not flat else {})
+    what = name or root.name
+    special = [p for listing in listings for p in listing.skipped.get(NOT_REGULAR, [])]
+    if special and strict:
+        raise OEUserError(f"{len(special)} file(s) under {str(root)!r} are named like images but are not regular "
+                          f"files (a FIFO, socket or device, which would block a reader): {', '.join(special)}. "
+                          f"Remove them, or set data.strict=false to skip them with a warning.")
+    warn_skipped([links, *listings], f"{what} ({root})")
+    others = [p for p in dataset.other_images if Path(p).parent.name not in exclude_classes]
+    if others:
+        _warn_once(f"{what}: {len(others)} file(s) not read, their type is not one training reads "
+                   f"({', '.join(IMG_EXTENSIONS)}): " + ", ".join(others[:5]) + (" ..." if len(others) > 5 else "")
+                   + "; convert them (e.g. to PNG) to use them")
+    kept = [p for p, t in dataset.samples if t not in dropped]
+    bad = dict(unreadable_images(kept))
     if bad and strict:
         raise OEUserError(f"{len(bad)} files under {str(root)!r} are not readable images: "
                           f"{'; '.join(f'{p} ({why})' for p, why in bad.items())}. Remove them, or set "
                           f"data.strict=false to skip them with a warning.")
     if bad:
-        log.warning("%s: skipped %d unreadable file(s) of %d: %s", name or root.name, len(bad),
+        log.warning("%s: skipped %d unreadable file(s) of %d: %s", what, len(bad),
                     len(dataset.samples), ", ".join(list(bad)[:5]) + (" ..." if len(bad) > 5 else ""))
+    animated = animated_images([p for p in kept if p not in bad])
+    if animated and strict:
+        raise OEUserError(f"{len(animated)} images under {str(root)!r} are animated (several frames), of which "
+                          f"only the first would be read: {', '.join(animated)}. Save the frame you mean as a still "
+                          f"image, or set data.strict=false to read their first frame with a warning.")
+    if animated:
+        _warn_once(f"{what}: {len(animated)} animated image(s) (several frames) read as their first frame only: "
+                   + ", ".join(animated[:5]) + (" ..." if len(animated) > 5 else ""))
     if dropped or bad:
         dataset.samples = [s for s in dataset.samples if s[1] not in dropped and s[0] not in bad]
         dataset.imgs, dataset.targets = dataset.samples, [t for _, t in dataset.samples]
