@@ -104,6 +104,9 @@ def test_training_batches_of_the_default_data_are_augmented_per_batch(tmp_path):
     assert torch.equal(out["in"][1], y) and out["in"][0].shape == x.shape and out["oe"].shape == x_oe.shape
     assert not torch.equal(out["in"][0], x)  # cropped: most images moved by a pixel
     assert torch.equal(out["in"][0], dm.batch_augment["in"](x, seeds))
+    # the OE images too (the paper augments both: CIFAR/oe_tune.py:84-86), each by its own seed
+    assert not torch.equal(out["oe"], x_oe)
+    assert torch.equal(out["oe"], dm.batch_augment["oe"](x_oe, seeds_oe))
 
 
 def test_a_batch_is_fetched_in_one_call_and_equals_the_images_one_by_one():

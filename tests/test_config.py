@@ -163,3 +163,36 @@ def test_speed_presets_keep_training_images_on_the_device_with_the_datas_own_aug
     plain = compose_train(f"experiment=paper/{data}_oe_tune", f"oe={oe}", "module.pretrained=base.pt")
     assert plain.trainer.precision == "32-true" and not plain.data.get("resident", False)
     assert plain.data.get("batch_augment") is None
+
+
+@pytest.mark.parametrize("value,ok", [(0, False), (-0.1, False), (1.0000001, False), (2, False), ("x", False),
+                                      (1.0, True), (0.5, True), (1e-6, True)])
+def test_keep_id_is_a_share_in_0_1_refused_outside_before_any_work(value, ok):
+    from oe_lightning.errors import OEUserError
+    from oe_lightning.validate import check_config
+
+    cfg = compose_train(f"evaluation.keep_id={value}")
+    if ok:
+        check_config(cfg, "train")
+        return
+    with pytest.raises(OEUserError, match=r"evaluation\.keep_id"):
+        check_config(cfg, "train")
+
+
+def test_the_readmes_detector_knobs_are_the_configs_defaults():
+    """The README's detector table names each knob's default, e.g. `k` (50): the config must agree."""
+    import re
+
+    from tests.conftest import REPO
+
+    table = (REPO / "README.md").read_text().split("| `detector=` |", 1)[1].split("\n\n", 1)[0]
+    cfg = compose_train("detector=[knn,react,ash,odin,vim]")
+    checked = 0
+    for row in table.splitlines()[2:]:
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", row.strip("|"))]
+        names = re.findall(r"`(\w+)`", cells[0])
+        for knob, default in re.findall(r"`(\w+)` \(([-\d.]+)[,)]", cells[-1]):
+            for name in names:
+                assert float(cfg.detector[name][knob]) == float(default), (name, knob)
+                checked += 1
+    assert checked >= 5  # knn k, react percentile, ash percentile, odin temperature and eps

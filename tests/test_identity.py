@@ -24,7 +24,10 @@ def test_output_only_keys_keep_the_identity_and_everything_else_changes_it():
                 "trainer.enable_progress_bar=false", "print_config=false") == (base_run, base_group)
     # keys a hand-kept list used to miss: each a run (and an experiment) of its own
     for override in ("loss=energy", "data.oe_batch_size=64", "score=energy", "model.width=16",
-                     "evaluation.positive=in", "data.val_fraction=0.2", "ood.gaussian.num_samples=10"):
+                     "evaluation.positive=in", "data.val_fraction=0.2", "ood.gaussian.num_samples=10",
+                     # how a run trains: the optimiser and the arithmetic change its numbers
+                     "module.optimizer.lr=0.05", "optim=adamw", "trainer.precision=bf16-mixed",
+                     "data.batch_augment=null"):
         run, group = _ids(override)
         assert run != base_run and group != base_group, override
     assert len({_ids("loss=energy", f"loss.fn.m_out={m}")[1] for m in (-3, -4)}) == 2
