@@ -320,7 +320,8 @@ def test_logged_training_parts_are_what_their_names_say_and_epoch_means_weigh_sa
     trainer = pl.Trainer(max_epochs=1, logger=CSVLogger(tmp_path), log_every_n_steps=1, enable_checkpointing=False,
                          enable_progress_bar=False, default_root_dir=tmp_path, limit_val_batches=0)
     trainer.fit(module, dm)
-    rows = list(csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))))
+    with open(next(tmp_path.rglob("metrics.csv"))) as f:
+        rows = list(csv.DictReader(f))
     steps = [r for r in rows if r.get("train/loss_step")]
     (epoch,) = [r for r in rows if r.get("train/loss_epoch")]
     assert len(steps) == 2

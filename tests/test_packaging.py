@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
 SCRIPTS = {"oe-train", "oe-eval", "oe-table", "oe-predict", "oe-export", "oe-demo"}
 
