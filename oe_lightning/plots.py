@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from oe_lightning.escaping import mathtext
+
 GALLERY_SIZE = 8  # images per row: the most OOD-looking, then the least
 
 
@@ -36,11 +38,11 @@ def histogram_figure(histograms: Mapping[str, Mapping[str, Sequence[float]]], th
         h = histograms[name]
         # one filled step outline per histogram (a bar per bin was a patch per bin: ~0.1 s a panel)
         ax.stairs(h["in"], h["edges"], fill=True, alpha=0.55, label="ID test", color="tab:blue")
-        ax.stairs(h["out"], h["edges"], fill=True, alpha=0.55, label=name, color="tab:red")
+        ax.stairs(h["out"], h["edges"], fill=True, alpha=0.55, label=mathtext(name, legend=True), color="tab:red")
         if threshold is not None:
             ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label="threshold")
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel(f"{detector} score (larger = more OOD)", fontsize=8)
+        ax.set_title(mathtext(name), fontsize=9)  # names drawn as written, never as mathtext
+        ax.set_xlabel(mathtext(f"{detector} score (larger = more OOD)"), fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(names):]:
@@ -83,7 +85,7 @@ def gallery_figure(name: str, images: Tensor, scores: Sequence[float], threshold
         for spine in ax.spines.values():
             spine.set_visible(False)
         ax.set_ylabel(label, fontsize=8)
-    fig.suptitle(f"{name}: most and least OOD-looking test images (score, decision)", fontsize=9)
+    fig.suptitle(mathtext(f"{name}: most and least OOD-looking test images (score, decision)"), fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from oe_lightning import escaping
 from oe_lightning.deployment import PREDICTION_FIELDS, Prediction
 from oe_lightning.results import write_text_atomic
 
@@ -18,11 +17,10 @@ def write_predictions(rows: Sequence[Prediction], csv_path: str | Path) -> tuple
     """``csv_path`` (one header line, one row per image) and the same rows as ``.jsonl`` beside it."""
     csv_path = Path(csv_path).expanduser()
     csv_path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=PREDICTION_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(asdict(r) for r in rows)
-    write_text_atomic(csv_path, buffer.getvalue())
+    # text cells (paths, class names, errors) never read as formulas, numbers stay numbers; the JSON
+    # lines hold the names as they are
+    table = [PREDICTION_FIELDS, *([escaping.csv_cell(v) for v in asdict(r).values()] for r in rows)]
+    write_text_atomic(csv_path, escaping.csv_lines(table))
     jsonl_path = csv_path.with_suffix(".jsonl")
     write_text_atomic(jsonl_path, "".join(json.dumps(asdict(r)) + "\n" for r in rows))
     return csv_path, jsonl_path
@@ -46,11 +44,11 @@ def print_summary(rows: Sequence[Prediction], threshold: float, files: Sequence[
     table.add_column("decision")
     table.add_column("images", justify="right")
     for name, n in counts["classes"].items():
-        table.add_row(f"in: {name}", str(n))
+        table.add_row(escaping.rich_text(f"in: {name}"), str(n))  # Text: never read as markup
     table.add_row("ood (none of the classes)", str(counts["ood"]))
     if counts["unreadable"]:
         table.add_row("unreadable (reported, skipped)", str(counts["unreadable"]))
     console = Console()
     console.print(table)
     for path in files:
-        console.print(f"written: {path}")
+        console.print(escaping.rich_text(f"written: {path}"))

@@ -18,8 +18,6 @@ AUPR is AUPR-Out (OOD positive), the paper's AUPR. Values are percentages.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import math
 import statistics
@@ -29,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from oe_lightning import escaping
 from oe_lightning.paper_results import (
     CALIBRATION,
     ENERGY_MEAN_FPR95,
@@ -422,28 +421,24 @@ def ci_tables(groups: Sequence[Group], resamples: int) -> list[Table3]:
 
 # ---- renderers -----------------------------------------------------------------------------
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+    """A Markdown table, every cell escaped (:func:`oe_lightning.escaping.markdown`)."""
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(escaping.markdown(c) for c in cells) + " |"
 
-
-def latex_escape(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"),
-                 ("±", r"$\pm$"), ("λ", r"$\lambda$"), ("Δ", r"$\Delta$"), ("↓", r"$\downarrow$"),
-                 ("↑", r"$\uparrow$")):
-        text = text.replace(a, b)
-    return text
+    lines = [line(header), "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
+    return "\n".join(lines + [line(r) for r in rows]) + "\n"
 
 
 def latex_table(title: str, header: list[str], rows: list[list[str]]) -> str:
+    """A booktabs table; the caption and every cell escaped (:func:`oe_lightning.escaping.latex`)."""
     cols = "l" + "r" * (len(header) - 1)
-    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{latex_escape(title)}}}",
-             rf"\begin{{tabular}}{{{cols}}}", r"\toprule", " & ".join(latex_escape(h) for h in header) + r" \\",
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{escaping.latex(title)}}}",
+             rf"\begin{{tabular}}{{{cols}}}", r"\toprule", " & ".join(escaping.latex(h) for h in header) + r" \\",
              r"\midrule"]
     for i, row in enumerate(rows):
         if i == len(rows) - 1 and row[0] == "mean":
             lines.append(r"\midrule")
-        lines.append(" & ".join(latex_escape(c) for c in row) + r" \\")
+        lines.append(" & ".join(escaping.latex(c) for c in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
@@ -452,12 +447,12 @@ def render_markdown(groups: Sequence[Group], extra: Sequence[Table3] = ()) -> st
     parts = ["## Runs (values in %, mean ± std over seeds)\n", markdown_table(*overview(groups))]
     for title, header, rows in [*comparisons(groups), *detector_tables(groups), *calibration_comparison(groups),
                                 *extra]:
-        parts += [f"\n## {title}\n", markdown_table(header, rows)]
+        parts += [f"\n## {escaping.markdown(title)}\n", markdown_table(header, rows)]
     return "\n".join(parts)
 
 
 def render_latex(groups: Sequence[Group], extra: Sequence[Table3] = ()) -> str:
-    parts = [latex_table("Runs (values in %, mean $\\pm$ std over seeds)", *overview(groups))]
+    parts = [latex_table("Runs (values in %, mean ± std over seeds)", *overview(groups))]
     parts += [latex_table(title, header, rows)
               for title, header, rows in [*comparisons(groups), *detector_tables(groups),
                                           *calibration_comparison(groups), *extra]]
@@ -497,22 +492,22 @@ def print_terminal(groups: Sequence[Group], console: Any = None, extra: Sequence
             tables.append((f"{title} · {header[i].rsplit(' ', 1)[0]}", ["method", "ours", "paper"],
                            [[r[0], r[i], r[i + 1]] for r in rows]))
     for title, header, rows in tables:
-        table = Table(title=title, title_justify="left")
+        table = Table(title=escaping.rich_text(title), title_justify="left")
         labels = 2 if header[0] == "data" else 1
         for i, h in enumerate(header):
-            table.add_column(h, justify="left" if i < labels else "right", no_wrap=i >= labels,
+            table.add_column(escaping.rich_text(h), justify="left" if i < labels else "right", no_wrap=i >= labels,
                              overflow="fold")
-        for i, row in enumerate(rows):
-            table.add_row(*row, end_section=i == len(rows) - 2 and rows[-1][0] == "mean")
+        for i, row in enumerate(rows):  # names as Text: never read as markup ("[oe=...]" in a label)
+            table.add_row(*map(escaping.rich_text, row), end_section=i == len(rows) - 2 and rows[-1][0] == "mean")
         console.print(table)
 
 
 def render_csv(groups: Sequence[Group]) -> str:
-    """Tidy rows: one per group, OOD set (``mean`` last) and metric."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["data", "method", "loss", "lambda_oe", "score", "seeds", "ood_set", "metric",
-                     "mean", "std", "paper", "delta_vs_paper"])
+    """Tidy rows: one per group, OOD set (``mean`` last) and metric; text cells never read as
+    formulas (:func:`oe_lightning.escaping.csv_cell`), numbers as they are."""
+    text = escaping.csv_cell
+    rows: list[list[object]] = [["data", "method", "loss", "lambda_oe", "score", "seeds", "ood_set", "metric",
+                                 "mean", "std", "paper", "delta_vs_paper"]]
     for g in groups:
         for s in [*g.ood_sets(), None]:
             for m in METRICS:
@@ -520,10 +515,10 @@ def render_csv(groups: Sequence[Group]) -> str:
                 if stat is None:
                     continue
                 delta = "" if paper is None else f"{stat[0] - paper:.4f}"
-                writer.writerow([g.data, g.method, g.config.get("loss") or "", g.lambda_oe,
-                                 g.config.get("score"), len(g.runs), s or "mean", m, f"{stat[0]:.4f}",
-                                 f"{stat[1]:.4f}", "" if paper is None else paper, delta])
-    return out.getvalue()
+                rows.append([text(g.data), g.method, text(str(g.config.get("loss") or "")), g.lambda_oe,
+                             text(str(g.config.get("score"))), len(g.runs), text(s or "mean"), m, f"{stat[0]:.4f}",
+                             f"{stat[1]:.4f}", "" if paper is None else paper, delta])
+    return escaping.csv_lines(rows)
 
 
 def plot_lambda(groups: Sequence[Group], path: Path) -> Path | None:
@@ -550,7 +545,7 @@ def plot_lambda(groups: Sequence[Group], path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     for name, points in series.items():
         lam, mean, std = zip(*points, strict=True)
-        ax.errorbar(lam, mean, yerr=std, marker="o", capsize=3, label=name)
+        ax.errorbar(lam, mean, yerr=std, marker="o", capsize=3, label=escaping.mathtext(name, legend=True))
     ax.set_xlabel("λ (weight of the OE term)")
     ax.set_ylabel("mean FPR95 over OOD sets (%) ↓")
     ax.set_title("FPR95 against λ (error bars: std over seeds)")
@@ -599,7 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs += found
         incomplete += broken
     if not runs:
-        where = ", ".join(str(d) for d in args.sweep_dirs)
+        where = ", ".join(escaping.printable(str(d)) for d in args.sweep_dirs)
         print(f"Error: no complete results.json under {where} ({len(incomplete)} incomplete). "
               f"Run oe-train there first, or point oe-table at the directory that holds the runs.",
               file=sys.stderr)
@@ -613,7 +608,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs, unscored = rescore_runs(runs, settings)
         if unscored:
             print(f"({len(unscored)} runs have no scores.npz and are left out of the rescored tables: "
-                  f"{', '.join(unscored[:3])}{' ...' if len(unscored) > 3 else ''})", file=sys.stderr)
+                  f"{', '.join(map(escaping.printable, unscored[:3]))}{' ...' if len(unscored) > 3 else ''})",
+                  file=sys.stderr)
         if not runs:
             print("Error: no run under these directories has a scores.npz to rescore.", file=sys.stderr)
             return 2
@@ -627,7 +623,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(rendered[fmt_out])
     if incomplete:
-        names = ", ".join(str(p) for p in incomplete[:5]) + (" ..." if len(incomplete) > 5 else "")
+        names = ", ".join(escaping.printable(str(p)) for p in incomplete[:5]) + (" ..." if len(incomplete) > 5 else "")
         print(f"({len(incomplete)} incomplete results.json skipped: unfinished, partial or malformed: {names})",
               file=sys.stderr)
     if not args.no_files:
@@ -636,8 +632,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for fmt_name, suffix in (("md", "md"), ("latex", "tex"), ("csv", "csv")):
             (out / f"table.{suffix}").write_text(rendered[fmt_name])
         plot = plot_lambda(groups, out / "fpr95_vs_lambda.png")
-        print(f"wrote {out}/table.md, table.tex, table.csv" + (f", {plot.name}" if plot else ""),
-              file=sys.stderr)
+        print(f"wrote {escaping.printable(str(out))}/table.md, table.tex, table.csv"
+              + (f", {plot.name}" if plot else ""), file=sys.stderr)
     return 0
 
 
