@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,9 @@ BACKBONE_PREFIX = "backbone."
 log = logging.getLogger("oe_lightning")
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """``torch.load(path, weights_only=True)`` with clear errors for a missing or foreign file."""
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict:
+    """``torch.load(path, weights_only=True)`` with clear errors for a missing or foreign file
+    (``mmap``: tensors of a zip-format file are mapped, not read: a cheap look at the contents)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise OEUserError(
@@ -25,7 +27,8 @@ def read_checkpoint(path: str | Path) -> dict:
             f"oe-train (in <run dir>/checkpoints/) or of a saved state_dict (.pt)."
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        mapped = mmap and zipfile.is_zipfile(path)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mapped)
     except Exception as err:  # pickle errors come in many types
         detail = (str(err).strip().splitlines() or ["empty or truncated file"])[0][:200]
         raise OEUserError(
@@ -33,6 +36,10 @@ def read_checkpoint(path: str | Path) -> dict:
             f"it is empty, truncated, not a checkpoint, or holds code (never run: weights_only=True). "
             f"Pass a .ckpt from oe-train or a state_dict."
         ) from err
+    if not isinstance(checkpoint, dict):
+        raise OEUserError(f"Checkpoint {str(path)!r} holds a {type(checkpoint).__name__}, not a mapping of weights; "
+                          f"pass a .ckpt from oe-train or a saved state_dict.")
+    return checkpoint
 
 
 def backbone_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
@@ -103,10 +110,28 @@ def _plain(value: Any) -> bool:
     return value is None or isinstance(value, bool | int | float)
 
 
+# Keywords that name files, URLs or downloads: a checkpoint never sets them (the user's config may).
+# Initial-weights switches our own factories store (a fine-tuned run's pretrained=true, weights=DEFAULT,
+# weights_path=...) are left out instead (the factory's default: none), with a note: the checkpoint's own
+# weights replace them.
+DROPPED_WEIGHT_SOURCES = ("pretrained", "weights", "weights_path")
+REFUSED_KEYWORDS = ("checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay", "url", "file", "path",
+                    "cache_dir", "hf_hub_id", "hf_hub_filename", "model_dir")
+
+
+def _names_a_place(value: Any) -> bool:
+    """A string that looks like a path or a URL (``/``, ``\\``, ``:`` as in ``https://``, ``hf-hub:``,
+    ``C:``, or a leading ``~``), or a list holding one."""
+    if isinstance(value, list):
+        return any(_names_a_place(v) for v in value)
+    return isinstance(value, str) and (any(c in value for c in "/\\:") or value.startswith("~"))
+
+
 def checked_model_config(stored: Any, also_allowed: Iterable[str], path: str) -> dict[str, Any]:
     """The backbone config a checkpoint stores, accepted only if it is data: an allowed factory
     (:data:`ALLOWED_BACKBONES` and ``also_allowed``: the config's ``model._target_``, ``model_allowlist``)
-    with plain values."""
+    with plain values, none naming a file, URL or download (:data:`REFUSED_KEYWORDS`, path-like strings);
+    :data:`DROPPED_WEIGHT_SOURCES` are left out."""
     allowed = {*ALLOWED_BACKBONES, *(str(t) for t in also_allowed if t)}
     target = stored.get("_target_") if isinstance(stored, dict) else None
     bad = [] if isinstance(stored, dict) else ["it is not a mapping"]
@@ -122,4 +147,66 @@ def checked_model_config(stored: Any, also_allowed: Iterable[str], path: str) ->
             f"(model=... with its settings), or, if you trust that factory, allow it with "
             f"++model_allowlist=[{target}]. Allowed: {', '.join(sorted(allowed))}."
         )
-    return dict(stored)
+    config = dict(stored)
+    dropped = {k: config[k] for k in DROPPED_WEIGHT_SOURCES if config.get(k)}
+    places = [f"{k}={v!r}" for k, v in config.items() if k not in dropped and k != "_target_" and v
+              and (k in REFUSED_KEYWORDS or _names_a_place(v))]
+    if places:
+        raise OEUserError(
+            f"Checkpoint {path!r} stores a model config naming a file, URL or download ({'; '.join(places[:4])}); "
+            f"a checkpoint never chooses what is read or fetched: nothing was opened or downloaded. The model "
+            f"is rebuilt from the checkpoint's own weights, so none is needed: use a checkpoint written by "
+            f"oe-train, or remove these keys from its model config."
+        )
+    if dropped:
+        log.warning("checkpoint %s: its model config's %s left out: the checkpoint's own weights are loaded, so "
+                    "nothing is downloaded or read for them", path, ", ".join(f"{k}={v!r}" for k, v in dropped.items()))
+        for key in dropped:
+            del config[key]
+    return config
+
+
+def check_checkpoints(cfg: Any, task: str) -> None:
+    """Before the config tree is printed or anything built: every checkpoint the command reads is a
+    file ``torch.load(weights_only=True)`` can read (tensors mapped, not loaded), and the values that
+    oe-eval, oe-predict and oe-export rebuild from are checked (:func:`checked_model_config`;
+    :func:`~oe_lightning.deployment.deployable`); each refusal names the file."""
+    from omegaconf import OmegaConf
+
+    keys = ("ckpt_path", "module.pretrained") if task == "train" else ("ckpt_path",)
+    for key in keys:
+        path = OmegaConf.select(cfg, key, default=None)
+        if not path:
+            continue
+        checkpoint = read_checkpoint(str(path), mmap=True)
+        info = checkpoint.get("oe_lightning")
+        allowed = [OmegaConf.select(cfg, "model._target_", default=""), *(cfg.get("model_allowlist") or [])]
+        if task in ("predict", "export"):
+            from oe_lightning.deployment import deployable
+
+            deployable(checkpoint, str(path), cfg.get("threshold"), allowed)
+        elif task == "evaluate" and isinstance(info, dict) and info.get("model_config"):
+            check_fits_data(info, checked_model_config(info["model_config"], allowed, str(path)), str(path), cfg)
+
+
+def check_fits_data(info: dict[str, Any], model_config: dict[str, Any], path: str, cfg: Any) -> None:
+    """oe-eval: the checkpoint's classes and image channels are those of ``cfg.data``."""
+    from omegaconf import OmegaConf
+
+    shape = OmegaConf.select(cfg, "data.image_shape", default=None)
+    channels = int(shape[0]) if shape is not None else None
+    stored = model_config.get("in_channels", model_config.get("in_chans"))
+    preprocessing = info.get("preprocessing")
+    if stored is None and isinstance(preprocessing, dict):
+        stored = preprocessing.get("channels")
+    bad = []
+    if channels is not None and isinstance(stored, int) and stored != channels:
+        bad.append(f"it takes {stored}-channel images and data={cfg.data.get('name')} has {channels}-channel "
+                   f"ones (data.image_shape={list(shape)})")
+    classes, wanted = model_config.get("num_classes"), OmegaConf.select(cfg, "data.num_classes", default=None)
+    if isinstance(classes, int) and isinstance(wanted, int) and classes != wanted:
+        bad.append(f"it was trained with {classes} classes and data={cfg.data.get('name')} has {wanted} "
+                   f"(data.num_classes={wanted})")
+    if bad:
+        raise OEUserError(f"Checkpoint {path!r} does not fit the data: {'; '.join(bad)}. Evaluate it with the data it "
+                          f"was trained on (data=...), or pass a checkpoint trained on this data.")

@@ -53,12 +53,20 @@ class Preprocessing:
     std: tuple[float, ...]
 
     def __post_init__(self) -> None:
-        ok = (self.channels in (1, 3) and min(self.height, self.width, self.resize) >= 1
-              and len(self.mean) == len(self.std) == self.channels and all(s > 0 for s in self.std)
-              and all(math.isfinite(v) for v in (*self.mean, *self.std)))
-        if not ok:
-            raise OEUserError(f"Preprocessing {self} is not valid: channels 1 or 3, positive sizes, one finite mean "
-                              f"and one positive std per channel.")
+        from oe_lightning.validate import MAX_IMAGE_SIDE, MAX_RESIZE
+
+        bad = ([f"channels={self.channels} (1 or 3)"] if self.channels not in (1, 3) else []) + [
+            f"{k}={v} (an integer in [1, {most}] pixels)" for k, v, most in
+            (("height", self.height, MAX_IMAGE_SIDE), ("width", self.width, MAX_IMAGE_SIDE),
+             ("resize", self.resize, MAX_RESIZE)) if not 1 <= v <= most]
+        if not (len(self.mean) == len(self.std) == self.channels and all(s > 0 for s in self.std)
+                and all(math.isfinite(v) for v in (*self.mean, *self.std))):
+            bad.append(f"mean={list(self.mean)}, std={list(self.std)} (one finite mean and one finite std > 0 "
+                       f"per channel)")
+        if bad:
+            raise OEUserError(f"The preprocessing is not valid: {'; '.join(bad)}. Sizes are bounded before any "
+                              f"image is read ({MAX_IMAGE_SIDE} px crops, {MAX_RESIZE} px resize), as data.image_size "
+                              f"is in a config.")
 
     @classmethod
     def from_dict(cls, values: Any) -> Preprocessing:
@@ -132,19 +140,6 @@ class Prediction:
 PREDICTION_FIELDS = tuple(f.name for f in fields(Prediction))  # the CSV columns
 
 
-def score_module(config: Any, source: str) -> nn.Module:
-    """The score a checkpoint names (its ``score`` config), from :data:`SCORES` only."""
-    target = config.get("_target_") if isinstance(config, dict) else None
-    if target not in SCORES:
-        raise OEUserError(f"{source} names the OOD score {target!r}, which a deployed model cannot apply; "
-                          f"it takes one of {sorted(SCORES)} (score=msp, energy, max_logit, oe, entropy).")
-    kwargs = {k: v for k, v in config.items() if k != "_target_"}
-    if not all(isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-               for k, v in kwargs.items()):
-        raise OEUserError(f"{source} stores score settings {kwargs!r}; only finite numbers are accepted.")
-    return SCORES[target](**kwargs)
-
-
 def image_paths(inputs: Iterable[str | Path]) -> list[Path]:
     """Files as given, folders expanded (recursively, sorted) to their image files; a path that does
     not exist, or inputs without any image file, are refused before any image is read."""
@@ -210,6 +205,93 @@ class _ImageFiles(torch.utils.data.Dataset):
             return torch.zeros(p.channels, p.height, p.width), f"{type(err).__name__}: {err}".strip()[:300]
 
 
+@dataclass(frozen=True)
+class StoredDeployment:
+    """What a checkpoint stores for deployment, every value checked (:func:`deployable`)."""
+
+    model_config: dict[str, Any]
+    preprocessing: Preprocessing
+    score: dict[str, Any]
+    threshold: float
+    temperature: float
+    class_names: list[str]
+
+    @property
+    def score_kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in self.score.items() if k != "_target_"}
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def deployable(checkpoint: Any, path: str | Path, threshold: float | None = None,
+               model_allowlist: Iterable[str] = ()) -> StoredDeployment:
+    """The deployment settings a checkpoint of ``oe-train`` stores, validated like a config before
+    anything is built: the backbone config (:func:`checked_model_config`), preprocessing sizes (the
+    config's bounds), the score and its temperature, the calibrated temperature, the threshold
+    (``threshold`` overrides it) and one class name per output; one error lists every problem."""
+    from oe_lightning.validate import TEMPERATURE_RANGE
+
+    info = checkpoint.get("oe_lightning") if isinstance(checkpoint, dict) else None
+    source = f"Checkpoint {str(path)!r}"
+    if not isinstance(info, dict) or not info.get("model_config"):
+        raise OEUserError(f"{source} was not written by oe-train (it has no model config); pass "
+                          f"RUN_DIR/checkpoints/last.ckpt of a finished oe-train run.")
+    model_config = checked_model_config(info["model_config"], model_allowlist, str(path))
+    for key in ("preprocessing", "score"):
+        if not isinstance(info.get(key), dict):
+            raise OEUserError(f"{source} has no {key} settings (it predates oe-predict); evaluate it with "
+                              f"oe-eval, or train it again to deploy it.")
+    operating = info.get("operating_point") or {}
+    chosen = operating.get("threshold") if threshold is None else threshold
+    if not _finite(chosen):
+        raise OEUserError(f"{source} has no operating threshold ({operating.get('why') or 'none stored'}); "
+                          f"train with data.val_fraction > 0 so one is chosen on validation images, or "
+                          f"pass threshold=<score> yourself.")
+    low, high = TEMPERATURE_RANGE
+    bad: list[str] = []
+    preprocessing = None
+    try:
+        preprocessing = Preprocessing.from_dict(info["preprocessing"])
+    except OEUserError as err:
+        bad.append(f"preprocessing={info['preprocessing']!r}: {err}")
+    temperature = info.get("temperature", 1.0)
+    if not (_finite(temperature) and low <= temperature <= high):
+        bad.append(f"temperature={temperature!r} must be a number in [{low:g}, {high:g}] (oe-train tunes it in "
+                   f"[0.2, 5]; inf or 0 would make every prediction the same class)")
+    score = dict(info["score"])
+    target = score.get("_target_")
+    kwargs = {k: v for k, v in score.items() if k != "_target_"}
+    if target not in SCORES:
+        bad.append(f"score._target_={target!r} is not a score a deployed model can apply: one of {sorted(SCORES)} "
+                   f"(score=msp, energy, max_logit, oe, entropy)")
+    elif not all(isinstance(k, str) and _finite(v) for k, v in kwargs.items()):
+        bad.append(f"score settings {kwargs!r} must be finite numbers")
+    elif "temperature" in kwargs and not low <= kwargs["temperature"] <= high:
+        bad.append(f"score.temperature={kwargs['temperature']!r} must be in [{low:g}, {high:g}] (near 0, "
+                   f"logits / T overflows and every score is -inf)")
+    outputs = model_config.get("num_classes", info.get("num_classes"))
+    names = info.get("class_names")
+    if names is not None and not (isinstance(names, list | tuple) and all(isinstance(n, str) for n in names)):
+        bad.append(f"class_names={names!r} must be a list of strings")
+    elif not (isinstance(outputs, int) and not isinstance(outputs, bool) and outputs >= 1):
+        bad.append(f"num_classes={outputs!r} must be an integer >= 1 (the classifier's outputs)")
+    elif names is not None and len(names) != outputs:
+        bad.append(f"class_names has {len(names)} names for a classifier of {outputs} outputs; one name per "
+                   f"output is needed")
+    channels = model_config.get("in_channels", model_config.get("in_chans"))
+    if preprocessing is not None and isinstance(channels, int) and channels != preprocessing.channels:
+        bad.append(f"preprocessing.channels={preprocessing.channels} but the model takes {channels}-channel images")
+    if bad or preprocessing is None:
+        raise OEUserError(f"{source} stores {len(bad)} value{'s' if len(bad) > 1 else ''} that cannot be deployed, "
+                          f"found before any image was read: {'; '.join(f'({i}) {b}' for i, b in enumerate(bad, 1))}. "
+                          f"The file was changed after oe-train wrote it, or comes from elsewhere: use a checkpoint "
+                          f"written by oe-train (RUN_DIR/checkpoints/last.ckpt), or train again.")
+    return StoredDeployment(model_config, preprocessing, score, float(chosen), float(temperature),
+                            [str(n) for n in names] if names is not None else [str(i) for i in range(outputs)])
+
+
 class OODClassifier:
     """A trained model that predicts a class or says the input is none of them (see module docs)."""
 
@@ -230,34 +312,15 @@ class OODClassifier:
         """Rebuild from a checkpoint of ``oe-train``: backbone, score, the threshold chosen on the ID
         validation split (``threshold`` overrides it), calibrated temperature, class names, preprocessing."""
         checkpoint = read_checkpoint(path)
-        info = checkpoint.get("oe_lightning")
-        source = f"Checkpoint {str(path)!r}"
-        if not isinstance(info, dict) or not info.get("model_config"):
-            raise OEUserError(f"{source} was not written by oe-train (it has no model config); pass "
-                              f"RUN_DIR/checkpoints/last.ckpt of a finished oe-train run.")
-        model_config = checked_model_config(info["model_config"], model_allowlist, str(path))
-        for key in ("preprocessing", "score"):
-            if not isinstance(info.get(key), dict):
-                raise OEUserError(f"{source} has no {key} settings (it predates oe-predict); evaluate it with "
-                                  f"oe-eval, or train it again to deploy it.")
-        operating = info.get("operating_point") or {}
-        chosen = operating.get("threshold") if threshold is None else threshold
-        if not isinstance(chosen, int | float) or isinstance(chosen, bool) or not math.isfinite(chosen):
-            raise OEUserError(f"{source} has no operating threshold ({operating.get('why') or 'none stored'}); "
-                              f"train with data.val_fraction > 0 so one is chosen on validation images, or "
-                              f"pass threshold=<score> yourself.")
-        temperature = info.get("temperature", 1.0)
-        if not isinstance(temperature, int | float) or not temperature > 0:
-            raise OEUserError(f"{source} stores temperature={temperature!r}; it must be a number > 0.")
+        stored = deployable(checkpoint, path, threshold, model_allowlist)
         from hydra.utils import instantiate
 
-        backbone = instantiate(model_config)
-        load_backbone_weights(backbone, path, model_config.get("num_classes"), checkpoint)
-        names = info.get("class_names") or [str(i) for i in range(int(info.get("num_classes") or 0))]
-        model = DeployedModel(backbone, score_module(info["score"], source), float(chosen))
+        backbone = instantiate(stored.model_config)
+        load_backbone_weights(backbone, path, stored.model_config.get("num_classes"), checkpoint)
+        model = DeployedModel(backbone, SCORES[stored.score["_target_"]](**stored.score_kwargs), stored.threshold)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        return cls(model, Preprocessing.from_dict(info["preprocessing"]), names, float(temperature), device)
+        return cls(model, stored.preprocessing, stored.class_names, stored.temperature, device)
 
     @torch.no_grad()
     def outputs(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:

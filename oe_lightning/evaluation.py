@@ -147,6 +147,7 @@ class OODEvaluation(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.names = self.loader_names()
+        self._check_fit_sizes()
         self._view = None
         if self._needing("features", "maps"):
             self._view = feature_backbone(self.backbone, needed_by=" and ".join(self._needing("features", "maps")))
@@ -164,6 +165,21 @@ class OODEvaluation(pl.LightningModule):
         self.store = nn.ModuleDict({f"{name}__{kind}": CatMetric(nan_strategy="disable")
                                     for name, ks in kinds.items() for kind in ks}).to(self.device)
         self.results, self._curve_scores, self.sample_scores, self._curves = {}, {}, {}, None
+
+    def _check_fit_sizes(self) -> None:
+        """Before any batch is scored: each fitted detector's settings against the size of the ID
+        training set it is fitted on (e.g. KNN's k against its feature bank)."""
+        if not self.fit_detectors:
+            return
+        loaders = self.trainer.test_dataloaders
+        loaders = list(loaders.values()) if isinstance(loaders, Mapping) else \
+            list(loaders) if isinstance(loaders, list | tuple) else [loaders]
+        try:
+            samples = len(loaders[self.names.index("fit")].dataset)
+        except (TypeError, AttributeError, IndexError):
+            return  # a loader without a sized dataset: fit() checks the bank it gets
+        for name in self.fit_detectors:
+            self.detectors[name].check_fit_size(samples)
 
     # ---- the one forward pass -------------------------------------------------------------------
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:

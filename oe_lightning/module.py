@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from typing import Any
@@ -239,10 +240,14 @@ class OutlierExposureModule(pl.LightningModule):
 
     def _raise_nonfinite(self, step: int, parts: list[float]) -> None:
         loss, loss_in, loss_oe = parts
+        weighted = self.lambda_oe * loss_oe
+        cause = (f"the OE term λ · OE loss = {weighted:.4g} is not finite: lower loss.lambda_oe={self.lambda_oe:g}"
+                 if math.isfinite(loss_in) and math.isfinite(loss_oe) and not math.isfinite(weighted) else
+                 f"lower module.optimizer.lr or loss.lambda_oe={self.lambda_oe:g}")
         raise NonFiniteLossError(
             f"The training loss became {loss} at epoch {self.current_epoch}, step {step} (ID loss "
-            f"{loss_in:.4g}, OE loss {loss_oe:.4g}, λ={self.lambda_oe}). Training stopped; lower "
-            f"optimizer.lr or check the data for NaN/inf values."
+            f"{loss_in:.4g}, OE loss {loss_oe:.4g}, λ={self.lambda_oe:g}). Training stopped; {cause}, or check "
+            f"the data for NaN/inf values."
         )
 
     def on_train_epoch_end(self) -> None:

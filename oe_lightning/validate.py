@@ -29,8 +29,8 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-def integer(low: int | None = None) -> Check:
-    return lambda v: _is_int(v) and (low is None or v >= low)
+def integer(low: int | None = None, high: int | None = None) -> Check:
+    return lambda v: _is_int(v) and (low is None or v >= low) and (high is None or v <= high)
 
 
 def number(low: float | None = None, high: float | None = None, low_open: bool = False,
@@ -60,13 +60,54 @@ def existing_file(v: Any) -> bool:
     return isinstance(v, str) and Path(v).expanduser().is_file()
 
 
+# Upper bounds, checked before anything is allocated (a checkpoint's stored values meet the same ones:
+# oe_lightning/deployment.py). Each is far above what any recipe here uses, and far below what kills a run.
+MAX_IMAGE_SIDE = 2048  # px: twice the largest input of timm's pretrained classifiers (1024, SAM's ViT);
+# one 2048² RGB float32 image is 48 MiB, one of 100,000² would be 112 GiB
+MAX_RESIZE = 2560      # px: the shorter side before the centre crop (eval_resize is 8/7 of the crop: 2341 at 2048)
+MAX_BATCH_SIZE = 65536  # images in one batch; the paper's largest is 256 (OE), ImageNet recipes reach 4096
+MAX_BATCH_GIB = 16      # GiB of float32 input images in one batch (batch size x channels x height x width x 4)
+MAX_LAMBDA = 1000.0     # the paper uses 0.5, energy 0.1; at 1000 the ID cross-entropy is 0.1% of the loss
+TEMPERATURE_RANGE = (1e-3, 1e3)  # energy / calibration T: the paper's 1 and the tuned [0.2, 5] well inside;
+# logits / T overflows float32 to inf (every energy -inf) as T nears 0, and every softmax is uniform as T grows
+MAX_SEED = 2**32 - 1    # numpy's seed range: 0 .. 2**32 - 1
+
+
+def image_shape(v: Any) -> bool:
+    """``[channels, height, width]``, positive integers, sides at most :data:`MAX_IMAGE_SIDE`."""
+    return (isinstance(v, list | tuple) and len(v) == 3 and all(_is_int(x) and x >= 1 for x in v)
+            and max(v[1:]) <= MAX_IMAGE_SIDE)
+
+
+def batch_limit(v: Any) -> bool:
+    """Lightning's ``limit_*_batches``: a batch count >= 1 or a share in (0, 1] (null: all)."""
+    if v is None:
+        return True
+    return v >= 1 if _is_int(v) else number(0, 1, low_open=True)(v)
+
+
 # (key, check, what it must be, how to fix it); keys absent from a config are skipped
 RULES: list[tuple[str, Check, str, str]] = [
-    ("seed", integer(), "an integer", "e.g. seed=0"),
+    ("seed", integer(0, MAX_SEED), f"an integer in [0, {MAX_SEED}] (numpy's seed range)", "e.g. seed=0"),
     ("trainer.max_epochs", integer(1), "an integer >= 1", "e.g. trainer.max_epochs=30"),
-    ("data.batch_size", integer(1), "an integer >= 1", "e.g. data.batch_size=128"),
-    ("data.oe_batch_size", optional(integer(1)), "null or an integer >= 1",
+    ("trainer.max_steps", lambda v: v == -1 or integer(1)(v), "-1 (no step limit) or an integer >= 1",
+     "0 steps would mark an untrained model complete; -1 lets trainer.max_epochs decide"),
+    ("trainer.limit_train_batches", batch_limit, "null, an integer >= 1 or a share in (0, 1]",
+     "0 would train nothing and mark the untrained model complete; 1.0 trains on every batch"),
+    ("data.batch_size", integer(1, MAX_BATCH_SIZE), f"an integer in [1, {MAX_BATCH_SIZE}]",
+     "e.g. data.batch_size=128"),
+    ("data.oe_batch_size", optional(integer(1, MAX_BATCH_SIZE)), f"null or an integer in [1, {MAX_BATCH_SIZE}]",
      "null takes 2 x data.batch_size; the paper uses 256"),
+    ("data.image_size", integer(1, MAX_IMAGE_SIDE), f"an integer in [1, {MAX_IMAGE_SIDE}] (pixels)",
+     f"e.g. 224 for ImageNet backbones, 32 for small images; {MAX_IMAGE_SIDE} px is twice the largest input of "
+     f"timm's pretrained classifiers, and one 100,000 px image alone would need 112 GiB"),
+    ("data.image_shape", image_shape, f"[channels, height, width] of integers >= 1, sides at most {MAX_IMAGE_SIDE}",
+     "e.g. [3, 32, 32]"),
+    ("data.eval_resize", optional(integer(1, MAX_RESIZE)), f"null or an integer in [1, {MAX_RESIZE}] (pixels)",
+     "null resizes test images to the crop size; image_folder's default is 8/7 of data.image_size"),
+    ("data.test_fraction", number(0, 1, low_open=True, high_open=True), "a fraction in (0, 1)",
+     "the share of data.train_dir held out for testing, e.g. 0.2 (0 leaves no test images, 1 no training "
+     "images; or give data.test_dir)"),
     ("data.num_workers", integer(0), "an integer >= 0", "0 loads in the main process"),
     ("data.val_fraction", number(0, 1, high_open=True), "a fraction in [0, 1)", "0 for no validation split"),
     ("data.val_size", optional(integer(0)), "null or an integer >= 0", "null uses data.val_fraction"),
@@ -74,7 +115,9 @@ RULES: list[tuple[str, Check, str, str]] = [
      "random holds out a seeded random part"),
     ("data.resident", boolean, "true or false", "true keeps the training images on the device"),
     ("data.resident_max_gb", number(0, low_open=True), "a number > 0", "GiB of images data.resident may hold"),
-    ("loss.lambda_oe", number(0), "a number >= 0", "0 for the plain baseline; the paper uses 0.5"),
+    ("loss.lambda_oe", number(0, MAX_LAMBDA), f"a number in [0, {MAX_LAMBDA:g}]",
+     f"0 for the plain baseline; the paper uses 0.5 (energy 0.1); above {MAX_LAMBDA:g} the ID cross-entropy is "
+     f"under 0.1% of the loss, and a huge λ overflows it to inf"),
     ("module.optimizer.lr", number(0, low_open=True), "a number > 0", "the paper uses 0.1 (0.001 fine-tuning)"),
     ("module.optimizer.momentum", number(0, 1, high_open=True), "a number in [0, 1)", "the paper uses 0.9"),
     ("module.optimizer.weight_decay", number(0), "a number >= 0", "the paper uses 5e-4"),
@@ -91,7 +134,8 @@ RULES: list[tuple[str, Check, str, str]] = [
     ("evaluation.keep_id", number(0, 1, low_open=True), "a share in (0, 1]",
      "the deployed threshold keeps this share of ID validation images, e.g. 0.95"),
     ("evaluation.plots", boolean, "true or false", "false skips RUN_DIR/plots/"),
-    ("score.temperature", number(0, low_open=True), "a number > 0", "1 is the plain energy"),
+    ("score.temperature", number(*TEMPERATURE_RANGE), f"a number in [{TEMPERATURE_RANGE[0]:g}, "
+     f"{TEMPERATURE_RANGE[1]:g}]", "1 is the plain energy; near 0, logits / T overflows and every score is -inf"),
     ("oe.exclude_file", optional(existing_file), "null or an existing file",
      "the 80M Tiny Images CIFAR index, 80mn_cifar_idxs.txt, from the paper's repository"),
 ]
@@ -107,7 +151,7 @@ DEPLOY_RULES = EVAL_RULES + [
      "a list of dotted factory paths", "e.g. model_allowlist=[my_pkg.MyNet]"),
 ]
 PREDICT_RULES = DEPLOY_RULES + [
-    ("batch_size", integer(1), "an integer >= 1", "e.g. batch_size=64"),
+    ("batch_size", integer(1, MAX_BATCH_SIZE), f"an integer in [1, {MAX_BATCH_SIZE}]", "e.g. batch_size=64"),
     ("num_workers", integer(0), "an integer >= 0", "0 reads images in the main process"),
     ("input", lambda v: isinstance(v, str) and bool(v) or isinstance(v, list | tuple) and len(v) > 0
      and all(isinstance(i, str) for i in v), "an image file, a folder, or a list of them",
@@ -116,6 +160,7 @@ PREDICT_RULES = DEPLOY_RULES + [
 EXPORT_RULES = DEPLOY_RULES + [
     ("format", choice("torchscript", "onnx"), "torchscript or onnx", "torchscript needs only torch"),
 ]
+DERIVED = {"data.image_shape": ("data.image_size",), "data.eval_resize": ("data.image_size",)}
 TASK_RULES = {"train": TRAIN_RULES, "evaluate": EVAL_RULES, "predict": PREDICT_RULES, "export": EXPORT_RULES}
 DETECTOR_RULES = {  # detector.<name>.<key>
     "k": (integer(1), "an integer >= 1", "KNN's paper uses 50 (CIFAR-10)"),
@@ -149,8 +194,10 @@ def problems(cfg: DictConfig, task: str = "train", skip: frozenset[str] = frozen
         rules = [r for r in rules if not r[0].startswith("oe.")]
     found = []
     for key, check, what, fix in rules:
-        if key in skip:
-            continue
+        if key in skip or any(f.startswith(f"{k}=") for k in DERIVED.get(key, ()) for f in found):
+            continue  # a value made from one already refused: that one problem is enough
+        if key == "data.test_fraction" and _value(cfg, "data.test_dir")[0] not in (None, _ABSENT):
+            continue  # a test folder of its own: nothing is held out
         value, broken = _value(cfg, key)
         if broken is not None:
             found.append(f"{key} cannot be resolved ({broken})")
@@ -158,6 +205,53 @@ def problems(cfg: DictConfig, task: str = "train", skip: frozenset[str] = frozen
             if key == "module.pretrained" or key.endswith(("ckpt_path", "exclude_file")):
                 what += f" ({value!r} does not exist)" if isinstance(value, str) else ""
             found.append(f"{key}={value!r} must be {what}; {fix}")
+    broken = {p.split("=", 1)[0].split(" ", 1)[0] for p in found}
+    return found + batch_memory_problems(cfg, broken | skip) + device_problems(cfg, task, skip)
+
+
+def batch_memory_problems(cfg: DictConfig, skip: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """A batch of input images (float32) larger than :data:`MAX_BATCH_GIB`: refused before any allocation."""
+    shape, _ = _value(cfg, "data.image_shape")
+    if "data.image_shape" in skip or not image_shape(shape):
+        return []
+    per_image = shape[0] * shape[1] * shape[2] * 4
+    found = []
+    for key in ("data.batch_size", "data.oe_batch_size"):
+        size, broken = _value(cfg, key)
+        if key not in skip and broken is None and _is_int(size) and size * per_image > MAX_BATCH_GIB * 2**30:
+            found.append(f"{key}={size} makes one batch of {list(shape)} images {size * per_image / 2**30:.1f} GiB "
+                         f"of float32, more than the {MAX_BATCH_GIB} GiB allowed; lower it to at most "
+                         f"{MAX_BATCH_GIB * 2**30 // per_image} (or lower data.image_size)")
+    return found
+
+
+def _gpu_count() -> int:
+    import torch  # only when a GPU is asked for: the rules above run before torch is imported
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def device_problems(cfg: DictConfig, task: str, skip: frozenset[str] = frozenset()) -> list[str]:
+    """A CUDA device asked for (``device=cuda[:N]`` of oe-predict/oe-export, ``trainer.accelerator=gpu``)
+    on a machine without one (or without that one)."""
+    found = []
+    device, broken = _value(cfg, "device") if task in ("predict", "export") else (_ABSENT, None)
+    if "device" not in skip and broken is None and device is not _ABSENT:
+        text = str(device).strip().lower()
+        index = text.partition(":")[2]
+        if not (text in ("auto", "cpu", "cuda", "mps") or text.startswith("cuda:") and index.isdigit()):
+            found.append(f"device={device!r} must be auto, cpu, cuda or cuda:<index>; device=auto takes a GPU "
+                         f"if there is one")
+        elif text.startswith("cuda") and (gpus := _gpu_count()) <= int(index or 0):
+            found.append(f"device={device!r} needs a CUDA GPU{f' with index {index}' if index else ''}, and this "
+                         f"machine has {gpus or 'none'} (torch.cuda.is_available() is "
+                         f"{str(bool(gpus)).lower()}); use device=cpu, or device=auto (a GPU when there is one)")
+    accelerator, broken = _value(cfg, "trainer.accelerator") if task in ("train", "evaluate") else (_ABSENT, None)
+    if ("trainer.accelerator" not in skip and broken is None and accelerator in ("gpu", "cuda")
+            and not _gpu_count()):
+        found.append(f"trainer.accelerator={accelerator!r} (trainer=gpu/ddp/slurm) needs a CUDA GPU, and this "
+                     f"machine has none; use trainer=cpu (or trainer=default), or trainer=ddp_sim for DDP on "
+                     f"2 CPU processes")
     return found
 
 

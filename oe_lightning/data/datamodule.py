@@ -115,6 +115,26 @@ def _factory_identity(factory: Any) -> tuple[Any, str]:
     return getattr(factory, "func", factory), repr((getattr(factory, "args", ()), sorted(keywords.items())))
 
 
+def class_count(dataset: Dataset) -> tuple[int, str] | None:
+    """The classes a labelled dataset holds, and how that was read: its ``classes`` list (image
+    folders, torchvision sets), else its largest integer label + 1; None when it says neither."""
+    base = _base(dataset)
+    classes = getattr(base, "classes", None)
+    if isinstance(classes, list | tuple) and classes:
+        return len(classes), "class folders" if hasattr(base, "class_to_idx") else "classes"
+    for attr in ("labels", "targets"):
+        labels = getattr(base, attr, None)
+        if labels is None:
+            continue
+        try:
+            labels = torch.as_tensor(labels)
+        except (TypeError, ValueError, RuntimeError):
+            continue
+        if labels.numel() and not labels.is_floating_point() and not labels.is_complex():
+            return int(labels.max()) + 1, f"labels 0..{int(labels.max())}"
+    return None
+
+
 def _source(dataset: Dataset) -> str:
     return getattr(dataset, "source", "")
 
@@ -249,6 +269,7 @@ class OEDataModule(pl.LightningDataModule):
             in_transform = self.test_transform if "in" in self.batch_augment else self.train_transform
             train_aug = self.factories["train"](transform=in_transform)
             keep, held = self._split(len(train_aug))
+            self._check_num_classes(train_aug, "training", exact=True)
             self.train_set = Subset(train_aug, keep)
             if held or self.val_factory is not None:
                 self._setup_val(held)
@@ -285,9 +306,21 @@ class OEDataModule(pl.LightningDataModule):
                 elif self.oe_factory is not None:  # the OE images training held out, as in training
                     self._setup_oe(len(self.val_set))
             self.test_set = self.factories["test"](transform=self.test_transform)
+            self._check_num_classes(self.test_set, "ID test", exact=False)
             self.ood_sets = {name: make(transform=self.test_transform)
                              for name, make in self.ood_factories.items()}
             self._check_oe_not_in_tests()
+
+    def _check_num_classes(self, dataset: Dataset, role: str, exact: bool) -> None:
+        """``num_classes`` (the classifier's outputs) against the classes the data holds, as soon as the data
+        is open: the training set must hold exactly that many, a test set no label beyond them."""
+        found = class_count(dataset)
+        if found is None or found[0] == self.num_classes or (not exact and found[0] < self.num_classes):
+            return
+        count, how = found
+        raise OEUserError(f"data.num_classes={self.num_classes} but the {role} data has {count} classes ({how}); "
+                          f"the classifier needs one output per class. Set data.num_classes={count}, or give data "
+                          f"with {self.num_classes} classes.")
 
     def _raw_view(self, role: str) -> Dataset | None:
         """The training items of ``role`` as they load, only made tensors (uint8 for 8-bit sources):

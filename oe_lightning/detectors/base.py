@@ -45,6 +45,9 @@ class Detector(nn.Module):
         """Estimate what the detector needs from the ID training set's outputs (no-op by default)."""
         return self
 
+    def check_fit_size(self, samples: int) -> None:
+        """Refuse, before anything is scored, settings that ``samples`` fitting samples cannot meet."""
+
     def score(self, outputs: Outputs, head: nn.Module | None = None) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} scores batches (needs={self.needs!r}), not stored outputs")
 

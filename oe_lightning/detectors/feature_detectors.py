@@ -86,10 +86,15 @@ class KNN(Detector):
         z = z.float()
         return z / z.norm(dim=1, keepdim=True).clamp(min=1e-12) if self.normalize else z
 
+    def check_fit_size(self, samples: int) -> None:
+        if samples < self.k:
+            raise OEUserError(f"detector.knn.k={self.k} is larger than the feature bank: the ID training set has "
+                              f"{samples} images, and the k-th nearest of them must exist. Lower it to at most "
+                              f"{samples} (detector.knn.k={max(1, min(50, samples))}).")
+
     def fit(self, train: Outputs, head: nn.Module | None = None) -> KNN:
         bank = self._prepare(_features(train, "KNN"))
-        if bank.shape[0] < self.k:
-            raise OEUserError(f"detector knn: k={self.k} but only {bank.shape[0]} training features; lower k.")
+        self.check_fit_size(bank.shape[0])
         self.bank = bank
         return self
 
