@@ -43,13 +43,18 @@ def sidecar(classifier: OODClassifier, model_file: str, fmt: str, source: str) -
     }
 
 
-def export_classifier(classifier: OODClassifier, fmt: str, output: str | Path, source: str = "") -> tuple[Path, Path]:
-    """Write ``output`` + ``.pt``/``.onnx`` and ``output`` + ``.json``; returns both paths."""
+def export_paths(output: str | Path, fmt: str) -> tuple[Path, Path]:
+    """The model file (``output`` with the suffix ``.pt``/``.onnx``) and its sidecar (``.json``) of ``output``."""
     if fmt not in FORMATS:
         raise OEUserError(f"format={fmt!r} is not an export format; choose one of {sorted(FORMATS)}.")
     output = Path(output).expanduser()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    model_path, json_path = output.with_suffix(FORMATS[fmt]), output.with_suffix(".json")
+    return output.with_suffix(FORMATS[fmt]), output.with_suffix(".json")
+
+
+def export_classifier(classifier: OODClassifier, fmt: str, output: str | Path, source: str = "") -> tuple[Path, Path]:
+    """Write ``output`` + ``.pt``/``.onnx`` and ``output`` + ``.json`` (:func:`export_paths`); returns both paths."""
+    model_path, json_path = export_paths(output, fmt)
+    model_path.parent.mkdir(parents=True, exist_ok=True)
     model = classifier.model.to("cpu").eval()
     p = classifier.preprocessing
     example = torch.zeros(2, p.channels, p.height, p.width)

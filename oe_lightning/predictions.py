@@ -13,15 +13,27 @@ from oe_lightning.deployment import PREDICTION_FIELDS, Prediction
 from oe_lightning.results import write_text_atomic
 
 
-def write_predictions(rows: Sequence[Prediction], csv_path: str | Path) -> tuple[Path, Path]:
-    """``csv_path`` (one header line, one row per image) and the same rows as ``.jsonl`` beside it."""
-    csv_path = Path(csv_path).expanduser()
+def prediction_paths(output: str | Path) -> tuple[Path, Path]:
+    """The CSV and JSON lines files of oe-predict's ``output``, two names for every suffix: ``x.csv`` or
+    ``x.jsonl`` -> ``x.csv`` and ``x.jsonl``; any other name -> itself (CSV) and itself + ``.jsonl``."""
+    path = Path(output).expanduser()
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return path, path.with_suffix(".jsonl")
+    if suffix == ".jsonl":
+        return path.with_suffix(".csv"), path
+    return path, path.with_name(path.name + ".jsonl")
+
+
+def write_predictions(rows: Sequence[Prediction], output: str | Path) -> tuple[Path, Path]:
+    """The CSV (one header line, one row per image) and the same rows as JSON lines, named by
+    :func:`prediction_paths`; returns both paths."""
+    csv_path, jsonl_path = prediction_paths(output)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     # text cells (paths, class names, errors) never read as formulas, numbers stay numbers; the JSON
     # lines hold the names as they are
     table = [PREDICTION_FIELDS, *([escaping.csv_cell(v) for v in asdict(r).values()] for r in rows)]
     write_text_atomic(csv_path, escaping.csv_lines(table))
-    jsonl_path = csv_path.with_suffix(".jsonl")
     write_text_atomic(jsonl_path, "".join(json.dumps(asdict(r)) + "\n" for r in rows))
     return csv_path, jsonl_path
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
 from oe_lightning.checkpoint_writing import (
     PREEMPTION_CHECKPOINT,
@@ -36,12 +37,14 @@ from oe_lightning.module import OutlierExposureModule
 from oe_lightning.quiet import quiet_third_party
 from oe_lightning.report import print_results
 from oe_lightning.results import (
+    RESULTS_FILE,
     RESUMABLE,
     build_results,
     identity_fields,
     identity_hash,
     key_config,
     read_complete,
+    read_results_or_none,
     run_identity,
     write_results,
     write_scores,
@@ -61,10 +64,54 @@ def overrides() -> list[str]:
 
 
 def last_checkpoint(trainer: pl.Trainer) -> str | None:
-    """The newest checkpoint the run wrote (``last.ckpt``), if any."""
+    """The newest checkpoint the run wrote (``last.ckpt``), if any; for a run resumed after its last epoch
+    (nothing left to train), the ``last.ckpt`` it resumed from."""
     callback = trainer.checkpoint_callback
     path = getattr(callback, "last_model_path", "") if callback else ""
+    if not path and isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath:
+        path = str(Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}")
     return path if path and Path(path).exists() else None
+
+
+def never_versioned(callbacks: list[Any]) -> list[Any]:
+    """``callbacks`` with every ModelCheckpoint set to replace a file of the name it writes, not to write
+    ``last-v1.ckpt`` beside it. Lightning versions a name unless the file is the one it wrote last, which a
+    run resumed from its first epoch's checkpoint (saved before last.ckpt existed) or from a moved run
+    directory does not know: the old model would stay in last.ckpt, results would come from last-v1.ckpt.
+    The files found are this run's own: :func:`refuse_beside_checkpoints` keeps any other run's out."""
+    for callback in callbacks:
+        if isinstance(callback, ModelCheckpoint):
+            callback._enable_version_counter = False  # ModelCheckpoint(enable_version_counter=False), set late
+    return callbacks
+
+
+def refuse_foreign_results(task: str) -> None:
+    """Refuse to write ``results.json`` and ``scores.npz`` over another command's: oe-eval into a training
+    run's directory (its results.json says ``"task": "train"``, or it holds checkpoints), oe-train into an
+    evaluation's (``"task": "eval"``)."""
+    folder = run_dir()
+    results = read_results_or_none(folder)
+    written_by = results.get("task") if isinstance(results, dict) else None
+    if task == "eval" and (checkpoint_names(folder / "checkpoints")
+                           or (folder / RESULTS_FILE).exists() and written_by != "eval"):
+        raise OEUserError(
+            f"hydra.run.dir={str(folder)!r} holds a training run's results (results.json, scores.npz or "
+            f"checkpoints/), which oe-eval would replace. Nothing was run. Choose another hydra.run.dir=... for "
+            f"the evaluation (or leave it out: each oe-eval writes a new folder under outputs/eval/runs/).")
+    if task == "train" and written_by == "eval":
+        raise OEUserError(
+            f"hydra.run.dir={str(folder)!r} holds the results of an evaluation (oe-eval's results.json), which "
+            f"training would replace. Nothing was run. Choose another hydra.run.dir=... for the training run.")
+
+
+def deployed_values(results: dict[str, Any]) -> dict[str, Any]:
+    """What oe-train stores in its final checkpoint for oe-predict and oe-export: the calibrated temperature
+    and the operating point (threshold) chosen on validation data."""
+    deployed = {"temperature": (results.get("calibration") or {}).get("temperature", 1.0)}
+    operating = results.get("operating_point") or {}
+    if operating.get("threshold") is not None:
+        deployed["operating_point"] = operating
+    return deployed
 
 
 def build_datamodule(cfg: DictConfig, with_oe: bool) -> OEDataModule:
@@ -114,8 +161,8 @@ def readable_checkpoint(last: Path) -> tuple[Path, dict[str, Any]]:
             log.warning("%s cannot be read (%s); resuming from the previous good checkpoint %s", last, err, other)
             return other, checkpoint
         raise OEUserError(f"auto_resume found {last}, which cannot be read, and no other readable checkpoint "
-                          f"beside it ({err}). Start over with auto_resume=false (or delete the file), or pass "
-                          f"ckpt_path=... to resume from another one.") from err
+                          f"beside it ({err}). Write this run elsewhere with hydra.run.dir=... (a new folder), or "
+                          f"remove {last.parent} to start over in this directory.") from err
 
 
 def newest_checkpoint(folder: Path) -> Path | None:
@@ -132,24 +179,68 @@ def newest_checkpoint(folder: Path) -> Path | None:
     return max(found, key=mtime) if found else None
 
 
+def checkpoint_names(folder: Path) -> list[str]:
+    """The ``*.ckpt`` entries of ``folder`` (dangling links included); none if it does not exist."""
+    try:
+        return sorted(p.name for p in folder.iterdir() if p.name.endswith(".ckpt"))
+    except OSError:
+        return []
+
+
+def refuse_beside_checkpoints(folder: Path, cfg: DictConfig, source: Path | None) -> None:
+    """Refuse to train a run that does not continue from ``folder``'s own checkpoints into a ``folder``
+    that holds some: Lightning would keep them and name the new ones ``last-v1.ckpt``,
+    ``epoch000-v1.ckpt``, so ``last.ckpt`` would still be the old model while results.json describes
+    the new one. ``source``: the checkpoint resumed (``ckpt_path``), None for a fresh start."""
+    names = checkpoint_names(folder)
+    if not names or source is not None and any(
+            _same_folder(parent, folder) for parent in (source.absolute().parent, source.resolve().parent)):
+        return
+    held = f"{folder} already holds checkpoints ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
+    elsewhere = "write this run elsewhere with hydra.run.dir=... (a new folder)"
+    if source is not None:
+        raise OEUserError(f"{held}, and resuming ckpt_path={source}, a checkpoint from another folder, would write "
+                          f"this run's checkpoints beside them under other names. Nothing was run. To resume it, "
+                          f"{elsewhere}.")
+    if not cfg.get("auto_resume"):
+        raise OEUserError(f"{held} of an earlier run, and with auto_resume off this command would train a new model "
+                          f"beside them: the old model would stay in last.ckpt and the new one be written under other "
+                          f"names. Nothing was run. Continue that run with auto_resume=true (the default), or "
+                          f"{elsewhere}.")
+    raise OEUserError(f"{held}, none of which continues a run (last.ckpt, {STEP_CHECKPOINT}, "
+                      f"{PREEMPTION_CHECKPOINT}), and a new run would be written beside them under other names. "
+                      f"Nothing was run. {elsewhere[0].upper() + elsewhere[1:]}, or remove {folder} to start over "
+                      f"in this directory.")
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
 def resume_checkpoint(cfg: DictConfig) -> tuple[str | None, int]:
     """``(path, global_step)`` of the checkpoint to resume: ``ckpt_path`` if given, else
     (``auto_resume``) the run directory's own ``last.ckpt``; ``(None, 0)`` for a fresh run.
 
     A requeued SLURM job or a re-run sweep job thereby continues where it stopped (also with a
-    larger ``trainer.max_epochs``); a checkpoint of a run with other key settings is refused.
+    larger ``trainer.max_epochs``); a checkpoint of a run with other key settings is refused, and so is
+    any run that would write its checkpoints beside checkpoints it does not continue.
     """
+    folder = run_dir() / "checkpoints"
     if cfg.ckpt_path:
         if not Path(cfg.ckpt_path).is_file():
             raise OEUserError(f"ckpt_path={cfg.ckpt_path!r} does not exist; to resume, pass a "
                               f"checkpoint written by oe-train (RUN_DIR/checkpoints/last.ckpt).")
+        refuse_beside_checkpoints(folder, cfg, Path(cfg.ckpt_path))
         return str(cfg.ckpt_path), read_checkpoint(cfg.ckpt_path).get("global_step", 0)
-    folder = run_dir() / "checkpoints"
     for partial in folder.glob(".*.partial"):  # a write that was killed: never a checkpoint
         log.warning("removing %s, a checkpoint write that did not finish", partial)
         partial.unlink(missing_ok=True)
     last = newest_checkpoint(folder)
     if not (cfg.get("auto_resume") and last is not None):
+        refuse_beside_checkpoints(folder, cfg, None)
         return None, 0
     last, checkpoint = readable_checkpoint(last)
     info = checkpoint.get("oe_lightning") or {}
@@ -166,7 +257,7 @@ def resume_checkpoint(cfg: DictConfig) -> tuple[str | None, int]:
         raise OEUserError(
             f"{run_dir()} already holds a checkpoint of a different run ({diff}), which "
             f"auto_resume would continue. Write this run elsewhere (hydra.run.dir=... or a new "
-            f"hydra.sweep.dir), or pass auto_resume=false to start over in this directory."
+            f"hydra.sweep.dir), or remove {folder} to start over in this directory."
         )
     log.info("resuming from %s", last)
     return str(last), checkpoint.get("global_step", 0)
@@ -181,6 +272,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def _train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
+    refuse_foreign_results("train")
     done = completed_results(cfg)
     if done is not None:
         log.info("skipping %s: its results.json is complete (skip_complete=true)", run_dir())
@@ -194,7 +286,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     check_accelerator(cfg)
     loggers = build_loggers(cfg.get("logger"))
     continue_logs(loggers, resumed_step)
-    callbacks = instantiate_group(cfg.get("callbacks"))
+    callbacks = never_versioned(instantiate_group(cfg.get("callbacks")))
     if not loggers:  # nothing to monitor the learning rate into
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     plugins = with_atomic_checkpoints(list(instantiate(cfg.trainer.get("plugins") or [])))
@@ -212,14 +304,13 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         extra = {"val": validation_metrics(trainer), "run": run_info(trainer, datamodule)}
         evaluation = build_evaluation(cfg, module.backbone)
         checkpoint = last_checkpoint(trainer)
-        results = test_and_write(trainer, evaluation, datamodule, cfg, started, checkpoint, **extra)
-        operating = results.get("operating_point") or {}
-        if checkpoint and trainer.is_global_zero:  # what oe-predict and oe-export apply
-            deployed = {"temperature": (results.get("calibration") or {}).get("temperature", 1.0)}
-            if operating.get("threshold") is not None:
-                deployed["operating_point"] = operating
-            add_to_checkpoint(checkpoint, deployed)
-        return results
+
+        def complete_checkpoint(results: dict[str, Any]) -> None:
+            if checkpoint:  # what oe-predict and oe-export apply; a failed write (a full disk) leaves no results.json
+                add_to_checkpoint(checkpoint, deployed_values(results))
+
+        return test_and_write(trainer, evaluation, datamodule, cfg, started, checkpoint,
+                              before_results=complete_checkpoint, **extra)
 
 
 def check_accelerator(cfg: DictConfig) -> None:
@@ -282,8 +373,9 @@ def build_evaluation(cfg: DictConfig, backbone: Any) -> OODEvaluation:
 def test_and_write(trainer: pl.Trainer, evaluation: OODEvaluation, datamodule: OEDataModule,
                    cfg: DictConfig, started: float, checkpoint: str | None,
                    trained_with: dict[str, Any] | None = None, trained_identity: dict[str, Any] | None = None,
-                   **extra: Any) -> dict[str, Any]:
-    """Evaluate, then (on rank 0) write ``results.json`` and ``scores.npz`` into the run directory
+                   before_results: Callable[[dict[str, Any]], None] | None = None, **extra: Any) -> dict[str, Any]:
+    """Evaluate, then (on rank 0) run ``before_results`` (what must be written before the run counts as
+    complete: the final checkpoint), write ``scores.npz`` and, last, ``results.json`` into the run directory,
     and print the table."""
     datamodule.fit_loader = bool(evaluation.fit_detectors)
     trainer.test(evaluation, datamodule=datamodule, verbose=False)
@@ -298,6 +390,8 @@ def test_and_write(trainer: pl.Trainer, evaluation: OODEvaluation, datamodule: O
                             wall_time_s=round(time.perf_counter() - started, 2))
     if trainer.is_global_zero:
         log_test_dashboard(trainer.loggers, results, evaluation.curves)
+        if before_results is not None:
+            before_results(results)
         write_scores(evaluation.sample_scores, run_dir())
         path = write_results(results, run_dir())
         print_results(results)
@@ -363,6 +457,7 @@ def model_config_for(cfg: DictConfig, checkpoint: dict[str, Any]) -> dict[str, A
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test a checkpoint on the ID test set and the OOD suite; returns the results dict."""
     started = time.perf_counter()
+    refuse_foreign_results("eval")
     pl.seed_everything(cfg.seed, workers=True)
     checkpoint = read_checkpoint(cfg.ckpt_path)
     backbone = instantiate(model_config_for(cfg, checkpoint))
@@ -389,10 +484,14 @@ def _classifier(cfg: DictConfig) -> Any:
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Predict every image of ``cfg.input``; write predictions.csv/.jsonl, print a summary, return its counts."""
-    from oe_lightning.predictions import print_summary, summary, write_predictions
+    from oe_lightning.deployment import image_paths
+    from oe_lightning.predictions import prediction_paths, print_summary, summary, write_predictions
+    from oe_lightning.validate import check_output_files
 
     inputs = cfg.input
     inputs = [str(inputs)] if isinstance(inputs, str) else [str(i) for i in inputs]
+    check_output_files("output", cfg.output, prediction_paths(cfg.output),
+                       lambda: [Path(cfg.ckpt_path).expanduser(), *image_paths(inputs)], bool(cfg.get("overwrite")))
     classifier = _classifier(cfg)
     rows = classifier.predict(inputs, batch_size=cfg.batch_size, num_workers=cfg.num_workers, progress=True)
     files = write_predictions(rows, cfg.output)
@@ -402,8 +501,11 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
 
 def export(cfg: DictConfig) -> dict[str, Any]:
     """Write the deployed classifier as ``cfg.format`` with its JSON sidecar."""
-    from oe_lightning.exporting import export_classifier
+    from oe_lightning.exporting import export_classifier, export_paths
+    from oe_lightning.validate import check_output_files
 
+    check_output_files("output", cfg.output, export_paths(cfg.output, cfg.format),
+                       lambda: [Path(cfg.ckpt_path).expanduser()], bool(cfg.get("overwrite")))
     model_path, json_path = export_classifier(_classifier(cfg), cfg.format, cfg.output, source=str(cfg.ckpt_path))
     log.info("exported %s and %s", model_path, json_path)
     print(f"written: {model_path}\nwritten: {json_path}")

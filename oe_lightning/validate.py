@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +149,7 @@ DEPLOY_RULES = EVAL_RULES + [
     ("threshold", optional(number()), "null or a finite number", "null applies the threshold oe-train chose"),
     ("model_allowlist", lambda v: v is None or isinstance(v, list | tuple) and all(isinstance(t, str) for t in v),
      "a list of dotted factory paths", "e.g. model_allowlist=[my_pkg.MyNet]"),
+    ("overwrite", boolean, "true or false", "true replaces existing output files (never the checkpoint or an input)"),
 ]
 PREDICT_RULES = DEPLOY_RULES + [
     ("batch_size", integer(1, MAX_BATCH_SIZE), f"an integer in [1, {MAX_BATCH_SIZE}]", "e.g. batch_size=64"),
@@ -285,3 +286,38 @@ def check_output_folder(cfg: DictConfig, key: str) -> None:
             f"The run's output folder {key}={str(folder)!r} cannot be written: {why}. Nothing was run. "
             f"Choose a writable place with paths.output_dir=... (or {key}=...)."
         )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (or cannot be read): compare the names
+        return a.absolute() == b.absolute() or a.resolve() == b.resolve()
+
+
+def check_output_files(key: str, value: Any, outputs: Sequence[Path], inputs: Callable[[], Iterable[Path]],
+                       overwrite: bool) -> None:
+    """Refuse, before any work, the files ``outputs`` (all written for ``key=value``) when one of them would
+    replace an input of the command (``inputs()``: the checkpoint, the images; asked only when an output
+    exists), is a folder, lies where no file can be written, or exists already and ``overwrite`` is false."""
+    for out in outputs:
+        why = unwritable_folder(out.parent)
+        if why:
+            raise OEUserError(f"The output {key}={str(value)!r} cannot be written: {why}. Nothing was run. Choose a "
+                              f"writable place with {key}=... (a new file in a folder you can write).")
+        if out.is_dir():
+            raise OEUserError(f"The output {key}={str(value)!r} would be written to {out}, and {out} is a folder. "
+                              f"Nothing was run. Name a file with {key}=... (e.g. {out / out.name}).")
+    existing = [out for out in outputs if out.exists() or out.is_symlink()]
+    if not existing:
+        return
+    for source in inputs():
+        hit = next((out for out in existing if _same_file(out, Path(source))), None)
+        if hit is not None:
+            raise OEUserError(f"The output {key}={str(value)!r} would write {hit} over {source}, an input of this "
+                              f"command. Nothing was run. Choose another {key}=... (overwrite=true never allows "
+                              f"replacing an input).")
+    if not overwrite:
+        raise OEUserError(f"The output {key}={str(value)!r} would replace the existing file {existing[0]}, which "
+                          f"this command did not write. Nothing was run. Choose another {key}=..., or pass "
+                          f"overwrite=true to replace it.")
