@@ -47,8 +47,9 @@ def job_dirname(override_dirname: str) -> str:
 
 def class_folders(root: str | Path) -> list[str]:
     """An image folder's classes: its sub-folders, sorted, hidden ones (``.ipynb_checkpoints``) and
-    looping links (:func:`class_links_skipped`) left out; empty if there are none. The one listing that the config (``num_classes``) and the
-    datasets (:class:`~oe_lightning.data.vision.ReadableImageFolder`) share."""
+    looping links (:func:`class_links_skipped`) left out; empty if there are none. The one listing that
+    the config (``num_classes``) and the datasets (:class:`~oe_lightning.data.vision.ReadableImageFolder`)
+    share."""
     folder = Path(str(root)).expanduser()
     if not folder.is_dir():
         return []

@@ -167,10 +167,12 @@ def image_paths(inputs: Iterable[str | Path]) -> list[Path]:
             special.append(str(item))
         else:
             missing.append(str(item))
-    if missing or special:
-        raise OEUserError(f"input names {len(missing) + len(special)} path(s) that do not exist or are not regular "
-                          f"files: {', '.join((missing + special)[:5])}. Pass image files or folders of images "
-                          f"(input=photo.jpg or input=[a.jpg,photos/]).")
+    if missing:
+        raise OEUserError(f"input names {len(missing)} path(s) that do not exist: {', '.join(missing[:5])}. "
+                          f"Pass image files or folders of images (input=photo.jpg or input=[a.jpg,photos/]).")
+    if special:
+        raise OEUserError(f"input names {len(special)} path(s) that are not regular files (a FIFO, socket or device "
+                          f"would block the reader): {', '.join(special[:5])}. Pass image files or folders of images.")
     if others:
         log.warning("%d file(s) in input folders not read, their type is not one the model was trained on (%s): %s; "
                     "convert them (e.g. to PNG) or pass them by name", len(others), ", ".join(IMAGE_SUFFIXES),
