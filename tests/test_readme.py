@@ -70,9 +70,9 @@ def test_the_readme_lists_the_everyday_commands():
     assert any("model=custom" in c for c in commands) and any(c.startswith("oe-eval") for c in commands)
 
 
-def _run(command: str, cwd: Path, run_dir: Path | None, monkeypatch) -> list[Path]:
+def _run(command: str, cwd: Path, run_dir: Path | None, monkeypatch) -> tuple[list[Path], list[str]]:
     """Run a README command line in ``cwd`` (``RUN`` is a copy of ``run_dir``) with tiny epochs (one,
-    or three to continue RUN's one); returns the results.json files it wrote."""
+    or three to continue RUN's one); returns the results.json files it wrote and the overrides it ran."""
     env = cli_env(cwd)
     words = shlex.split(command)
     prefixed = False
@@ -101,7 +101,20 @@ def _run(command: str, cwd: Path, run_dir: Path | None, monkeypatch) -> list[Pat
         monkeypatch.chdir(cwd)
         out = next((Path(a.split("=", 1)[1]) for a in args if a.startswith("hydra.run.dir=")), cwd / "run")
         run_in_process(entry, out, *[a for a in args if not a.startswith("hydra.run.dir=")])
-    return results_files(cwd)
+    own = [p for p in results_files(cwd) if "hydra.run.dir=RUN" in command or (cwd / "RUN") not in p.parents]
+    return own, [a for a in args if a != "-m"]
+
+
+def _identity_of(entry: str, overrides: list[str]) -> dict:
+    """The run identity the printed overrides compose to (what results.json must record)."""
+    from hydra import compose, initialize_config_dir
+
+    from oe_lightning.config import config_dir
+    from oe_lightning.results import run_identity
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return run_identity(compose({"oe-train": "train", "oe-eval": "eval"}[entry],
+                                    overrides=[o for o in overrides if not o.startswith("hydra.")]))
 
 
 @pytest.fixture(scope="module")
@@ -117,11 +130,22 @@ def trained_run(tmp_path_factory) -> Path:
 def test_an_everyday_command_runs_as_printed(command, trained_run, tmp_path, monkeypatch):
     (tmp_path / "my_pkg").mkdir()
     (tmp_path / "my_pkg" / "__init__.py").write_text(MY_NET)
-    results = _run(command, tmp_path, trained_run, monkeypatch)
+    results, overrides = _run(command, tmp_path, trained_run, monkeypatch)
     assert results, f"{command}: no results.json"
+    entry = next(w for w in shlex.split(command) if w.startswith("oe-"))
+    default = _identity_of(entry, [])
     for path in results:
         res = json.loads(path.read_text())
         assert "mean" in res and res["test_set_sizes"]["in"] == 539
+        # every printed override took effect: the run recorded the config those overrides compose to
+        # (a swept key: this job's own value of it)
+        swept = " -m " in f" {command} "
+        job = [o.split("=")[0] + "=" + str(res["identity"][o.split("=")[0]]) if swept and "," in o else o
+               for o in overrides]
+        changed = {k: v for k, v in _identity_of(entry, job).items()
+                   if default.get(k) != v and not k.startswith(("ckpt_path", "module.pretrained"))}
+        assert changed or command.startswith(("oe-train logger=", "oe-train hydra.run.dir")), command
+        assert {k: res["identity"].get(k) for k in changed} == changed, command
         if "model=custom" in command:
             assert res["config"]["model"] == "my_pkg.MyNet"
         if "debug=fdr" in command:
