@@ -265,3 +265,17 @@ def test_download_switches_from_a_checkpoint_are_left_out_with_a_note(caplog, tm
     rows = (tmp_path / "predict" / "predictions.csv").read_text().splitlines()
     assert len(rows) == 2 and str(image) in rows[1] and "unreadable" not in rows[1], rows
     assert "pretrained=True, weights='IMAGENET1K_V1' left out" in caplog.text
+
+
+def test_timm_checkpoint_path_from_the_users_config_is_read_weights_only(tmp_path):
+    """timm 1.0.9-1.0.25 unpickle a checkpoint_path (weights_only=False): it is read by our loader instead."""
+    pytest.importorskip("timm")
+    from oe_lightning.errors import OEUserError
+    from oe_lightning.models import timm_classifier
+    from tests.test_reliability import _TouchOnLoad
+
+    marker, evil = tmp_path / "pwned", tmp_path / "evil.pth"
+    torch.save({"payload": _TouchOnLoad(marker)}, evil)
+    with pytest.raises(OEUserError, match="could not be read as weights"):
+        timm_classifier("resnet18", num_classes=10, checkpoint_path=str(evil))
+    assert not marker.exists()

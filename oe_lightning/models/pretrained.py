@@ -87,7 +87,7 @@ def torchvision_weights(name: str, weights: str, download: bool = True) -> dict[
         socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
         try:
             log.info("downloading %s to %s", member.url, cached)
-            torch.hub.load_state_dict_from_url(member.url, progress=True, check_hash=True)
+            torch.hub.load_state_dict_from_url(member.url, progress=True, check_hash=True, weights_only=True)
         except Exception as err:  # noqa: BLE001 - no network, a proxy, a bad hash: one message
             for partial in cached.parent.glob(f"{cached.name}*"):
                 if partial != cached:
@@ -102,9 +102,16 @@ def torchvision_weights(name: str, weights: str, download: bool = True) -> dict[
 def timm_classifier(name: str = "resnet18", num_classes: int = 10, in_chans: int = 3,
                     pretrained: bool = False, weights_path: str | None = None, **kwargs) -> nn.Module:
     """A timm model with ``num_classes`` outputs: from scratch, with timm's pretrained weights
-    (``pretrained``: the Hugging Face cache, downloaded if online) or a local state_dict (``weights_path``)."""
+    (``pretrained``: the Hugging Face cache, downloaded if online) or a local state_dict (``weights_path``; timm's
+    ``checkpoint_path`` is read the same way, weights only)."""
     import timm
 
+    checkpoint_path = kwargs.pop("checkpoint_path", None)
+    if checkpoint_path:  # timm's own loader unpickles (weights_only=False) in timm 1.0.9-1.0.25: read it ourselves
+        if weights_path:
+            raise OEUserError(f"model.checkpoint_path={checkpoint_path!r} and model.weights_path={weights_path!r} "
+                              f"both name initial weights; keep one (weights_path).")
+        weights_path = checkpoint_path
     try:
         if weights_path:
             model = timm.create_model(name, pretrained=False, in_chans=in_chans, **kwargs)
