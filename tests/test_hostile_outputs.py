@@ -86,17 +86,16 @@ def test_predict_refuses_an_output_that_is_its_checkpoint_or_an_input(capsys, tm
 
 
 # ---- 2. the two prediction files have distinct names; nothing existing is replaced unasked --------
-@pytest.mark.parametrize("name,csv_name,jsonl_name", [
-    ("p.csv", "p.csv", "p.jsonl"), ("p.jsonl", "p.csv", "p.jsonl"), ("p.JSONL", "p.csv", "p.JSONL"),
-    ("p", "p", "p.jsonl"), ("p.txt", "p.txt", "p.txt.jsonl")])
-def test_predict_writes_csv_and_json_lines_under_two_names_for_every_output_suffix(tmp_path, checkpoint, image,
-                                                                                    name, csv_name, jsonl_name):
-    out = tmp_path / "out"
-    run_in_process("oe-predict", tmp_path / "run", f"ckpt_path={checkpoint}", f"input={image}",
-                   f"output={out / name}")
-    assert sorted(p.name for p in out.iterdir()) == sorted([csv_name, jsonl_name])
-    assert (out / csv_name).read_text().startswith("path,predicted_class,")
-    assert json.loads((out / jsonl_name).read_text().splitlines()[0])["path"] == str(image)
+def test_predict_writes_csv_and_json_lines_under_two_names_for_every_output_suffix(tmp_path, checkpoint, image):
+    cases = [("p.csv", "p.csv", "p.jsonl"), ("p.jsonl", "p.csv", "p.jsonl"), ("p.JSONL", "p.csv", "p.JSONL"),
+             ("p", "p", "p.jsonl"), ("p.txt", "p.txt", "p.txt.jsonl")]
+    for i, (name, csv_name, jsonl_name) in enumerate(cases):
+        out = tmp_path / f"out{i}"
+        run_in_process("oe-predict", tmp_path / "run", f"ckpt_path={checkpoint}", f"input={image}",
+                       f"output={out / name}")
+        assert sorted(p.name for p in out.iterdir()) == sorted([csv_name, jsonl_name]), name
+        assert (out / csv_name).read_text().startswith("path,predicted_class,"), name
+        assert json.loads((out / jsonl_name).read_text().splitlines()[0])["path"] == str(image), name
 
 
 def test_predict_and_export_refuse_to_replace_an_existing_file_unless_overwrite_is_true(capsys, tmp_path,
@@ -133,9 +132,9 @@ def test_export_never_writes_over_its_checkpoint(capsys, tmp_path, checkpoint):
     ckpt = tmp_path / "model.pt"
     checkpoint.rename(ckpt)
     before = ckpt.read_bytes()
-    for overwrite in ("overwrite=false", "overwrite=true"):
+    for overwrite in ((), ("overwrite=true",)):
         err = _refused(capsys, "oe-export", tmp_path / "run", f"ckpt_path={ckpt}", f"output={tmp_path / 'model'}",
-                       overwrite)
+                       *overwrite)
         assert str(ckpt) in err and "an input of this command" in err
     assert ckpt.read_bytes() == before and not (tmp_path / "model.json").exists()
     assert not list(tmp_path.glob(".*partial"))
