@@ -157,7 +157,7 @@ def image_paths(inputs: Iterable[str | Path]) -> list[Path]:
 
     for item in inputs:
         path = Path(item).expanduser()
-        if path.is_dir():  # regular files only, links never followed in a loop or out of the folder
+        if path.is_dir():  # regular files only, no folder listed twice, links out of it named
             listing = list_files(path, keep, hidden=False)
             warn_skipped([listing], f"input {path}")
             found += sorted(listing.files)

@@ -2,9 +2,11 @@
 
 One walk for every folder reader (image folders for D_in, OE, OOD and validation sets; oe-predict's
 input folders; oe-table's run folders): regular files only (a FIFO, socket or device named
-``x.png`` is never opened, so it cannot hang a reader), a symlinked folder followed once and only
-when it resolves inside the tree (a link back to ``..`` or ``.`` cannot multiply the files), links
-that lead out of the tree skipped. What is skipped is counted and named in one warning per tree.
+``x.png`` is never opened, so it cannot hang a reader), every folder listed once however many links
+lead to it (a link back to ``..`` or ``.`` cannot multiply the files), links that lead out of the tree
+to files followed and named (datasets built as folders of links into a shared pool keep working),
+links to folders out of the tree not followed (one back to ``..`` would list the tree again). What is
+skipped or followed out of the tree is counted and named in one warning per tree.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pathlib import Path
 log = logging.getLogger("oe_lightning")
 
 LOOP = "link(s) to a folder already listed (a loop or a second path to it), not followed"
-OUTSIDE = "link(s) leading out of the folder, not followed"
+OUTSIDE = "link(s) to files out of the folder, followed"
+OUTSIDE_FOLDER = "link(s) to folders out of the folder, not followed"
 NOT_REGULAR = "non-regular file(s) (FIFO, socket or device), not opened"
 BROKEN = "broken link(s) or unreadable entries"
 
@@ -54,8 +57,9 @@ def list_files(root: str | os.PathLike, keep: Callable[[str], bool] = lambda pat
                hidden: bool = True) -> Listing:
     """Regular files under ``root`` whose path passes ``keep``; ``hidden=False`` leaves out names
     starting with a dot (files and folders). ``root`` itself may be a link; inside it, a linked
-    folder is followed only if it resolves inside ``root`` to a folder not listed yet (real folders
-    first, so a link never hides the real path), a linked file only if it resolves inside ``root``."""
+    folder is followed only to a folder not listed yet (real folders first, so a link never hides the
+    real path) and inside ``root``; a linked file out of ``root`` is listed and recorded under
+    :data:`OUTSIDE`, a linked folder out of it recorded under :data:`OUTSIDE_FOLDER` and not followed."""
     listing = Listing(Path(root))
     top = os.path.realpath(root)
     if _entry_kind(str(root)) != "dir":
@@ -84,10 +88,12 @@ def list_files(root: str | os.PathLike, keep: Callable[[str], bool] = lambda pat
             if not hidden and entry.name.startswith("."):
                 continue
             is_link = entry.is_symlink()
-            if is_link and not _inside(os.path.realpath(entry.path), top):
-                listing.skip(OUTSIDE, f"{entry.path} -> {os.readlink(entry.path)}")
-                continue
             kind = _entry_kind(entry.path)
+            if is_link and not _inside(os.path.realpath(entry.path), top):
+                if kind == "dir":
+                    listing.skip(OUTSIDE_FOLDER, f"{entry.path} -> {os.readlink(entry.path)}")
+                    continue
+                listing.skip(OUTSIDE, f"{entry.path} -> {os.readlink(entry.path)}")
             if kind == "dir":
                 if is_link:
                     links.append(entry.path)
@@ -109,16 +115,17 @@ _WARNED: set[str] = set()
 
 
 def warn_skipped(listings: Iterable[Listing], what: str) -> int:
-    """One warning (once per process) counting and naming what ``listings`` skipped; returns the count."""
+    """One warning (once per process) counting and naming what ``listings`` skipped or followed out of
+    their folder; returns that count."""
     listings = list(listings)
     parts, total = [], 0
-    for reason in (LOOP, OUTSIDE, NOT_REGULAR, BROKEN):
+    for reason in (LOOP, OUTSIDE_FOLDER, OUTSIDE, NOT_REGULAR, BROKEN):
         paths = [p for listing in listings for p in listing.skipped.get(reason, [])]
         if paths:
             total += len(paths)
             parts.append(f"{len(paths)} {reason}: {', '.join(paths[:5])}{' ...' if len(paths) > 5 else ''}")
     if parts:
-        message = f"{what}: skipped {'; '.join(parts)}"
+        message = f"{what}: {'; '.join(parts)}"
         if message not in _WARNED:
             _WARNED.add(message)
             log.warning("%s", message)
