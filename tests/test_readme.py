@@ -155,3 +155,43 @@ def test_an_everyday_command_runs_as_printed(command, trained_run, tmp_path, mon
         if "hydra.run.dir=RUN" in command:  # continued: 3 epochs of 3 steps, the first one's CSV rows kept
             assert res["run"]["global_step"] == 9
             assert (tmp_path / "RUN" / "csv" / "metrics.csv").read_text().count("\n0,") >= 1
+
+
+def own_classifier_commands() -> list[list[str]]:
+    """The command lines of the README's "Use it on your own classifier" block, continuations joined."""
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"## Use it on your own classifier\n.*?```bash\n(.*?)```", text, re.S).group(1)
+    joined, lines = "", []
+    for line in block.splitlines():
+        code = line.split("  #", 1)[0].rstrip()
+        if not code.strip():
+            continue
+        joined += code.rstrip("\\").strip() + " "
+        if not code.endswith("\\"):
+            lines.append(shlex.split(joined))
+            joined = ""
+    return lines
+
+
+@pytest.mark.slow
+def test_the_own_classifier_block_runs_as_printed(tmp_path):
+    """oe-demo, oe-train on the folders, oe-predict and oe-export, as printed (one epoch instead of ten),
+    through the installed console scripts, in one folder as a user would."""
+    commands = own_classifier_commands()
+    assert [c[0] for c in commands] == ["oe-demo", "oe-train", "oe-predict", "oe-export"]
+    env = cli_env(tmp_path)
+    for words in commands:
+        words = ["trainer.max_epochs=1" if w == "trainer.max_epochs=10" else w for w in words]
+        executable = shutil.which(words[0])
+        assert executable, f"{words[0]} is not installed as a console script"
+        proc = subprocess.run([executable, *words[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=SAFETY_TIMEOUT)
+        assert proc.returncode == 0, " ".join(words) + "\n" + proc.stdout[-2000:] + proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr
+    assert len(list((tmp_path / "demo" / "digits" / "train").rglob("*.png"))) == 1258
+    res = json.loads((tmp_path / "runs" / "digits_oe" / "results.json").read_text())
+    assert res["config"]["data"] == "image_folder" and res["run"]["global_step"] > 0
+    rows = (tmp_path / "predictions.csv").read_text().splitlines()
+    assert rows[0].startswith("path,predicted_class") and len(rows) == 201
+    assert (tmp_path / "predictions.jsonl").is_file()
+    assert (tmp_path / "export" / "digits.onnx").is_file() and (tmp_path / "export" / "digits.json").is_file()
