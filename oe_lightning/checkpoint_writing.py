@@ -28,10 +28,9 @@ import torch
 from lightning_fabric.plugins import CheckpointIO, TorchCheckpointIO
 
 from oe_lightning.errors import OEUserError, Preempted
+from oe_lightning.run_folder import PREEMPTION_CHECKPOINT, STEP_CHECKPOINT
 
 log = logging.getLogger("oe_lightning")
-STEP_CHECKPOINT = "step.ckpt"
-PREEMPTION_CHECKPOINT = "preempted.ckpt"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -52,16 +52,22 @@ def print_user_error(err: BaseException) -> str:
 
 
 class RefuseBadConfig(Callback):
-    """Hydra callback: an output folder that cannot be written is refused before Hydra creates it;
+    """Hydra callback: an output folder that cannot be written, or that holds another command's results or
+    another run's checkpoints, is refused before Hydra creates or writes into it;
     a ``-m`` sweep checks its composed config before the sweeper is built (an
     Optuna sampler reads ``seed``) or any job starts; bad fixed values end the command with exit 2.
     Swept values are checked by each job."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        import os
+
+        from oe_lightning.run_folder import check_run_folder
         from oe_lightning.validate import check_output_folder
 
         try:
             check_output_folder(config, "hydra.run.dir")
+            if os.environ.get("LOCAL_RANK", "0") == "0":  # before Hydra writes .hydra/ into another run's folder
+                check_run_folder(config, str(config.get("task_name")), Path(config.hydra.run.dir))
         except OEUserError as err:
             print_user_error(err)
             sys.exit(EXIT_USER_ERROR)

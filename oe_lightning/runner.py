@@ -18,12 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
-from oe_lightning.checkpoint_writing import (
-    PREEMPTION_CHECKPOINT,
-    STEP_CHECKPOINT,
-    add_to_checkpoint,
-    with_atomic_checkpoints,
-)
+from oe_lightning.checkpoint_writing import add_to_checkpoint, with_atomic_checkpoints
 from oe_lightning.checkpoints import checked_model_config, load_backbone_weights, read_checkpoint
 from oe_lightning.config import flat_config
 from oe_lightning.dashboards import log_test_dashboard
@@ -37,17 +32,20 @@ from oe_lightning.module import OutlierExposureModule
 from oe_lightning.quiet import quiet_third_party
 from oe_lightning.report import print_results
 from oe_lightning.results import (
-    RESULTS_FILE,
     RESUMABLE,
     build_results,
     identity_fields,
     identity_hash,
     key_config,
     read_complete,
-    read_results_or_none,
     run_identity,
     write_results,
     write_scores,
+)
+from oe_lightning.run_folder import (
+    newest_checkpoint,
+    refuse_beside_checkpoints,
+    refuse_foreign_results,
 )
 from oe_lightning.run_lock import run_dir_lock
 
@@ -71,37 +69,6 @@ def last_checkpoint(trainer: pl.Trainer) -> str | None:
     if not path and isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath:
         path = str(Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}")
     return path if path and Path(path).exists() else None
-
-
-def never_versioned(callbacks: list[Any]) -> list[Any]:
-    """``callbacks`` with every ModelCheckpoint set to replace a file of the name it writes, not to write
-    ``last-v1.ckpt`` beside it. Lightning versions a name unless the file is the one it wrote last, which a
-    run resumed from its first epoch's checkpoint (saved before last.ckpt existed) or from a moved run
-    directory does not know: the old model would stay in last.ckpt, results would come from last-v1.ckpt.
-    The files found are this run's own: :func:`refuse_beside_checkpoints` keeps any other run's out."""
-    for callback in callbacks:
-        if isinstance(callback, ModelCheckpoint):
-            callback._enable_version_counter = False  # ModelCheckpoint(enable_version_counter=False), set late
-    return callbacks
-
-
-def refuse_foreign_results(task: str) -> None:
-    """Refuse to write ``results.json`` and ``scores.npz`` over another command's: oe-eval into a training
-    run's directory (its results.json says ``"task": "train"``, or it holds checkpoints), oe-train into an
-    evaluation's (``"task": "eval"``)."""
-    folder = run_dir()
-    results = read_results_or_none(folder)
-    written_by = results.get("task") if isinstance(results, dict) else None
-    if task == "eval" and (checkpoint_names(folder / "checkpoints")
-                           or (folder / RESULTS_FILE).exists() and written_by != "eval"):
-        raise OEUserError(
-            f"hydra.run.dir={str(folder)!r} holds a training run's results (results.json, scores.npz or "
-            f"checkpoints/), which oe-eval would replace. Nothing was run. Choose another hydra.run.dir=... for "
-            f"the evaluation (or leave it out: each oe-eval writes a new folder under outputs/eval/runs/).")
-    if task == "train" and written_by == "eval":
-        raise OEUserError(
-            f"hydra.run.dir={str(folder)!r} holds the results of an evaluation (oe-eval's results.json), which "
-            f"training would replace. Nothing was run. Choose another hydra.run.dir=... for the training run.")
 
 
 def deployed_values(results: dict[str, Any]) -> dict[str, Any]:
@@ -165,61 +132,6 @@ def readable_checkpoint(last: Path) -> tuple[Path, dict[str, Any]]:
                           f"remove {last.parent} to start over in this directory.") from err
 
 
-def newest_checkpoint(folder: Path) -> Path | None:
-    """The newest of a run's resumable checkpoints: ``last.ckpt`` (end of an epoch), ``step.ckpt``
-    (every N steps) and ``preempted.ckpt`` (SIGTERM/SIGUSR1); None if there is none."""
-    def mtime(path: Path) -> float:
-        try:
-            return path.stat().st_mtime
-        except OSError:  # a dangling last.ckpt link: oldest, still tried (and reported) if alone
-            return float("-inf")
-
-    found = [folder / name for name in ("last.ckpt", STEP_CHECKPOINT, PREEMPTION_CHECKPOINT)
-             if (folder / name).exists() or (folder / name).is_symlink()]
-    return max(found, key=mtime) if found else None
-
-
-def checkpoint_names(folder: Path) -> list[str]:
-    """The ``*.ckpt`` entries of ``folder`` (dangling links included); none if it does not exist."""
-    try:
-        return sorted(p.name for p in folder.iterdir() if p.name.endswith(".ckpt"))
-    except OSError:
-        return []
-
-
-def refuse_beside_checkpoints(folder: Path, cfg: DictConfig, source: Path | None) -> None:
-    """Refuse to train a run that does not continue from ``folder``'s own checkpoints into a ``folder``
-    that holds some: Lightning would keep them and name the new ones ``last-v1.ckpt``,
-    ``epoch000-v1.ckpt``, so ``last.ckpt`` would still be the old model while results.json describes
-    the new one. ``source``: the checkpoint resumed (``ckpt_path``), None for a fresh start."""
-    names = checkpoint_names(folder)
-    if not names or source is not None and any(
-            _same_folder(parent, folder) for parent in (source.absolute().parent, source.resolve().parent)):
-        return
-    held = f"{folder} already holds checkpoints ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
-    elsewhere = "write this run elsewhere with hydra.run.dir=... (a new folder)"
-    if source is not None:
-        raise OEUserError(f"{held}, and resuming ckpt_path={source}, a checkpoint from another folder, would write "
-                          f"this run's checkpoints beside them under other names. Nothing was run. To resume it, "
-                          f"{elsewhere}.")
-    if not cfg.get("auto_resume"):
-        raise OEUserError(f"{held} of an earlier run, and with auto_resume off this command would train a new model "
-                          f"beside them: the old model would stay in last.ckpt and the new one be written under other "
-                          f"names. Nothing was run. Continue that run with auto_resume=true (the default), or "
-                          f"{elsewhere}.")
-    raise OEUserError(f"{held}, none of which continues a run (last.ckpt, {STEP_CHECKPOINT}, "
-                      f"{PREEMPTION_CHECKPOINT}), and a new run would be written beside them under other names. "
-                      f"Nothing was run. {elsewhere[0].upper() + elsewhere[1:]}, or remove {folder} to start over "
-                      f"in this directory.")
-
-
-def _same_folder(a: Path, b: Path) -> bool:
-    try:
-        return a.samefile(b)
-    except OSError:
-        return False
-
-
 def resume_checkpoint(cfg: DictConfig) -> tuple[str | None, int]:
     """``(path, global_step)`` of the checkpoint to resume: ``ckpt_path`` if given, else
     (``auto_resume``) the run directory's own ``last.ckpt``; ``(None, 0)`` for a fresh run.
@@ -272,7 +184,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def _train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
-    refuse_foreign_results("train")
+    refuse_foreign_results("train", run_dir())
     done = completed_results(cfg)
     if done is not None:
         log.info("skipping %s: its results.json is complete (skip_complete=true)", run_dir())
@@ -286,7 +198,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     check_accelerator(cfg)
     loggers = build_loggers(cfg.get("logger"))
     continue_logs(loggers, resumed_step)
-    callbacks = never_versioned(instantiate_group(cfg.get("callbacks")))
+    callbacks = instantiate_group(cfg.get("callbacks"))
     if not loggers:  # nothing to monitor the learning rate into
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     plugins = with_atomic_checkpoints(list(instantiate(cfg.trainer.get("plugins") or [])))
@@ -457,7 +369,7 @@ def model_config_for(cfg: DictConfig, checkpoint: dict[str, Any]) -> dict[str, A
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test a checkpoint on the ID test set and the OOD suite; returns the results dict."""
     started = time.perf_counter()
-    refuse_foreign_results("eval")
+    refuse_foreign_results("eval", run_dir())
     pl.seed_everything(cfg.seed, workers=True)
     checkpoint = read_checkpoint(cfg.ckpt_path)
     backbone = instantiate(model_config_for(cfg, checkpoint))

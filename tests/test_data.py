@@ -15,10 +15,17 @@ def tensor_set(n, label=0, shape=(1, 8, 8), source="", transform=None):
     return TensorImages(images, torch.full((n,), label), transform, source=source)
 
 
+def two_class_set(n, transform=None):
+    """``tensor_set`` with labels 0, 1, 0, 1, ...: both classes of the 2-class classifier present."""
+    data = tensor_set(n, transform=transform)
+    data.labels = torch.arange(n) % 2
+    return data
+
+
 def make_dm(n_train=100, n_oe=50, batch_size=10, oe_batch_size=None, with_oe=True,
             val_fraction=0.1, ood=None, **kw):
     return OEDataModule(
-        train=functools.partial(tensor_set, n_train), test=functools.partial(tensor_set, 20),
+        train=functools.partial(two_class_set, n_train), test=functools.partial(tensor_set, 20),
         num_classes=2, ood=ood or {"noise": functools.partial(tensor_set, 7, -1)},
         oe=functools.partial(tensor_set, n_oe, -1, source="oe") if with_oe else None,
         batch_size=batch_size, oe_batch_size=oe_batch_size, val_fraction=val_fraction, **kw)
@@ -233,3 +240,20 @@ def test_a_validation_ood_set_of_its_own_replaces_the_oe_hold_out():
     leaky.setup("fit")
     with pytest.raises(OEUserError, match="validation OOD set .* is also the OOD test set 'noise'"):
         leaky.setup("test")
+
+
+def test_pin_memory_applies_only_where_batches_go_to_a_cuda_device(monkeypatch):
+    """data.pin_memory=true (the image configs) on a CPU run: no pinned memory and no torch warning."""
+    import warnings
+
+    dm = make_dm(pin_memory=True)
+    dm.setup("fit")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loader = dm.val_dataloader()
+        next(iter(loader[0] if isinstance(loader, list) else loader))
+    assert (loader[0] if isinstance(loader, list) else loader).pin_memory is False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    loader = dm.val_dataloader()
+    assert (loader[0] if isinstance(loader, list) else loader).pin_memory is True

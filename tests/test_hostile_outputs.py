@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from oe_lightning.results import is_complete, read_complete
-from tests.conftest import run_in_process, train_in_process
+from tests.conftest import run_cli, run_in_process, train_in_process
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +138,24 @@ def test_export_never_writes_over_its_checkpoint(capsys, tmp_path, checkpoint):
         assert str(ckpt) in err and "an input of this command" in err
     assert ckpt.read_bytes() == before and not (tmp_path / "model.json").exists()
     assert not list(tmp_path.glob(".*partial"))
+
+
+def test_a_refused_command_leaves_every_file_of_the_run_folder_untouched(tmp_path, trained):
+    """Through the command line (Hydra writes .hydra/ and the config tree into a run folder as it starts):
+    oe-eval into a training run's folder, and oe-train with auto_resume=false there, are refused before
+    Hydra writes anything, so the folder is byte for byte what it was."""
+    run = _copy_run(trained, tmp_path / "train_run")
+    (run / ".hydra").mkdir(exist_ok=True)
+    (run / ".hydra" / "config.yaml").write_text("the training run's own config\n")
+    (run / "config_tree.log").write_text("the training run's own tree\n")
+    before = _snapshot(run)
+    for entry, args in (("oe-eval", [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"]),
+                        ("oe-train", ["auto_resume=false"])):
+        proc = run_cli(entry, *args, f"hydra.run.dir={run}", tmp_path=tmp_path)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr and str(run) in " ".join(proc.stderr.split())
+        assert _snapshot(run) == before, entry
+
 
 
 # ---- 3. oe-eval never replaces a training run's results ---------------------------------------------

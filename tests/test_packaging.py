@@ -55,3 +55,26 @@ def test_the_wheel_carries_the_licence_and_every_console_script(wheel):
                if "=" in line}
     declared = set(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"])
     assert scripts == declared == SCRIPTS
+
+
+def test_version_floors_exclude_loaders_that_unpickle():
+    """torch < 2.6 reads a checkpoint with pickle unless told otherwise (Lightning's resume passes
+    weights_only=None); timm 1.0.9-1.0.25's load_checkpoint passed weights_only=False."""
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    requirements = [Requirement(r) for r in project["dependencies"]]
+    requirements += [Requirement(r) for extra in project["optional-dependencies"].values() for r in extra]
+    floors = {"torch": "2.6", "timm": "1.0.26"}
+    for requirement in requirements:
+        if requirement.name in floors:
+            below = _just_below(floors[requirement.name])
+            assert not requirement.specifier.contains(below), f"{requirement} admits {below}"
+            assert requirement.specifier.contains(Version(floors[requirement.name])), str(requirement)
+
+
+def _just_below(version: str) -> str:
+    """The last release number before ``version`` that a range could still admit (e.g. 2.5.99)."""
+    major, minor, *patch = (int(p) for p in version.split("."))
+    return f"{major}.{minor - 1}.99" if not patch or patch[0] == 0 else f"{major}.{minor}.{patch[0] - 1}"

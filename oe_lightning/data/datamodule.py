@@ -406,9 +406,17 @@ class OEDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
         kwargs.setdefault("batch_size", self.batch_size)
-        return DataLoader(dataset, num_workers=self.num_workers, pin_memory=self.pin_memory,
+        return DataLoader(dataset, num_workers=self.num_workers, pin_memory=self.pin_memory and self._on_cuda(),
                           persistent_workers=self.num_workers > 0,
                           multiprocessing_context=worker_context(self.num_workers), **kwargs)
+
+    def _on_cuda(self) -> bool:
+        """Whether batches go to a CUDA device: pinned host memory helps only there (on a CPU run torch
+        warns that pin_memory is set without an accelerator)."""
+        trainer = self.trainer
+        if trainer is None:
+            return torch.cuda.is_available()
+        return trainer.strategy.root_device.type == "cuda"
 
     def _eval_loader(self, dataset: Dataset) -> DataLoader:
         """In order; under DDP each rank gets its exact, unpadded shard."""
