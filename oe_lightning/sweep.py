@@ -25,6 +25,18 @@ SUMMARY_FILE = "sweep_summary.json"
 EXIT_FAILED_JOBS = 1
 
 
+def release_parallel_workers(config: DictConfig) -> None:
+    """End the joblib launcher's idle worker processes now. joblib keeps them for 300 s in case more
+    work comes; they hold the command's stdout and stderr open, so ``oe-train -m ... | tee log`` (or any
+    caller reading the output to its end) waited five minutes after the sweep was done."""
+    target = str(config.hydra.get("launcher", {}).get("_target_", ""))
+    if "joblib" not in target.lower() or "joblib" not in sys.modules:
+        return
+    from joblib.externals.loky import get_reusable_executor
+
+    get_reusable_executor().shutdown(wait=True)
+
+
 def job_status(job_dir: Path) -> dict[str, Any]:
     """``{"job", "status": done|failed, "mean_fpr95", "error"}`` of one sweep job directory."""
     entry: dict[str, Any] = {"job": job_dir.name, "status": "failed", "mean_fpr95": None, "error": None}
@@ -75,6 +87,7 @@ class SweepSummary(Callback):
         self.fail_on_error = fail_on_error
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        release_parallel_workers(config)
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return

@@ -36,6 +36,44 @@ def test_joblib_runs_jobs_in_parallel_with_dataloader_workers(tmp_path):
     assert "Joblib.Parallel" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads other processes' environments in /proc")
+def test_a_parallel_sweep_leaves_no_worker_process_behind(tmp_path):
+    """joblib keeps idle workers for 300 s; they held the command's output open, so a caller reading it
+    to its end (``| tee log``, a CI step) waited five minutes after the sweep was done."""
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    from tests.conftest import cli_env, cli_order
+
+    mark = uuid.uuid4().hex
+    env = {**cli_env(tmp_path), "OE_TEST_PROCESS_MARK": mark}
+    with open(tmp_path / "out.log", "w") as out:
+        code = subprocess.call([sys.executable, "-m", "oe_lightning.train", *cli_order(
+            ["-m", "hydra/launcher=local_parallel", "loss.lambda_oe=0,0.5", "trainer.max_epochs=1", *TINY_CLI,
+             f"hydra.sweep.dir={tmp_path / 'sweep'}"])], cwd=tmp_path, env=env, stdout=out, stderr=out)
+    assert code == 0, (tmp_path / "out.log").read_text()[-3000:]
+
+    def marked() -> list[str]:
+        found = []
+        for environ in Path("/proc").glob("[0-9]*/environ"):
+            try:
+                if f"OE_TEST_PROCESS_MARK={mark}".encode() in environ.read_bytes():
+                    found.append((environ.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:200])
+            except OSError:  # ended meanwhile, or not ours to read
+                continue
+        return found
+
+    # resource trackers end within moments of the command; idle joblib workers stayed 300 s
+    for _ in range(60):
+        if not marked():
+            break
+        time.sleep(1)
+    assert marked() == []
+
+
 def test_slurm_ddp_launcher_maps_gpus_to_tasks_and_nodes():
     with initialize_config_dir(config_dir(), version_base="1.3"):
         cfg = compose("train", return_hydra_config=True, overrides=[
