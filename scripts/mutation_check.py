@@ -101,6 +101,17 @@ MUTATIONS = [
              (('FORMULA_STARTS = ("=", "+", "-", "@", "\\t", "\\r")',
                'FORMULA_STARTS = ("+", "-", "@", "\\t", "\\r")'),),
              ("tests/test_hostile_names.py",)),
+    Mutation("temp_fixed_name", "the atomic writer's temporary file at a fixed name again (follows a planted link)",
+             "oe_lightning/results.py",
+             (('    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)',
+               '    tmp = str(path) + ".tmp"\n    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)'),),
+             ("tests/test_hostile_files.py",)),
+    Mutation("eval_into_training_run", "oe-eval allowed to write into a training run's folder",
+             "oe_lightning/run_folder.py",
+             (('    if task == "eval" and (', '    if False and task == "eval" and ('),),
+             ("tests/test_hostile_outputs.py",)),
+    Mutation("seed_unbounded", "a seed beyond numpy's range accepted (fails late)", "oe_lightning/validate.py",
+             (("MAX_SEED = 2**32 - 1", "MAX_SEED = 2**40"),), ("tests/test_hostile_values.py",)),
 ]
 
 
