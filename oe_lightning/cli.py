@@ -143,11 +143,11 @@ def run_task(cfg: DictConfig, task: str, entry_module: str) -> float | None:
     import :mod:`oe_lightning.runner` (torch, Lightning: the heavy part) and run ``runner.<task>``;
     returns ``cfg.optimized_metric`` of its results (what a sweeper minimises). DDP ranks are
     started as ``python -m <entry_module>``. Every config problem is reported first, at once, then
-    every checkpoint the command reads is checked (:func:`~oe_lightning.checkpoints.check_checkpoints`)."""
+    every checkpoint the command reads is checked (:func:`~oe_lightning.checkpoint_checks.check_checkpoints`)."""
     from oe_lightning.validate import check_config
 
     check_config(cfg, task)
-    from oe_lightning.checkpoints import check_checkpoints
+    from oe_lightning.checkpoint_checks import check_checkpoints
 
     check_checkpoints(cfg, task)  # readable, and its stored values valid: before the config tree
     if cfg.get("print_config"):
