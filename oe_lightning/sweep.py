@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
+from oe_lightning.escaping import rich_text
 from oe_lightning.results import RESULTS_FILE, is_complete, read_results_or_none
 
 SUMMARY_FILE = "sweep_summary.json"
@@ -70,12 +71,12 @@ def summarize(sweep_dir: Path) -> list[dict[str, Any]]:
 
 def summary_table(entries: list[dict[str, Any]], sweep_dir: Path) -> Table:
     done = sum(e["status"] == "done" for e in entries)
-    table = Table(title=f"sweep {sweep_dir}: {done}/{len(entries)} jobs done")
+    table = Table(title=rich_text(f"sweep {sweep_dir}: {done}/{len(entries)} jobs done"))
     for name in ("job", "status", "mean FPR95 %", "error"):
         table.add_column(name, overflow="fold")
-    for e in entries:
+    for e in entries:  # job names and errors hold paths and values of the user's: never rich markup
         fpr = "" if e["mean_fpr95"] is None else f"{100 * e['mean_fpr95']:.2f}"
-        table.add_row(e["job"], e["status"], fpr, e["error"] or "",
+        table.add_row(rich_text(e["job"]), e["status"], fpr, rich_text(e["error"] or ""),
                       style={"done": None, "partial": "yellow"}.get(e["status"], "red"))
     return table
 

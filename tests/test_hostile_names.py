@@ -242,3 +242,21 @@ def test_lambda_plot_draws_names_as_written(hostile_sweep, figures):
     (fig,) = figures
     labels = [drawn(t) for t in fig.axes[0].get_legend().get_texts()]
     assert labels == [f"{DATA} · =Loss (scratch) [oe={MARKUP_OE}]", f"{DATA} · =Loss (scratch) [oe=tiny]"]
+
+
+def test_the_sweep_summary_shows_job_names_and_errors_as_written():
+    """A failed job's error names the user's paths and values: ``[/data/x]`` was rich markup (a crash at the
+    end of a multirun), ``[bold]`` vanished."""
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from oe_lightning.sweep import summary_table
+
+    entries = [{"job": "data:[bold]x[/bold]", "status": "failed", "mean_fpr95": None,
+                "error": "paths.data_dir=[/data/x] does not exist"},
+               {"job": "ok", "status": "done", "mean_fpr95": 0.5, "error": None}]
+    console = Console(width=200, record=True)
+    console.print(summary_table(entries, Path("/tmp/[red]sweep")))
+    text = console.export_text()
+    assert "data:[bold]x[/bold]" in text and "[/data/x]" in text and "/tmp/[red]sweep" in text
