@@ -28,6 +28,7 @@ import torch
 from lightning_fabric.plugins import CheckpointIO, TorchCheckpointIO
 
 from oe_lightning.errors import OEUserError, Preempted
+from oe_lightning.results import current_umask
 from oe_lightning.run_folder import PREEMPTION_CHECKPOINT, STEP_CHECKPOINT
 
 log = logging.getLogger("oe_lightning")
@@ -53,7 +54,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, file)
                 file.flush()
                 os.fsync(file.fileno())
-            os.chmod(tmp, 0o666 & ~_umask())
+            os.chmod(tmp, 0o666 & ~current_umask())
             os.replace(tmp, path)
             tmp = None
         except (OSError, RuntimeError) as err:
@@ -79,12 +80,6 @@ def _why(err: BaseException, folder: Path) -> str:
         return f"{cause} ({free / 2**20:,.1f} MiB free on that disk)"
     except OSError:
         return cause
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def with_atomic_checkpoints(plugins: list[Any]) -> list[Any]:

@@ -157,7 +157,7 @@ def build_results(test_results: dict[str, Any], cfg: DictConfig,
             "config": config, **extra}
 
 
-def _umask() -> int:
+def current_umask() -> int:
     """This process's umask, read without changing it (Linux), else the usual 0o022."""
     try:
         with open("/proc/self/status") as status:
@@ -176,7 +176,7 @@ def replacing(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO[A
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, mode, **kwargs) as file:
             fd = -1  # the file object owns it now
             yield file

@@ -127,6 +127,19 @@ def test_predict_and_export_refuse_to_replace_an_existing_file_unless_overwrite_
     assert json.loads((out / "model.json").read_text())["model_file"] == "model.pt"
 
 
+def test_export_never_writes_through_a_link_planted_at_a_temporary_name(tmp_path, checkpoint):
+    """oe-export wrote its model to the fixed name ``.model.pt.partial`` first: a link planted there sent
+    the model over the link's target. The temporary file is now created exclusively under a fresh name."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    (tmp_path / "out").mkdir()
+    os.symlink(victim, tmp_path / "out" / ".model.pt.partial")
+    run_in_process("oe-export", tmp_path / "run", f"ckpt_path={checkpoint}", f"output={tmp_path / 'out' / 'model'}")
+    assert victim.read_text() == "keep me\n"
+    assert (tmp_path / "out" / "model.pt").stat().st_size > 1000
+    assert [p.name for p in (tmp_path / "out").glob(".model.pt.*") if not p.is_symlink()] == []
+
+
 def test_export_never_writes_over_its_checkpoint(capsys, tmp_path, checkpoint):
     """A checkpoint saved as ``model.pt``: ``output=model`` would write the TorchScript file over it."""
     ckpt = tmp_path / "model.pt"
