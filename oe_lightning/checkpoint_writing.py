@@ -19,7 +19,6 @@ import logging
 import os
 import shutil
 import signal
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ import torch
 from lightning_fabric.plugins import CheckpointIO, TorchCheckpointIO
 
 from oe_lightning.errors import OEUserError, Preempted
-from oe_lightning.results import current_umask
+from oe_lightning.results import replacing
 from oe_lightning.run_folder import PREEMPTION_CHECKPOINT, STEP_CHECKPOINT
 
 log = logging.getLogger("oe_lightning")
@@ -46,17 +45,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
-        tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-            with os.fdopen(fd, "wb") as file:
+            with replacing(path, "wb", suffix=".partial") as file:  # a kill leaves only .*.partial
                 torch.save(checkpoint, file)
                 file.flush()
                 os.fsync(file.fileno())
-            os.chmod(tmp, 0o666 & ~current_umask())
-            os.replace(tmp, path)
-            tmp = None
         except (OSError, RuntimeError) as err:
             if isinstance(err, RuntimeError) and "inline_container" not in str(err):
                 raise  # not the writer (torch's zip writer reports a failed write as RuntimeError)
@@ -66,10 +60,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f"(or fix the folder's permissions) and run the same command again: auto_resume continues "
                 f"from the newest good checkpoint."
             ) from err
-        finally:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
 
 
 def _why(err: BaseException, folder: Path) -> str:

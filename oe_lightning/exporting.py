@@ -5,8 +5,6 @@ torch (or onnxruntime), not oe_lightning."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,7 @@ import torch
 
 from oe_lightning.deployment import OODClassifier
 from oe_lightning.errors import OEUserError
-from oe_lightning.results import current_umask, write_text_atomic
+from oe_lightning.results import replacing_path, write_text_atomic
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
 OUTPUTS = ("logits", "score", "is_ood")
@@ -59,21 +57,12 @@ def export_classifier(classifier: OODClassifier, fmt: str, output: str | Path, s
     model = classifier.model.to("cpu").eval()
     p = classifier.preprocessing
     example = torch.zeros(2, p.channels, p.height, p.width)
-    # a fresh temporary name created exclusively beside the target (never a planted link), then renamed
-    fd, tmp = tempfile.mkstemp(prefix=f".{model_path.name}.", suffix=".partial", dir=model_path.parent)
-    os.close(fd)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.jit's deprecation notice; TorchScript still loads in C++ and Python
-            if fmt == "torchscript":
-                torch.jit.trace(model, example).save(tmp)
-            else:
-                _export_onnx(model, example, Path(tmp))
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0o600 -> what open() would give
-        os.replace(tmp, model_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing_path(model_path, ".partial") as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit's deprecation notice; TorchScript still loads in C++ and Python
+        if fmt == "torchscript":
+            torch.jit.trace(model, example).save(str(tmp))
+        else:
+            _export_onnx(model, example, tmp)
     write_text_atomic(json_path, json.dumps(sidecar(classifier, model_path.name, fmt, source), indent=2) + "\n")
     return model_path, json_path
 

@@ -167,26 +167,31 @@ def current_umask() -> int:
 
 
 @contextmanager
-def replacing(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
-    """A new temporary file beside ``path``, opened for writing (``mode``, ``open``'s ``kwargs``), that
-    replaces ``path`` when the block ends: a reader never sees a partial file and a kill leaves the previous
-    one. The temporary file is created exclusively under a fresh random name (``mkstemp``: ``O_EXCL``, never
-    through a link or over a file planted there) with the mode ``open`` would give (0o666 minus the umask);
-    it is removed if the block fails. A link at ``path`` itself is replaced, its target left alone."""
+def replacing_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A new temporary file beside ``path`` for the block to write by name, that replaces ``path`` when the
+    block ends: a reader never sees a partial file and a kill leaves the previous one. The temporary file is
+    created exclusively under a fresh random name (``mkstemp``: ``O_EXCL``, never through a link or over a
+    file planted there) with the mode ``open`` would give (0o666 minus the umask); it is removed if the
+    block fails. A link at ``path`` itself is replaced, its target left alone."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        os.fchmod(fd, 0o666 & ~current_umask())
-        with os.fdopen(fd, mode, **kwargs) as file:
-            fd = -1  # the file object owns it now
-            yield file
+        os.chmod(tmp, 0o666 & ~current_umask())
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
-        if fd >= 0:
-            os.close(fd)
         with suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+@contextmanager
+def replacing(path: str | Path, mode: str = "w", suffix: str = ".tmp", **kwargs: Any) -> Iterator[IO[Any]]:
+    """:func:`replacing_path`'s temporary file, opened for writing (``mode``, ``open``'s ``kwargs``); it is
+    closed before it replaces ``path``."""
+    with replacing_path(path, suffix) as tmp, open(tmp, mode, **kwargs) as file:
+        yield file
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
