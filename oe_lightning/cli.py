@@ -59,14 +59,13 @@ class RefuseBadConfig(Callback):
     Swept values are checked by each job."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        import os
-
         from oe_lightning.run_folder import check_run_folder
+        from oe_lightning.run_lock import launched_as_rank_zero
         from oe_lightning.validate import check_output_folder
 
         try:
             check_output_folder(config, "hydra.run.dir")
-            if os.environ.get("LOCAL_RANK", "0") == "0":  # before Hydra writes .hydra/ into another run's folder
+            if launched_as_rank_zero():  # before Hydra writes .hydra/ into another run's folder
                 check_run_folder(config, str(config.get("task_name")), Path(config.hydra.run.dir))
         except OEUserError as err:
             print_user_error(err)
