@@ -28,10 +28,9 @@ from torchmetrics import CatMetric
 
 from oe_lightning.detectors import Detector, Outputs, as_detector
 from oe_lightning.errors import OEUserError
+from oe_lightning.evaluation_settings import EvaluationSettings
 from oe_lightning.metrics import (
     CALIBRATION_RULE,
-    POSITIVES,
-    PROTOCOLS,
     accepted_share,
     calibration_summary,
     expected_calibration_error,
@@ -43,30 +42,12 @@ from oe_lightning.metrics import (
     score_histograms,
     sort_scores,
     tune_temperature,
+    validation_ood_metrics,
 )
 from oe_lightning.models.contract import feature_backbone
 from oe_lightning.scores import MaxSoftmax
 
 ROLES = ("fit", "val", "val_ood", "in")  # loader names that are not OOD test sets
-
-
-def check_evaluation_settings(recall: float, fpr_rule: str, protocol: str, num_to_avg: int, positive: str,
-                              prefix: str = "evaluation.") -> None:
-    """Refuse bad metric settings before any data is read (one paragraph naming value and fix)."""
-    if not isinstance(recall, int | float) or not 0.0 < recall <= 1.0:
-        raise OEUserError(f"{prefix}recall is the TPR at which the FPR is read, in (0, 1], got {recall!r}; "
-                          f"the paper uses 0.95.")
-    if fpr_rule not in ("first", "nearest"):
-        raise OEUserError(f"{prefix}fpr_rule must be 'first' (OpenOOD, pytorch-ood) or 'nearest' (the paper's "
-                          f"code), got {fpr_rule!r}.")
-    if protocol not in PROTOCOLS:
-        raise OEUserError(f"{prefix}protocol must be one of {PROTOCOLS}, got {protocol!r}: 'full' scores every "
-                          f"OOD sample once, 'paper' averages {num_to_avg} subsets of len(ID test) // 5.")
-    if not isinstance(num_to_avg, int) or num_to_avg < 1:
-        raise OEUserError(f"{prefix}num_to_avg must be a positive integer, got {num_to_avg!r}.")
-    if positive not in POSITIVES:
-        raise OEUserError(f"{prefix}positive must be 'out' (OOD positive, the OE paper) or 'in' (ID positive, "
-                          f"the energy paper), got {positive!r}.")
 
 
 def dataset_order(values: Tensor, world_size: int) -> Tensor:
@@ -90,24 +71,22 @@ class OODEvaluation(pl.LightningModule):
         detectors: name -> detector (or any ``logits -> score`` callable); default ``{"msp": MSP}``.
         primary: the detector whose results are results.json's top-level ``ood`` / ``mean``
             (default: the first).
-        recall, fpr_rule, protocol, num_to_avg, positive: see :func:`oe_lightning.metrics.protocol_metrics`.
+        settings: how detection is measured (recall, FPR rule, positive class, protocol, the deployed
+            threshold's ``keep_id``); default :class:`~oe_lightning.evaluation_settings.EvaluationSettings`.
+        seed: the paper protocol's subset draws.
     """
 
     def __init__(self, backbone: nn.Module, detectors: Mapping[str, Any] | None = None,
-                 primary: str | None = None, recall: float = 0.95, fpr_rule: str = "first",
-                 protocol: str = "full", num_to_avg: int = 10, positive: str = "out", seed: int = 0,
-                 keep_id: float = 0.95):
+                 primary: str | None = None, settings: EvaluationSettings | None = None, seed: int = 0):
         super().__init__()
-        check_evaluation_settings(recall, fpr_rule, protocol, num_to_avg, positive, prefix="")
+        self.settings = EvaluationSettings.of(settings)
         self.backbone = backbone
         chosen = dict(detectors) if detectors else {"msp": MaxSoftmax()}
         self.detectors = nn.ModuleDict({name: as_detector(d) for name, d in chosen.items()})
         self.primary = primary or next(iter(self.detectors))
         if self.primary not in self.detectors:
             raise OEUserError(f"primary detector {self.primary!r} is not among the detectors {list(self.detectors)}.")
-        self.recall, self.fpr_rule, self.protocol = recall, fpr_rule, protocol
-        self.num_to_avg, self.positive, self.seed = num_to_avg, positive, seed
-        self.keep_id = keep_id  # the ID share the deployed threshold keeps (chosen on "val")
+        self.seed = seed
         self.store = nn.ModuleDict()
         self.names: list[str] = []
         self.results: dict[str, Any] = {}
@@ -253,16 +232,15 @@ class OODEvaluation(pl.LightningModule):
         for detector in self.detectors:
             scores = self._scores(detector, sets, head)
             id_sorted = sort_scores(scores["in"], "ID scores")  # once, for every OOD set
-            per_set = {name: protocol_metrics(id_sorted, scores[name], self.protocol, self.num_to_avg, self.seed,
-                                              self.recall, self.fpr_rule, self.positive) for name in ood_names}
+            s = self.settings
+            per_set = {name: protocol_metrics(id_sorted, scores[name], s.protocol, s.num_to_avg, self.seed,
+                                              s.recall, s.fpr_rule, s.positive) for name in ood_names}
             keys = [k for k in next(iter(per_set.values())) if not k.endswith("_std")] if per_set else []
             per_detector[detector] = {
                 "ood": per_set, "mean": {k: sum(m[k] for m in per_set.values()) / len(per_set) for k in keys},
                 "hparams": self.detectors[detector].hparams()}
             if "val" in scores and "val_ood" in scores:  # validation data only: what a search may minimise
-                val = protocol_metrics(scores["val"], scores["val_ood"], "full", 1, 0, self.recall, self.fpr_rule,
-                                       self.positive)
-                per_detector[detector]["val"] = {k: v for k, v in val.items() if k in (keys[0], "auroc")}
+                per_detector[detector]["val"] = validation_ood_metrics(scores["val"], scores["val_ood"], s)
             self.sample_scores.update({f"{name}/{detector}": s for name, s in scores.items()
                                        if name not in ("val", "val_ood")})
             if detector == self.primary:
@@ -303,12 +281,12 @@ class OODEvaluation(pl.LightningModule):
         *validation* images (test sets never choose it), then the test-time ID acceptance and each
         OOD set's rejection at that fixed threshold."""
         if "val" not in scores or scores["val"].numel() == 0:
-            return {"detector": self.primary, "keep_id": self.keep_id, "threshold": None,
+            return {"detector": self.primary, "keep_id": self.settings.keep_id, "threshold": None,
                     "why": "no ID validation split to choose it on (set data.val_fraction > 0)"}
-        threshold = operating_threshold(scores["val"], self.keep_id)
+        threshold = operating_threshold(scores["val"], self.settings.keep_id)
         rejected = {name: 1.0 - accepted_share(scores[name], threshold) for name in ood_names}
         return {
-            "detector": self.primary, "keep_id": self.keep_id, "threshold": threshold,
+            "detector": self.primary, "keep_id": self.settings.keep_id, "threshold": threshold,
             "rule": "input is OOD when its score > threshold; threshold = the smallest ID validation score "
                     "keeping keep_id of them",
             "chosen_on": "val", "val_images": int(scores["val"].numel()),
@@ -326,7 +304,7 @@ class OODEvaluation(pl.LightningModule):
         temperature = tune_temperature(val["logits"], val["labels"]) if tuned_on else 1.0
         probs = F.softmax(sets["in"]["logits"].double() / temperature, dim=1).max(dim=1)
         conf_in, correct_in = probs.values, (probs.indices == sets["in"]["labels"]).double()
-        repeats = self.num_to_avg if self.protocol == "paper" else 1
+        repeats = self.settings.num_to_avg if self.settings.protocol == "paper" else 1
         num_out = paper_subset_size(conf_in.numel())
         per_set = {name: ood_calibration(conf_in, correct_in, F.softmax(
             sets[name]["logits"].double() / temperature, dim=1).max(dim=1).values, num_out, repeats)

@@ -17,9 +17,15 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
+from oe_lightning.evaluation_settings import (  # noqa: F401 (POSITIVES, PROTOCOLS: re-exported)
+    POSITIVES,
+    PROTOCOLS,
+    EvaluationSettings,
+    check_settings,
+)
+
 FprRule = Literal["first", "nearest"]
 METRIC_NAMES = ("fpr95", "auroc", "aupr_in", "aupr_out")
-PROTOCOLS = ("full", "paper")
 
 
 def _as_1d_float64(name: str, values: Tensor | object) -> Tensor:
@@ -76,19 +82,17 @@ def fpr_at_recall(fps: Tensor, tps: Tensor, recall: float = 0.95, rule: FprRule 
     recall, ties going to the lower threshold, exactly as ``fpr_and_fdr_at_recall`` in the
     paper's code.
     """
+    check_settings(recall=recall, fpr_rule=rule)
     tpr, fpr = tps / tps[-1], fps / fps[-1]
     if rule == "first":
         i = int(torch.searchsorted(tpr, torch.tensor([recall], dtype=torch.float64)))
         return float(fpr[min(i, tpr.numel() - 1)])
-    if rule == "nearest":
-        full = int(torch.searchsorted(tps, tps[-1:]))  # first threshold reaching full recall
-        gap = (tpr[: full + 1] - recall).abs()
-        i = int(torch.nonzero(gap == gap.min()).max())
-        return float(fpr[i])
-    raise ValueError(f"fpr_rule must be 'first' or 'nearest', got {rule!r}.")
+    full = int(torch.searchsorted(tps, tps[-1:]))  # "nearest": first threshold reaching full recall
+    gap = (tpr[: full + 1] - recall).abs()
+    i = int(torch.nonzero(gap == gap.min()).max())
+    return float(fpr[i])
 
 
-POSITIVES = ("out", "in")
 _CHUNK = 1 << 16  # scores per block of the per-sample passes: bounds their temporary memory
 
 
@@ -230,13 +234,7 @@ def ood_metrics(scores_in: Tensor | SortedScores, scores_out: Tensor | SortedSco
         ``{"fpr95": ..., "auroc": ..., "aupr_in": ..., "aupr_out": ...}``; the first key is
         named after ``recall`` (``fpr90`` for 0.9).
     """
-    if not 0.0 < recall <= 1.0:
-        raise ValueError(f"recall must be in (0, 1], got {recall}.")
-    if positive not in POSITIVES:
-        raise ValueError(f"positive must be 'out' (OOD, the OE paper) or 'in' (ID, the energy paper), "
-                         f"got {positive!r}.")
-    if fpr_rule not in ("first", "nearest"):
-        raise ValueError(f"fpr_rule must be 'first' or 'nearest', got {fpr_rule!r}.")
+    check_settings(recall=recall, fpr_rule=fpr_rule, positive=positive)
     a, b = sort_scores(scores_in, "ID scores").values, sort_scores(scores_out, "OOD scores").values
     if a.dtype != b.dtype:
         dtype = np.promote_types(a.dtype, b.dtype)
@@ -400,14 +398,21 @@ def protocol_metrics(scores_in: Tensor | SortedScores, scores_out: Tensor | Sort
     """:func:`ood_metrics` on every OOD score (``protocol="full"``), or the paper's protocol: the mean
     and std over ``num_to_avg`` subsets of len(ID) // 5 OOD scores (:func:`subsampled_ood_metrics`),
     drawn from the sorted scores, so the draw does not depend on the order ranks gathered them in."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}.")
+    check_settings(protocol=protocol, num_to_avg=num_to_avg)
     if protocol == "paper":
         s_in = sort_scores(scores_in, "ID scores")
         s_out = sort_scores(scores_out, "OOD scores")
         num_out = min(paper_subset_size(s_in.values.size), s_out.values.size)
         return subsampled_ood_metrics(s_in, s_out, num_out, num_to_avg, seed, recall, fpr_rule, positive)
     return ood_metrics(scores_in, scores_out, recall, fpr_rule, positive)
+
+
+def validation_ood_metrics(scores_in: Tensor | SortedScores, scores_out: Tensor | SortedScores,
+                           settings: EvaluationSettings) -> dict[str, float]:
+    """The validation OOD metrics, every sample once: the FPR at ``settings.recall`` (its rule and
+    positive class) and the AUROC. oe-train's ``val/fpr95`` and each detector's ``val`` in results.json."""
+    values = ood_metrics(scores_in, scores_out, settings.recall, settings.fpr_rule, settings.positive)
+    return {settings.fpr_name: values[settings.fpr_name], "auroc": values["auroc"]}
 
 
 def rms_calibration_error(confidence: Tensor, correct: Tensor, bin_size: int = 100,
@@ -491,12 +496,7 @@ class OODMetrics(Metric):
     def __init__(self, recall: float = 0.95, fpr_rule: FprRule = "first", protocol: str = "full",
                  num_to_avg: int = 10, seed: int = 0, positive: str = "out", **kwargs):
         super().__init__(**kwargs)
-        if fpr_rule not in ("first", "nearest"):
-            raise ValueError(f"fpr_rule must be 'first' or 'nearest', got {fpr_rule!r}.")
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}.")
-        if positive not in POSITIVES:
-            raise ValueError(f"positive must be one of {POSITIVES}, got {positive!r}.")
+        check_settings(recall=recall, fpr_rule=fpr_rule, protocol=protocol, num_to_avg=num_to_avg, positive=positive)
         self.recall, self.fpr_rule, self.positive = recall, fpr_rule, positive
         self.protocol, self.num_to_avg, self.seed = protocol, num_to_avg, seed
         self.add_state("scores", default=[], dist_reduce_fx="cat")
@@ -524,11 +524,15 @@ class OODMetrics(Metric):
         scores, is_ood = dim_zero_cat(self.scores), dim_zero_cat(self.is_ood).to(torch.bool)
         return scores[~is_ood], scores[is_ood]
 
+    def gathered(self) -> tuple[Tensor, Tensor]:
+        """The ID and the OOD scores of every rank (call it on every rank under DDP)."""
+        with self.sync_context(should_sync=self._to_sync, dist_sync_fn=self.dist_sync_fn):
+            return self._split()
+
     def counts(self) -> tuple[int, int]:
         """How many ID and OOD scores were gathered (across ranks; call it on every rank)."""
-        with self.sync_context(should_sync=self._to_sync, dist_sync_fn=self.dist_sync_fn):
-            s_in, s_out = self._split()
-            return int(s_in.numel()), int(s_out.numel())
+        s_in, s_out = self.gathered()
+        return int(s_in.numel()), int(s_out.numel())
 
     def curves(self, max_points: int = 201, bins: int = 50) -> dict[str, dict[str, list[float]]]:
         """Downsampled ROC curve and score histograms over all samples (gathered across ranks).

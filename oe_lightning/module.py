@@ -17,9 +17,9 @@ from torchmetrics.classification import MulticlassAccuracy
 from oe_lightning.checkpoints import load_backbone_weights
 from oe_lightning.data.samplers import sample_seed
 from oe_lightning.errors import NonFiniteLossError, OEUserError
-from oe_lightning.evaluation import check_evaluation_settings
+from oe_lightning.evaluation_settings import EvaluationSettings
 from oe_lightning.losses import UniformCrossEntropy
-from oe_lightning.metrics import OODMetrics
+from oe_lightning.metrics import OODMetrics, validation_ood_metrics
 from oe_lightning.scores import MaxSoftmax
 from oe_lightning.step_log import DeferredStepLog
 
@@ -31,8 +31,7 @@ class OutlierExposureModule(pl.LightningModule):
     baseline). One forward pass runs over ``cat(x, x_oe)``, so BatchNorm sees both, as in the
     paper; the loss is mean CE over the ID samples + ``lambda_oe`` · ``oe_loss`` (averaged over the
     OE samples). The module trains and validates; OOD evaluation is :class:`~oe_lightning.evaluation.
-    OODEvaluation`, which ``oe-train`` runs on :attr:`backbone` after fitting (``recall`` ...
-    ``positive`` below are its settings, kept here so one ``module`` config holds them).
+    OODEvaluation`, which ``oe-train`` runs on :attr:`backbone` after fitting.
 
     Args:
         backbone: any ``nn.Module`` mapping a batch of images to logits.
@@ -43,11 +42,8 @@ class OutlierExposureModule(pl.LightningModule):
         optimizer: ``params -> Optimizer`` (a ``_partial_`` config).
         scheduler: ``(optimizer, total_steps) -> LR scheduler`` stepped every step, or None.
         pretrained: checkpoint whose backbone weights to start from (fine-tuning).
-        recall, fpr_rule: the FPR@TPR operating point and rule, see :mod:`oe_lightning.metrics`.
-        protocol, num_to_avg: ``full`` (every OOD sample once) or ``paper`` (``num_to_avg``
-            subsets of len(ID test) // 5 OOD samples, mean and std), see :class:`OODMetrics`.
-        positive: the FPR's positive class, ``out`` (the OE paper) or ``in`` (the energy paper),
-            see :func:`oe_lightning.metrics.ood_metrics`.
+        evaluation: the validation OOD metric's FPR settings (recall, rule, positive class), the same
+            :class:`~oe_lightning.evaluation_settings.EvaluationSettings` the test evaluation uses.
         backbone_lr_scale: fine-tuning: every layer but the head (the last ``nn.Linear``) learns at
             ``lr × backbone_lr_scale``; 0 freezes them, BatchNorm statistics included.
         channels_last: keep the backbone's weights and the training batches in channels-last memory
@@ -60,8 +56,7 @@ class OutlierExposureModule(pl.LightningModule):
                  lambda_oe: float = 0.5, score: nn.Module | None = None,
                  optimizer: Callable[..., torch.optim.Optimizer] | None = None,
                  scheduler: Callable[..., Any] | None = None, pretrained: str | None = None,
-                 recall: float = 0.95, fpr_rule: str = "first", protocol: str = "full",
-                 num_to_avg: int = 10, positive: str = "out", nonfinite_check_every: int | None = None,
+                 evaluation: EvaluationSettings | None = None, nonfinite_check_every: int | None = None,
                  backbone_lr_scale: float = 1.0, channels_last: bool = False, compile: bool = False):
         super().__init__()
         if lambda_oe is None or not lambda_oe >= 0:
@@ -69,8 +64,8 @@ class OutlierExposureModule(pl.LightningModule):
                 f"loss.lambda_oe must be >= 0 (the weight of the OE term), got {lambda_oe}. "
                 f"Use loss.lambda_oe=0 for the plain baseline; the paper uses 0.5."
             )
-        check_evaluation_settings(recall, fpr_rule, protocol, num_to_avg, positive)
-        self.save_hyperparameters(ignore=["backbone", "oe_loss", "score", "optimizer", "scheduler"])
+        self.evaluation = EvaluationSettings.of(evaluation)
+        self.save_hyperparameters(ignore=["backbone", "oe_loss", "score", "optimizer", "scheduler", "evaluation"])
         self.backbone = backbone
         self.num_classes = num_classes
         self.oe_loss = oe_loss if oe_loss is not None else UniformCrossEntropy()
@@ -78,8 +73,6 @@ class OutlierExposureModule(pl.LightningModule):
         self.score = score if score is not None else MaxSoftmax()
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.recall, self.fpr_rule = recall, fpr_rule
-        self.protocol, self.num_to_avg, self.positive = protocol, num_to_avg, positive
         self.nonfinite_check_every = nonfinite_check_every
         if not (isinstance(backbone_lr_scale, int | float) and 0 <= backbone_lr_scale < float("inf")):
             raise OEUserError(f"module.backbone_lr_scale must be a number >= 0 (1: one learning rate, 0: frozen "
@@ -90,7 +83,8 @@ class OutlierExposureModule(pl.LightningModule):
         if pretrained:
             load_backbone_weights(self.backbone, pretrained, num_classes)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_ood = OODMetrics(recall, fpr_rule)
+        self.last_val_ood: dict[str, float] = {}
+        self.val_ood = OODMetrics()  # gathers the validation scores; validation_ood_metrics computes
         # stored in checkpoints: the backbone's config (so oe-eval can rebuild it) and run info
         self.model_config: dict | None = None
         self.run_config: dict | None = None
@@ -274,12 +268,13 @@ class OutlierExposureModule(pl.LightningModule):
             self.log("val/acc", self.val_acc, prog_bar=True, add_dataloader_idx=False)
 
     def on_validation_epoch_end(self) -> None:
-        """Log ``val/fpr95`` and ``val/auroc`` (ID split vs validation OOD set): what a λ search minimises."""
+        """Log ``val/fpr95`` and ``val/auroc`` (ID split vs validation OOD set): what a λ search minimises;
+        the same computation as each detector's ``val`` metrics in the test evaluation."""
         loaders = self.trainer.val_dataloaders
         if isinstance(loaders, list | tuple) and len(loaders) > 1:
-            values = self.val_ood.compute()
-            self.log_dict({"val/fpr95": values["fpr95"], "val/auroc": values["auroc"]},
-                          add_dataloader_idx=False)
+            values = validation_ood_metrics(*self.val_ood.gathered(), self.evaluation)
+            self.last_val_ood = values  # float64, for results.json (logged values are float32)
+            self.log_dict({f"val/{k}": v for k, v in values.items()}, add_dataloader_idx=False)
         self.val_ood.reset()
 
     def _head_and_body(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

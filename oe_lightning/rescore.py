@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from oe_lightning.metrics import POSITIVES, PROTOCOLS, ood_metrics, protocol_metrics, sort_scores
+from oe_lightning.evaluation_settings import check_settings
+from oe_lightning.metrics import ood_metrics, protocol_metrics, sort_scores
 from oe_lightning.results import SCORES_FILE
 
 SETTINGS = ("fpr_rule", "recall", "protocol", "num_to_avg", "positive")
@@ -34,10 +35,7 @@ def parse_settings(text: str) -> dict[str, Any]:
         if key not in SETTINGS:
             raise ValueError(f"--rescore got {key!r}; it takes {', '.join(SETTINGS)} (e.g. fpr_rule=nearest).")
         out[key] = float(value) if key == "recall" else int(value) if key == "num_to_avg" else value
-    if out.get("fpr_rule", "first") not in ("first", "nearest") or out.get("protocol", "full") not in PROTOCOLS \
-            or out.get("positive", "out") not in POSITIVES or not 0 < out.get("recall", 0.95) <= 1:
-        raise ValueError(f"--rescore {text!r}: fpr_rule is first|nearest, protocol {'|'.join(PROTOCOLS)}, "
-                         f"positive {'|'.join(POSITIVES)}, recall in (0, 1].")
+    check_settings("--rescore ", **out)
     return out
 
 

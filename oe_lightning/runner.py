@@ -27,6 +27,7 @@ from oe_lightning.deployment import Preprocessing
 from oe_lightning.distributed import distributed_job
 from oe_lightning.errors import NonFiniteLossError, OEUserError
 from oe_lightning.evaluation import OODEvaluation
+from oe_lightning.evaluation_settings import EvaluationSettings
 from oe_lightning.loggers import build_loggers, continue_logs, finished_on_exit, instantiate_group
 from oe_lightning.module import OutlierExposureModule
 from oe_lightning.quiet import quiet_third_party
@@ -88,7 +89,8 @@ def build_datamodule(cfg: DictConfig, with_oe: bool) -> OEDataModule:
 
 
 def build_module(cfg: DictConfig) -> OutlierExposureModule:
-    module = instantiate(cfg.module, backbone=cfg.model, oe_loss=cfg.loss.fn, score=cfg.score)
+    module = instantiate(cfg.module, backbone=cfg.model, oe_loss=cfg.loss.fn, score=cfg.score,
+                         evaluation=evaluation_settings(cfg))
     module.model_config = OmegaConf.to_container(cfg.model, resolve=True)
     module.run_config = key_config(cfg)
     module.identity = run_identity(cfg)
@@ -213,7 +215,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
             kept = (f"The last good checkpoint is {last}." if last
                     else "No epoch finished, so no checkpoint was written.")
             raise NonFiniteLossError(f"{err} {kept}") from err
-        extra = {"val": validation_metrics(trainer), "run": run_info(trainer, datamodule)}
+        extra = {"val": validation_metrics(trainer, module), "run": run_info(trainer, datamodule)}
         evaluation = build_evaluation(cfg, module.backbone)
         checkpoint = last_checkpoint(trainer)
 
@@ -253,10 +255,11 @@ def check_objective(metric: str | None, datamodule: OEDataModule, module: Outlie
         )
 
 
-def validation_metrics(trainer: pl.Trainer) -> dict[str, float]:
-    """The last epoch's ``val/*`` values (ID accuracy and loss, FPR95/AUROC vs held-out OE)."""
-    return {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items()
-            if k.startswith("val/")}
+def validation_metrics(trainer: pl.Trainer, module: OutlierExposureModule) -> dict[str, float]:
+    """The last epoch's ``val/*`` values (ID accuracy and loss, FPR95/AUROC vs held-out OE; these two
+    in float64, as the module computed them)."""
+    logged = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    return {**logged, **module.last_val_ood}
 
 
 def run_info(trainer: pl.Trainer, datamodule: OEDataModule) -> dict[str, Any]:
@@ -266,20 +269,23 @@ def run_info(trainer: pl.Trainer, datamodule: OEDataModule) -> dict[str, Any]:
             "global_step": trainer.global_step}
 
 
+def evaluation_settings(cfg: DictConfig) -> EvaluationSettings:
+    """The ``evaluation`` group as one checked settings object (conf/evaluation/)."""
+    return EvaluationSettings.of(OmegaConf.to_container(cfg.evaluation, resolve=True) if cfg.get("evaluation")
+                                 else None)
+
+
 def build_evaluation(cfg: DictConfig, backbone: Any) -> OODEvaluation:
     """The evaluation of ``backbone``: the ``score`` config as the primary detector (named by its
     group choice, e.g. ``msp``), then every ``detector=[...]`` entry; metric settings from the
     ``evaluation`` group, shared by oe-train and oe-eval."""
-    settings = cfg.evaluation
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     primary = str(choices.get("score") or "score")
     detectors = {primary: instantiate(cfg.score)}
     for name, node in (cfg.get("detector") or {}).items():
         detectors.setdefault(str(name), instantiate(node))
-    return OODEvaluation(backbone, detectors, primary=primary, recall=settings.recall,
-                         fpr_rule=settings.fpr_rule, protocol=settings.protocol,
-                         num_to_avg=settings.num_to_avg, positive=settings.get("positive", "out"),
-                         seed=cfg.get("seed", 0), keep_id=settings.get("keep_id", 0.95))
+    return OODEvaluation(backbone, detectors, primary=primary, settings=evaluation_settings(cfg),
+                         seed=cfg.get("seed", 0))
 
 
 def test_and_write(trainer: pl.Trainer, evaluation: OODEvaluation, datamodule: OEDataModule,
@@ -308,7 +314,7 @@ def test_and_write(trainer: pl.Trainer, evaluation: OODEvaluation, datamodule: O
         path = write_results(results, run_dir())
         print_results(results)
         log.info("results: %s", path)
-        if OmegaConf.select(cfg, "evaluation.plots", default=True):
+        if evaluation.settings.plots:
             try:  # pictures come after the results are safe: a plotting failure never loses them
                 write_plots(run_dir() / "plots", evaluation, datamodule, results, cfg)
             except Exception as err:  # noqa: BLE001 - reported, not fatal

@@ -7,7 +7,6 @@ one :class:`OEUserError` listing them. Rules are plain data: adding a key is add
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -15,49 +14,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from oe_lightning.checks import Check, boolean, choice, existing_file, integer, is_int, number, optional
 from oe_lightning.errors import OEUserError
+from oe_lightning.evaluation_settings import SETTING_RULES
 
 _ABSENT = object()
-Check = Callable[[Any], bool]
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def integer(low: int | None = None, high: int | None = None) -> Check:
-    return lambda v: _is_int(v) and (low is None or v >= low) and (high is None or v <= high)
-
-
-def number(low: float | None = None, high: float | None = None, low_open: bool = False,
-           high_open: bool = False) -> Check:
-    def ok(v: Any) -> bool:
-        if not _is_number(v) or not math.isfinite(v):  # NaN, inf
-            return False
-        if low is not None and (v <= low if low_open else v < low):
-            return False
-        return not (high is not None and (v >= high if high_open else v > high))
-    return ok
-
-
-def boolean(v: Any) -> bool:
-    return isinstance(v, bool)
-
-
-def choice(*options: Any) -> Check:
-    return lambda v: v in options
-
-
-def optional(check: Check) -> Check:
-    return lambda v: v is None or check(v)
-
-
-def existing_file(v: Any) -> bool:
-    return isinstance(v, str) and Path(v).expanduser().is_file()
 
 
 # Upper bounds, checked before anything is allocated (a checkpoint's stored values meet the same ones:
@@ -75,7 +36,7 @@ MAX_SEED = 2**32 - 1    # numpy's seed range: 0 .. 2**32 - 1
 
 def image_shape(v: Any) -> bool:
     """``[channels, height, width]``, positive integers, sides at most :data:`MAX_IMAGE_SIDE`."""
-    return (isinstance(v, list | tuple) and len(v) == 3 and all(_is_int(x) and x >= 1 for x in v)
+    return (isinstance(v, list | tuple) and len(v) == 3 and all(is_int(x) and x >= 1 for x in v)
             and max(v[1:]) <= MAX_IMAGE_SIDE)
 
 
@@ -83,7 +44,7 @@ def batch_limit(v: Any) -> bool:
     """Lightning's ``limit_*_batches``: a batch count >= 1 or a share in (0, 1] (null: all)."""
     if v is None:
         return True
-    return v >= 1 if _is_int(v) else number(0, 1, low_open=True)(v)
+    return v >= 1 if is_int(v) else number(0, 1, low_open=True)(v)
 
 
 # (key, check, what it must be, how to fix it); keys absent from a config are skipped
@@ -126,14 +87,7 @@ RULES: list[tuple[str, Check, str, str]] = [
     ("module.backbone_lr_scale", number(0), "a number >= 0", "1: one learning rate; 0.1 for fine-tuning; 0 freezes"),
     ("module.channels_last", boolean, "true or false", "true with trainer=gpu"),
     ("module.compile", boolean, "true or false", "true compiles the training forward"),
-    ("evaluation.recall", number(0, 1, low_open=True), "a TPR in (0, 1]", "the paper reads the FPR at 0.95"),
-    ("evaluation.fpr_rule", choice("first", "nearest"), "first or nearest", "nearest is the paper's rule"),
-    ("evaluation.protocol", choice("full", "paper"), "full or paper", "paper averages subsets as the paper"),
-    ("evaluation.num_to_avg", integer(1), "an integer >= 1", "the paper averages 10"),
-    ("evaluation.positive", choice("out", "in"), "out or in", "out: OOD positive (the OE paper)"),
-    ("evaluation.keep_id", number(0, 1, low_open=True), "a share in (0, 1]",
-     "the deployed threshold keeps this share of ID validation images, e.g. 0.95"),
-    ("evaluation.plots", boolean, "true or false", "false skips RUN_DIR/plots/"),
+    *[(f"evaluation.{key}", *rule) for key, rule in SETTING_RULES.items()],
     ("score.temperature", number(*TEMPERATURE_RANGE), f"a number in [{TEMPERATURE_RANGE[0]:g}, "
      f"{TEMPERATURE_RANGE[1]:g}]", "1 is the plain energy; near 0, logits / T overflows and every score is -inf"),
     ("oe.exclude_file", optional(existing_file), "null or an existing file",
@@ -219,7 +173,7 @@ def batch_memory_problems(cfg: DictConfig, skip: set[str] | frozenset[str] = fro
     found = []
     for key in ("data.batch_size", "data.oe_batch_size"):
         size, broken = _value(cfg, key)
-        if key not in skip and broken is None and _is_int(size) and size * per_image > MAX_BATCH_GIB * 2**30:
+        if key not in skip and broken is None and is_int(size) and size * per_image > MAX_BATCH_GIB * 2**30:
             found.append(f"{key}={size} makes one batch of {list(shape)} images {size * per_image / 2**30:.1f} GiB "
                          f"of float32, more than the {MAX_BATCH_GIB} GiB allowed; lower it to at most "
                          f"{MAX_BATCH_GIB * 2**30 // per_image} (or lower data.image_size)")

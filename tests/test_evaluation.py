@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from oe_lightning.detectors import ASH, KNN, Mahalanobis, ReAct, ViM
 from oe_lightning.evaluation import OODEvaluation, dataset_order
+from oe_lightning.evaluation_settings import EvaluationSettings
 from oe_lightning.metrics import protocol_metrics
 from oe_lightning.models import SmallCNN
 from oe_lightning.results import write_scores
@@ -64,7 +65,8 @@ def test_saved_scores_reproduce_every_metric_without_the_model(tmp_path):
     """scores.npz holds each set's per-sample scores per detector (dataset order) plus ID labels and
     predictions: recomputing the metrics from it gives results' numbers exactly, under another
     protocol too."""
-    evaluation, _ = _evaluate({"msp": MaxSoftmax(), "knn": KNN(k=5)}, tmp_path, protocol="paper", num_to_avg=3)
+    evaluation, _ = _evaluate({"msp": MaxSoftmax(), "knn": KNN(k=5)}, tmp_path,
+                              settings=EvaluationSettings(protocol="paper", num_to_avg=3))
     path = write_scores(evaluation.sample_scores, tmp_path)
     saved = np.load(path)  # no pickle needed
     assert sorted(saved) == sorted(["in/labels", "in/predictions", *[f"{s}/{d}" for s in ("in", "noise", "blank")
@@ -116,3 +118,16 @@ def test_detector_hyperparameters_are_judged_on_validation_data_only(tmp_path):
     assert twenty["detectors"]["knn"]["hparams"]["k"] == 20 and "val" in twenty["detectors"]["knn"]
     assert fewer_tests["detectors"]["knn"]["val"] == five["detectors"]["knn"]["val"]  # test sets do not count
     assert "val_ood" not in five["ood"] and "gaussian" not in fewer_tests["ood"]
+
+
+@pytest.mark.parametrize("positive", ["in", "out"])
+def test_validation_fpr_of_training_equals_the_primary_detectors_validation_fpr(tmp_path, positive):
+    """oe-train's val/fpr95 (what hparams_search minimises) and the primary detector's own ``val`` metrics
+    are one computation on the same split, with the evaluation group's positive class (the energy presets
+    use positive=in: the module used to count OOD as positive there regardless)."""
+    from tests.conftest import train_in_process
+
+    results = train_in_process(tmp_path, "trainer.max_epochs=2", f"evaluation.positive={positive}")
+    primary = results["detectors"][results["detector"]]["val"]
+    assert results["val"]["fpr95"] == pytest.approx(primary["fpr95"], abs=1e-12)
+    assert results["val"]["auroc"] == pytest.approx(primary["auroc"], abs=1e-12)

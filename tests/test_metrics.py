@@ -369,7 +369,7 @@ def test_id_positive_fpr_is_the_energy_papers_get_measures_of_negated_scores(rul
         fpr, tpr, _ = roc_curve(np.r_[np.ones(700), np.zeros(300)], -np.r_[s_in.numpy(), s_out.numpy()])
         assert ours["fpr95"] == pytest.approx(fpr[np.searchsorted(tpr, 0.95)], abs=1e-12)
     assert ours["fpr95"] != pytest.approx(ood_metrics(s_in, s_out, fpr_rule=rule)["fpr95"], abs=1e-3)
-    with pytest.raises(ValueError, match="positive must be 'out'"):
+    with pytest.raises(ValueError, match="positive='ood' must be out"):
         ood_metrics(s_in, s_out, positive="ood")
 
 
