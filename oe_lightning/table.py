@@ -18,6 +18,7 @@ AUPR is AUPR-Out (OOD positive), the paper's AUPR. Values are percentages.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import statistics
@@ -55,6 +56,13 @@ class Group:
     runs: list[dict[str, Any]] = field(default_factory=list)
     distinguish: tuple[str, ...] = ()  # config keys shown in the label (they vary between groups)
     identity: dict[str, Any] | None = None  # the group's resolved config (results.group_identity)
+    key: str = ""  # what its runs share: their results' group_id, or (older results) their key config
+
+    @property
+    def group_id(self) -> str:
+        """A short id of the group, the same for every re-run of its experiment."""
+        return self.key if len(self.key) <= 16 and self.key.isalnum() else \
+            hashlib.sha256(self.key.encode()).hexdigest()[:16]
 
     @property
     def data(self) -> str:
@@ -166,7 +174,7 @@ def group_runs(runs: Iterable[dict[str, Any]]) -> list[Group]:
     groups: dict[str, Group] = {}
     for run in runs:
         key = run.get("group_id") or json.dumps(group_key(run.get("config", {})), sort_keys=True, default=str)
-        group = groups.setdefault(key, Group(group_key(run.get("config", {}))))
+        group = groups.setdefault(key, Group(group_key(run.get("config", {})), key=key))
         if run.get("identity") is not None and group.identity is None:
             group.identity = group_identity(run["identity"])
         if run["config"].get("seed") not in group.seeds:
@@ -506,8 +514,8 @@ def render_csv(groups: Sequence[Group]) -> str:
     """Tidy rows: one per group, OOD set (``mean`` last) and metric; text cells never read as
     formulas (:func:`oe_lightning.escaping.csv_cell`), numbers as they are."""
     text = escaping.csv_cell
-    rows: list[list[object]] = [["data", "method", "loss", "lambda_oe", "score", "seeds", "ood_set", "metric",
-                                 "mean", "std", "paper", "delta_vs_paper"]]
+    rows: list[list[object]] = [["data", "group", "group_id", "method", "loss", "lambda_oe", "score", "seeds",
+                                 "ood_set", "metric", "mean", "std", "paper", "delta_vs_paper"]]
     for g in groups:
         for s in [*g.ood_sets(), None]:
             for m in METRICS:
@@ -515,7 +523,8 @@ def render_csv(groups: Sequence[Group]) -> str:
                 if stat is None:
                     continue
                 delta = "" if paper is None else f"{stat[0] - paper:.4f}"
-                rows.append([text(g.data), g.method, text(str(g.config.get("loss") or "")), g.lambda_oe,
+                rows.append([text(g.data), text(g.label), g.group_id, g.method, text(str(g.config.get("loss") or "")),
+                             g.lambda_oe,
                              text(str(g.config.get("score"))), len(g.runs), text(s or "mean"), m, f"{stat[0]:.4f}",
                              f"{stat[1]:.4f}", "" if paper is None else paper, delta])
     return escaping.csv_lines(rows)

@@ -87,7 +87,7 @@ def test_cli_writes_tables_and_a_lambda_plot_when_lambda_was_swept(tmp_path, cap
     for lam, fpr in ((0.0, 0.6), (0.1, 0.3), (0.5, 0.2)):
         fake_results(tmp_path, f"lam_{lam}", lam, 0, fpr)
     assert main([str(tmp_path), "--format", "csv"]) == 0
-    assert capsys.readouterr().out.startswith("data,method,loss,lambda_oe")
+    assert capsys.readouterr().out.startswith("data,group,group_id,method,loss,lambda_oe")
     assert (tmp_path / "fpr95_vs_lambda.png").read_bytes()[:4] == b"\x89PNG"
     assert "| cifar10 | baseline |" in (tmp_path / "table.md").read_text()
 
@@ -221,3 +221,25 @@ def test_training_method_by_detector_table(tmp_path, capsys):
     assert rows[1][1:] == ["11.00 ± 1.41", "13.00 ± 1.41"]
     assert main([str(tmp_path), "--no-files", "--format", "md"]) == 0
     assert "| baseline | 31.00 ± 1.41 | 21.00 ± 1.41 |" in capsys.readouterr().out
+
+
+def test_groups_that_differ_only_in_a_nested_key_are_told_apart_in_every_format(tmp_path):
+    """Two energy runs that differ only in loss.fn.m_out: the CSV carries each row's group label and
+    group id (it used to give two groups identical columns), and table.md / table.tex name the key."""
+    for m_out, fpr in ((-3, 0.2), (-5, 0.1)):
+        fake_results(tmp_path, f"m{m_out}", 0.1, 0, fpr, loss="EnergyMargin")
+        path = tmp_path / f"m{m_out}" / "results.json"
+        results = json.loads(path.read_text())
+        identity = {"data.name": "cifar10", "loss.lambda_oe": 0.1, "loss.fn.m_out": m_out, "seed": 0}
+        results.update(identity=identity, group_id=f"g{-m_out}")
+        path.write_text(json.dumps(results))
+    groups = group_runs(collect_runs(tmp_path)[0])
+    rows = list(csv.DictReader(io.StringIO(render_csv(groups))))
+    mean_fpr = {(r["group"], r["group_id"]): float(r["mean"]) for r in rows
+                if r["ood_set"] == "mean" and r["metric"] == "fpr95"}
+    assert mean_fpr == {("EnergyMargin λ=0.1 (scratch) [loss.fn.m_out=-3]", "g3"): pytest.approx(20.0),
+                        ("EnergyMargin λ=0.1 (scratch) [loss.fn.m_out=-5]", "g5"): pytest.approx(10.0)}
+    assert main([str(tmp_path), "--format", "csv", "--out", str(tmp_path)]) == 0  # writes md, tex, csv
+    for name in ("table.md", "table.tex", "table.csv"):
+        text = (tmp_path / name).read_text()
+        assert "m_out=-3" in text.replace(r"\_", "_") and "m_out=-5" in text.replace(r"\_", "_"), name
