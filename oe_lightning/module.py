@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from oe_lightning.baseline import is_baseline
 from oe_lightning.checkpoints import load_backbone_weights
 from oe_lightning.data.samplers import sample_seed
 from oe_lightning.errors import NonFiniteLossError, OEUserError
@@ -144,7 +145,7 @@ class OutlierExposureModule(pl.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         x_in, y = batch["in"]
-        x_oe = batch.get("oe") if self.lambda_oe > 0 else None
+        x_oe = None if is_baseline(self.lambda_oe) else batch.get("oe")
         n_in = x_in.shape[0]
         if x_oe is not None:
             logits = self._train_forward(torch.cat([x_in, x_oe]))

@@ -7,6 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from oe_lightning.baseline import is_baseline
 from oe_lightning.escaping import markdown, rich_text
 
 METRIC_LABELS = {"fpr95": "FPR95 ↓", "auroc": "AUROC ↑", "aupr_in": "AUPR-In ↑",
@@ -38,7 +39,7 @@ def results_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def _title(results: dict[str, Any]) -> str:
     c = results.get("config", {})
-    loss = c.get("loss") if c.get("lambda_oe") else "baseline"
+    loss = "baseline" if is_baseline(c.get("lambda_oe")) else c.get("loss")
     parts = [c.get("data"), f"{loss} λ={c.get('lambda_oe')}", c.get("score"), f"seed {c.get('seed')}"]
     return " · ".join(str(p) for p in parts if p)
 

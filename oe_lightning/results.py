@@ -14,6 +14,7 @@ from typing import IO, Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from oe_lightning.baseline import is_baseline, uses_oe_key
 from oe_lightning.errors import OEUserError
 
 RESULTS_FILE = "results.json"
@@ -94,18 +95,15 @@ def identity_hash(identity: dict[str, Any], ignore: tuple[str, ...] = ()) -> str
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-UNUSED_WITHOUT_OE = ("loss.", "oe.", "data.oe_", "module.oe_loss")  # what λ = 0 never touches
-
-
 def group_identity(identity: dict[str, Any]) -> dict[str, Any]:
     """The identity shared by every seed of an experiment: :data:`PER_SEED` left out, whether a
     checkpoint was fine-tuned kept (``tuned``); for a λ = 0 baseline, the OE loss and data it never
     uses are left out too."""
     kept = {k: v for k, v in identity.items() if k not in PER_SEED}
     for prefix in ("", "trained."):
-        if kept.get(f"{prefix}loss.lambda_oe") == 0:
+        if f"{prefix}loss.lambda_oe" in kept and is_baseline(kept[f"{prefix}loss.lambda_oe"]):
             kept = {k: v for k, v in kept.items() if k == f"{prefix}loss.lambda_oe"
-                    or not k.startswith(tuple(prefix + p for p in UNUSED_WITHOUT_OE))}
+                    or not (k.startswith(prefix) and uses_oe_key(k.removeprefix(prefix)))}
     kept["tuned"] = bool(identity.get("module.pretrained") or identity.get("trained.module.pretrained"))
     return kept
 

@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
+from oe_lightning.baseline import is_baseline
 from oe_lightning.checkpoint_writing import add_to_checkpoint, with_atomic_checkpoints
 from oe_lightning.checkpoints import checked_model_config, load_backbone_weights, read_checkpoint
 from oe_lightning.config import flat_config
@@ -195,7 +196,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
     ckpt_path, resumed_step = resume_checkpoint(cfg)
     module = build_module(cfg)
-    datamodule = build_datamodule(cfg, with_oe=module.lambda_oe > 0)
+    datamodule = build_datamodule(cfg, with_oe=not is_baseline(module.lambda_oe))
     check_objective(cfg.get("optimized_metric"), datamodule, module)
     check_accelerator(cfg)
     loggers = build_loggers(cfg.get("logger"))
@@ -247,7 +248,7 @@ def check_objective(metric: str | None, datamodule: OEDataModule, module: Outlie
             f"optimized_metric={metric} needs a validation split, but data.val_fraction=0. Set "
             f"data.val_fraction=0.1 (hparams_search=optuna_lambda does), or optimize mean.fpr95."
         )
-    if metric in ("val.fpr95", "val.auroc") and module.lambda_oe == 0 and datamodule.val_ood_factory is None:
+    if metric in ("val.fpr95", "val.auroc") and is_baseline(module.lambda_oe) and datamodule.val_ood_factory is None:
         raise OEUserError(
             f"optimized_metric={metric} compares the ID validation split with held-out OE images, "
             f"and loss.lambda_oe=0 loads no OE data. Search λ over values > 0 (e.g. interval(0.01, 2)), "

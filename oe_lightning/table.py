@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from oe_lightning import escaping
+from oe_lightning.baseline import is_baseline
 from oe_lightning.paper_results import (
     CALIBRATION,
     ENERGY_MEAN_FPR95,
@@ -75,7 +76,7 @@ class Group:
     @property
     def method(self) -> str:
         """``baseline``, ``oe_tune`` (fine-tuned from a checkpoint) or ``oe_scratch``."""
-        if self.lambda_oe == 0:
+        if is_baseline(self.lambda_oe):
             return "baseline"
         return "oe_tune" if self.config.get("tuned") else "oe_scratch"
 
@@ -144,7 +145,7 @@ def collect_runs(root: str | Path) -> tuple[list[dict[str, Any]], list[Path]]:
 def group_key(config: dict[str, Any]) -> dict[str, Any]:
     key = {k: v for k, v in config.items() if k not in IGNORED_KEYS}
     key["tuned"] = bool(config.get("pretrained"))
-    if not config.get("lambda_oe"):  # a baseline: no OE term, so its OE loss and data do not matter
+    if is_baseline(config.get("lambda_oe")):  # no OE term, so its OE loss and data do not matter
         key["loss"] = key["oe"] = None
         key["lambda_oe"] = 0.0
     return key
@@ -200,7 +201,7 @@ def group_runs(runs: Iterable[dict[str, Any]]) -> list[Group]:
             if k not in ("data", "loss", "lambda_oe", "tuned")
             and (varies(k, oe_peers) if k == "oe" else varies(k, peers))
             and not (k == "oe" and g.method == "baseline"))
-    return sorted(groups.values(), key=lambda g: (g.data, g.lambda_oe != 0, str(g.config.get("loss")),
+    return sorted(groups.values(), key=lambda g: (g.data, not is_baseline(g.lambda_oe), str(g.config.get("loss")),
                                                   g.lambda_oe, g.method, g.label))
 
 
@@ -221,7 +222,7 @@ def baseline_for(group: Group, groups: Sequence[Group]) -> Group | None:
 def paper_numbers(group: Group, ood_set: str | None, metric: str) -> float | None:
     """The paper's value for this group's dataset and method (MSP, the paper's loss only), where
     ours is comparable: FPR95 only when read with the paper's rule, the mean only over its sets."""
-    if group.config.get("loss") == "EnergyMargin" and group.lambda_oe > 0:
+    if group.config.get("loss") == "EnergyMargin" and not is_baseline(group.lambda_oe):
         return energy_paper_number(group, ood_set, metric)
     if group.config.get("score") != PAPER_SCORE:
         return None

@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from oe_lightning.baseline import is_baseline, uses_oe_key
 from oe_lightning.checks import Check, boolean, choice, existing_file, integer, is_int, number, optional
 from oe_lightning.errors import OEUserError
 from oe_lightning.evaluation_settings import SETTING_RULES
@@ -145,8 +146,8 @@ def problems(cfg: DictConfig, task: str = "train", skip: frozenset[str] = frozen
     for name in detectors:
         for key, (check, what, fix) in DETECTOR_RULES.items():
             rules.append((f"detector.{name}.{key}", check, what, fix))
-    if task == "train" and _value(cfg, "loss.lambda_oe")[0] == 0:  # a baseline reads no OE data
-        rules = [r for r in rules if not r[0].startswith("oe.")]
+    if task == "train" and is_baseline(_value(cfg, "loss.lambda_oe")[0]):  # a baseline reads no OE data
+        rules = [r for r in rules if not uses_oe_key(r[0])]
     found = []
     for key, check, what, fix in rules:
         if key in skip or any(f.startswith(f"{k}=") for k in DERIVED.get(key, ()) for f in found):
