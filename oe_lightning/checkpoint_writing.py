@@ -24,7 +24,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from lightning_fabric.plugins import CheckpointIO, TorchCheckpointIO
+from pytorch_lightning.plugins import CheckpointIO, TorchCheckpointIO
 
 from oe_lightning.errors import OEUserError, Preempted
 from oe_lightning.results import replacing

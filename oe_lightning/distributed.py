@@ -11,15 +11,14 @@ again, in the wrong directory. :class:`HydraDDPStrategy` starts every child as a
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch.distributed as dist
-from pytorch_lightning.strategies import DDPStrategy
-from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+from oe_lightning.compat import DDPStrategyWithScriptLauncher, ScriptLauncher
 
 LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 _ENTRY_MODULE: str | None = None
@@ -71,39 +70,25 @@ def child_command(local_rank: int) -> list[str]:
             f"hydra.job.name={hydra_cfg.job.name}_rank{local_rank}"]
 
 
-class HydraJobLauncher(_SubprocessScriptLauncher):
+class HydraJobLauncher(ScriptLauncher):
     """Lightning's subprocess launcher, with children started by :func:`child_command`."""
 
-    def _call_children_scripts(self) -> None:
+    def command_for_rank(self, local_rank: int) -> list[str] | None:
         from hydra.core.hydra_config import HydraConfig
 
         if not HydraConfig.initialized():  # not under Hydra: Lightning's own re-launch is right
-            return super()._call_children_scripts()
-        self._check_can_spawn_children()
-        self.procs = []
-        env = self.cluster_environment
-        os.environ.update(MASTER_ADDR=env.main_address, MASTER_PORT=str(env.main_port),
-                          NODE_RANK=str(env.node_rank()), LOCAL_RANK=str(env.local_rank()),
-                          WORLD_SIZE=str(self.num_processes * self.num_nodes))
-        for local_rank in range(1, self.num_processes):
-            child_env = {**os.environ, "LOCAL_RANK": str(local_rank)}
-            self.procs.append(subprocess.Popen(child_command(local_rank), env=child_env))
-        return None
+            return None
+        return child_command(local_rank)
 
 
-class HydraDDPStrategy(DDPStrategy):
+class HydraDDPStrategy(DDPStrategyWithScriptLauncher):
     """``DDPStrategy`` whose re-launched ranks run the current Hydra job, each in its directory.
 
     Use it as ``trainer.strategy`` (``trainer=ddp`` / ``trainer=ddp_sim`` do). Under SLURM or
     torchrun the processes already exist and nothing is launched.
     """
 
-    def _configure_launcher(self) -> None:
-        super()._configure_launcher()
-        if isinstance(self._launcher, _SubprocessScriptLauncher):
-            assert self.cluster_environment is not None
-            self._launcher = HydraJobLauncher(self.cluster_environment, self.num_processes,
-                                              self.num_nodes)
+    script_launcher = HydraJobLauncher
 
 
 @contextmanager

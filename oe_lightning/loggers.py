@@ -16,6 +16,12 @@ from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_only
 
+from oe_lightning.compat import (
+    ContinuingExperimentWriter,
+    logger_experiment_or_none,
+    set_logger_experiment,
+    wandb_init_kwargs,
+)
 from oe_lightning.results import replacing
 
 log = logging.getLogger("oe_lightning")
@@ -27,8 +33,9 @@ class OEWandbLogger(WandbLogger):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        if self._wandb_init.get("anonymous") is None:
-            self._wandb_init.pop("anonymous", None)
+        init = wandb_init_kwargs(self)
+        if init.get("anonymous") is None:
+            init.pop("anonymous", None)
 
 
 def wandb_has_credentials() -> bool:
@@ -67,18 +74,8 @@ def finished_on_exit(loggers: list[Logger]) -> Iterator[None]:
 def finish_loggers(loggers: list[Logger], exit_code: int = 0) -> None:
     """Close W&B runs (marked failed when ``exit_code`` != 0) so the next sweep job starts its own."""
     for logger in loggers:
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+        if isinstance(logger, WandbLogger) and logger_experiment_or_none(logger) is not None:
             logger.experiment.finish(exit_code=exit_code)
-
-
-class _ContinuingWriter(ExperimentWriter):
-    """Lightning's CSV writer, except that an existing ``metrics.csv`` is continued, not deleted."""
-
-    def _check_log_dir_exists(self) -> None:
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
-                header = next(csv.reader(file), [])
-            self.metrics_keys = sorted(header)
 
 
 class ResumableCSVLogger(CSVLogger):
@@ -92,9 +89,11 @@ class ResumableCSVLogger(CSVLogger):
 
     @property
     def experiment(self) -> ExperimentWriter:
-        if self._experiment is None:
-            self._experiment = _ContinuingWriter(log_dir=self.log_dir)
-        return self._experiment
+        experiment = logger_experiment_or_none(self)
+        if experiment is None:  # an existing metrics.csv is continued, not deleted
+            experiment = ContinuingExperimentWriter(log_dir=self.log_dir)
+            set_logger_experiment(self, experiment)
+        return experiment
 
     @rank_zero_only
     def continue_from(self, step: int) -> None:
@@ -104,8 +103,9 @@ class ResumableCSVLogger(CSVLogger):
             return
         if step <= 0:
             path.unlink()
-            if self._experiment is not None:
-                self._experiment.metrics_keys = []
+            experiment = logger_experiment_or_none(self)
+            if experiment is not None:
+                experiment.metrics_keys = []
             return
         with path.open(newline="") as file:
             reader = csv.DictReader(file)

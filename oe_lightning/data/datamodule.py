@@ -475,7 +475,9 @@ class OEDataModule(pl.LightningDataModule):
         trainer = self.trainer
         if trainer is None or not trainer.training:
             return {}
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        from oe_lightning.compat import batches_processed_this_epoch
+
+        done = batches_processed_this_epoch(trainer)
         return {"train_position": {"epoch": int(trainer.current_epoch), "batches_done": int(done),
                                    "epoch_batches": int(trainer.num_training_batches)}}
 

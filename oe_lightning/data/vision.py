@@ -23,6 +23,7 @@ from torchvision import datasets
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 from torchvision.transforms import v2
 
+from oe_lightning.compat import integrity_check_override
 from oe_lightning.config import class_folders, class_links_skipped
 from oe_lightning.data.files import LOOP, NOT_REGULAR, Listing, list_files, warn_skipped
 from oe_lightning.data.missing import missing_dataset
@@ -49,7 +50,7 @@ def _checked_class(cls: type, checksums: Mapping[str, str] | None) -> type:
     if hasattr(cls, "split_list"):
         attrs["split_list"] = {k: [url, f, checksums.get(f, md5)]
                                for k, (url, f, md5) in cls.split_list.items()}
-    attrs["_check_integrity"] = _remembered_integrity(cls._check_integrity)
+    attrs.update(integrity_check_override(cls, _remembered_integrity))
     return type(cls.__name__, (cls,), attrs)
 
 
@@ -67,7 +68,7 @@ def _integrity_files(dataset: Any) -> list[tuple[Path, str]]:
 def _remembered_integrity(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     """torchvision's md5 check, once per process for each unchanged file (same size and mtime): the
     train, held-out, fit and test views of one dataset no longer hash the same files four times."""
-    def _check_integrity(self: Any) -> bool:
+    def check_once(self: Any) -> bool:
         try:
             stamps = {(str(p), p.stat().st_size, p.stat().st_mtime_ns, md5) for p, md5 in _integrity_files(self)}
         except (OSError, AttributeError):
@@ -78,7 +79,7 @@ def _remembered_integrity(check: Callable[[Any], bool]) -> Callable[[Any], bool]
         if ok:
             _VERIFIED.update(stamps)
         return ok
-    return _check_integrity
+    return check_once
 
 
 def cifar(root: str | Path, name: str = "cifar10", split: str = "train",
