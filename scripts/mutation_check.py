@@ -62,7 +62,7 @@ MUTATIONS = [
     Mutation("knn_default", "conf/detector/knn.yaml k 50 -> 5 (the README says 50)", "conf/detector/knn.yaml",
              (("  k: 50", "  k: 5"),), ("tests/test_config.py", "tests/test_detectors.py")),
     Mutation("oe_not_augmented", "OE batches no longer augmented on the default path",
-             "oe_lightning/data/datamodule.py",
+             "oe_lightning/data/device_batches.py",
              (("            if role not in batch:\n", "            if role not in batch or role == \"oe\":\n"),),
              ("tests/test_batch_augment.py",)),
     Mutation("keep_id_widened", "evaluation.keep_id's range widened to (0, 2]", "oe_lightning/validate.py",
