@@ -49,3 +49,22 @@ class Entropy(nn.Module):
     def forward(self, logits: Tensor) -> Tensor:
         log_p = F.log_softmax(logits, dim=1)
         return -(log_p.exp() * log_p).sum(dim=1)
+
+
+class GeneralizedEntropy(nn.Module):
+    """GEN (Liu, Lochman & Zach, CVPR 2023): ``sum_j p_j^γ (1 - p_j)^γ`` over the ``top_m`` largest softmax
+    probabilities; larger (a flatter prediction) = more OOD. OpenOOD's ``gen_postprocessor.py``
+    (``generalized_entropy``, lines 31-37) returns its negative as a confidence, with γ = 0.1 and M = 100."""
+
+    def __init__(self, gamma: float = 0.1, top_m: int = 100):
+        super().__init__()
+        if not (isinstance(gamma, int | float) and 0 < gamma <= 1) or not (isinstance(top_m, int) and top_m >= 1):
+            from oe_lightning.errors import OEUserError
+
+            raise OEUserError(f"GEN takes gamma in (0, 1] and top_m >= 1 (the paper: gamma=0.1, top_m=100), got "
+                              f"gamma={gamma!r}, top_m={top_m!r}.")
+        self.gamma, self.top_m = float(gamma), top_m
+
+    def forward(self, logits: Tensor) -> Tensor:
+        top = F.softmax(logits, dim=1).topk(min(self.top_m, logits.shape[1]), dim=1).values
+        return (top.pow(self.gamma) * (1 - top).pow(self.gamma)).sum(dim=1)
