@@ -13,7 +13,8 @@ CONF = Path(config_dir())
 
 
 def options(group):
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    """The options a user can pick: a file named _*.yaml is a base that options pull in, not one itself."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.name.startswith("_"))
 
 
 def compose_train(*overrides):
