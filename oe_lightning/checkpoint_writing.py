@@ -42,6 +42,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        """Write ``checkpoint`` to ``path`` atomically (see the class); a failed local write raises an
+        ``OEUserError`` naming the file, the cause and the free space."""
         if "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
@@ -101,6 +103,8 @@ class StepCheckpoint(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
+        """Write ``step.ckpt`` when the global step is a multiple of ``every_n_steps``, except at an epoch's
+        last batch."""
         if (self.every_n_steps and trainer.global_step % self.every_n_steps == 0
                 and batch_idx + 1 < trainer.num_training_batches):
             trainer.save_checkpoint(self.path)
@@ -132,6 +136,7 @@ class PreemptionCheckpoint(pl.Callback):
         self.received = signum
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Forget any earlier signal and install the handler for ``signals`` (left alone outside the main thread)."""
         self.received = None
         for signum in self.signals:
             with contextlib.suppress(ValueError, OSError):  # not the main thread: leave signals alone
@@ -144,13 +149,17 @@ class PreemptionCheckpoint(pl.Callback):
         self._previous = {}
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Restore the signal handlers that were there before training."""
         self._restore()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """Restore the signal handlers that were there before training."""
         self._restore()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
+        """After a step, if a signal arrived (under DDP: on any rank, asked every ``ddp_check_every`` steps): write
+        ``preempted.ckpt``, hand the signal to the previous handler and raise ``Preempted`` (exit 128 + its number)."""
         received = self.received is not None
         if trainer.world_size > 1:
             if trainer.global_step % self.ddp_check_every:

@@ -59,6 +59,8 @@ class RefuseBadConfig(Callback):
     Swept values are checked by each job."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Refuse ``hydra.run.dir`` if it cannot be written or (rank 0 only) holds another command's results or
+        another run's checkpoints: print the error and exit 2."""
         from oe_lightning.run_folder import check_run_folder
         from oe_lightning.run_lock import launched_as_rank_zero
         from oe_lightning.validate import check_output_folder
@@ -72,6 +74,8 @@ class RefuseBadConfig(Callback):
             sys.exit(EXIT_USER_ERROR)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Check ``hydra.sweep.dir`` and the composed config, all but the swept keys (each job checks its own value);
+        print the error and exit 2."""
         from oe_lightning.validate import check_config, check_output_folder
 
         swept = frozenset(o.split("=", 1)[0].lstrip("+~") for o in config.hydra.overrides.task

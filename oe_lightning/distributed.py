@@ -74,6 +74,7 @@ class HydraJobLauncher(ScriptLauncher):
     """Lightning's subprocess launcher, with children started by :func:`child_command`."""
 
     def command_for_rank(self, local_rank: int) -> list[str] | None:
+        """The command line of ``local_rank`` (:func:`child_command`); None outside Hydra, for Lightning's own."""
         from hydra.core.hydra_config import HydraConfig
 
         if not HydraConfig.initialized():  # not under Hydra: Lightning's own re-launch is right

@@ -125,6 +125,8 @@ class OODEvaluation(pl.LightningModule):
         return names
 
     def on_test_epoch_start(self) -> None:
+        """Name the loaders, check the fitted detectors' settings against the ``fit`` set's size, and create
+        each set's stores (logits, features, labels, per-batch scores as the detectors need)."""
         self.names = self.loader_names()
         self._check_fit_sizes()
         self._view = None
@@ -219,6 +221,8 @@ class OODEvaluation(pl.LightningModule):
         return self._curves
 
     def on_test_epoch_end(self) -> None:
+        """Fit the detectors that need it, score every set with every detector, and put metrics, calibration and
+        the operating point in :attr:`results`, per-sample scores in :attr:`sample_scores`; log ``test/...``."""
         sets = self._gathered()
         head = self._view.get_classifier() if self._view is not None else None
         if self.fit_detectors:

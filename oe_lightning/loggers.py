@@ -39,6 +39,7 @@ class OEWandbLogger(WandbLogger):
 
 
 def wandb_has_credentials() -> bool:
+    """Whether a W&B API key is set in ``WANDB_API_KEY`` or in the netrc file (``$NETRC``, else ``~/.netrc``)."""
     if os.environ.get("WANDB_API_KEY"):
         return True
     netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
@@ -89,6 +90,7 @@ class ResumableCSVLogger(CSVLogger):
 
     @property
     def experiment(self) -> ExperimentWriter:
+        """The CSV writer, created on first use as one that continues an existing ``metrics.csv``."""
         experiment = logger_experiment_or_none(self)
         if experiment is None:  # an existing metrics.csv is continued, not deleted
             experiment = ContinuingExperimentWriter(log_dir=self.log_dir)

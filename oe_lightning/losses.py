@@ -24,6 +24,7 @@ class UniformCrossEntropy(nn.Module):
 
     def forward(self, logits_oe: Tensor, logits_in: Tensor | None = None,
                 targets: Tensor | None = None) -> Tensor:
+        """Mean over OE samples of ``logsumexp - mean`` of the logits; ID arguments unused."""
         return (torch.logsumexp(logits_oe, dim=1) - logits_oe.mean(dim=1)).mean()
 
 
@@ -36,6 +37,7 @@ class JensenShannonUniform(nn.Module):
 
     def forward(self, logits_oe: Tensor, logits_in: Tensor | None = None,
                 targets: Tensor | None = None) -> Tensor:
+        """Mean over OE samples, computed in float64, returned in the logits' dtype; ID arguments unused."""
         num_classes = logits_oe.shape[1]
         log_p = F.log_softmax(logits_oe.double(), dim=1)
         log_u = torch.full_like(log_p, -math.log(num_classes))
@@ -64,9 +66,11 @@ class EnergyMargin(nn.Module):
         self.m_in, self.m_out, self.temperature = m_in, m_out, temperature
 
     def energy(self, logits: Tensor) -> Tensor:
+        """E = -T · logsumexp(logits / T), one per sample."""
         return -self.temperature * torch.logsumexp(logits / self.temperature, dim=1)
 
     def forward(self, logits_oe: Tensor, logits_in: Tensor, targets: Tensor | None = None) -> Tensor:
+        """The two squared hinges, each averaged over its samples; ``targets`` unused."""
         hinge_in = F.relu(self.energy(logits_in) - self.m_in).pow(2).mean()
         hinge_out = F.relu(self.m_out - self.energy(logits_oe)).pow(2).mean()
         return hinge_in + hinge_out

@@ -28,6 +28,7 @@ class _NoTips(logging.Filter):
     """Drops Lightning's advertising tips and notes about our own deliberate choices."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """False (drop the record) when its message contains one of :data:`DROPPED`."""
         return not any(text in str(record.msg) for text in DROPPED)
 
 

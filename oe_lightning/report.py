@@ -97,6 +97,8 @@ def operating_line(results: dict[str, Any]) -> str | None:
 
 
 def print_results(results: dict[str, Any], console: Console | None = None) -> None:
+    """Print one run's results table, the deployed threshold's line (if any) and, with several detectors,
+    a table of each one's mean."""
     console = console or Console(width=max(Console().width, 100))
     console.print(results_table(results))
     deployed = operating_line(results)

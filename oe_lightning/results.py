@@ -223,6 +223,7 @@ def write_scores(scores: dict[str, Any], run_dir: str | Path) -> Path:
 
 
 def read_results(path: str | Path) -> dict[str, Any]:
+    """The parsed ``results.json`` (file or run directory); raises if it is missing or not JSON."""
     path = Path(path)
     if path.is_dir():
         path = path / RESULTS_FILE

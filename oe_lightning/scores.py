@@ -11,6 +11,7 @@ class MaxSoftmax(nn.Module):
     """Negative maximum softmax probability (Hendrycks & Gimpel, 2017; the paper's default)."""
 
     def forward(self, logits: Tensor) -> Tensor:
+        """Minus the max softmax probability, one per sample."""
         return -F.softmax(logits, dim=1).max(dim=1).values
 
 
@@ -18,6 +19,7 @@ class MaxLogit(nn.Module):
     """Negative maximum logit (Hendrycks et al., 2022)."""
 
     def forward(self, logits: Tensor) -> Tensor:
+        """Minus the max logit, one per sample."""
         return -logits.max(dim=1).values
 
 
@@ -29,6 +31,7 @@ class Energy(nn.Module):
         self.temperature = temperature
 
     def forward(self, logits: Tensor) -> Tensor:
+        """The free energy -T · logsumexp(logits / T), one per sample."""
         return -self.temperature * torch.logsumexp(logits / self.temperature, dim=1)
 
 
@@ -40,6 +43,7 @@ class UniformCrossEntropyScore(nn.Module):
     """
 
     def forward(self, logits: Tensor) -> Tensor:
+        """mean(logits) - logsumexp(logits), one per sample."""
         return logits.mean(dim=1) - torch.logsumexp(logits, dim=1)
 
 
@@ -47,6 +51,7 @@ class Entropy(nn.Module):
     """Shannon entropy of the softmax prediction."""
 
     def forward(self, logits: Tensor) -> Tensor:
+        """The entropy of the softmax prediction in nats, one per sample."""
         log_p = F.log_softmax(logits, dim=1)
         return -(log_p.exp() * log_p).sum(dim=1)
 
@@ -66,5 +71,7 @@ class GeneralizedEntropy(nn.Module):
         self.gamma, self.top_m = float(gamma), top_m
 
     def forward(self, logits: Tensor) -> Tensor:
+        """``sum_j p_j^γ (1 - p_j)^γ`` over the ``top_m`` largest softmax probabilities (all, if fewer),
+        one per sample."""
         top = F.softmax(logits, dim=1).topk(min(self.top_m, logits.shape[1]), dim=1).values
         return (top.pow(self.gamma) * (1 - top).pow(self.gamma)).sum(dim=1)

@@ -70,6 +70,7 @@ def summarize(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 def summary_table(entries: list[dict[str, Any]], sweep_dir: Path) -> Table:
+    """A rich table of the sweep's jobs: name, status, mean FPR95 (in %) and error, coloured by status."""
     done = sum(e["status"] == "done" for e in entries)
     table = Table(title=rich_text(f"sweep {sweep_dir}: {done}/{len(entries)} jobs done"))
     for name in ("job", "status", "mean FPR95 %", "error"):
@@ -88,6 +89,8 @@ class SweepSummary(Callback):
         self.fail_on_error = fail_on_error
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """End joblib's idle workers, write and print the sweep summary; exit 1 if a job failed and
+        ``fail_on_error`` is set."""
         release_parallel_workers(config)
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():

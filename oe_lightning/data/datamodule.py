@@ -144,6 +144,7 @@ class OEDataModule(pl.LightningDataModule):
 
     @property
     def ood_names(self) -> list[str]:
+        """Names of the OOD test sets, in ``ood`` order."""
         return list(self.ood_factories)
 
     def _ood_folder(self, name: str, path: str | os.PathLike) -> DatasetFactory:
@@ -163,6 +164,8 @@ class OEDataModule(pl.LightningDataModule):
                 make(transform=None)
 
     def setup(self, stage: str | None = None) -> None:
+        """Open the datasets ``stage`` needs, each once: for ``fit``/``validate`` the training and ID validation
+        splits, OE and the validation OOD set; for ``test``/``predict`` the sets of :attr:`test_names`."""
         if self.train_set is None and stage in (None, "fit", "validate"):
             in_transform = self.test_transform if self._augmented("in") else self.train_transform
             train_aug = self.factories["train"](transform=in_transform)
@@ -347,8 +350,10 @@ class OEDataModule(pl.LightningDataModule):
         return list(self._test_sets())
 
     def test_dataloader(self) -> list[DataLoader]:
+        """One in-order loader per name of :attr:`test_names` (under DDP each rank gets its exact shard)."""
         return [self._eval_loader(d) for d in self._test_sets().values()]
 
     def test_set_sizes(self) -> dict[str, int]:
+        """Number of samples of each test set, by its :attr:`test_names` name."""
         return {name: len(d) for name, d in self._test_sets().items()}
 

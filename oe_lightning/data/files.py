@@ -37,6 +37,7 @@ class Listing:
     skipped: dict[str, list[str]] = field(default_factory=dict)
 
     def skip(self, reason: str, path: str) -> None:
+        """Record ``path`` as skipped for ``reason``."""
         self.skipped.setdefault(reason, []).append(path)
 
 

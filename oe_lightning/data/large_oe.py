@@ -59,10 +59,12 @@ class TinyImages(Dataset):
         return self.num_records
 
     def is_excluded(self, index: int) -> bool:
+        """Whether record ``index`` (counted from 0) is listed in ``exclude_file``."""
         i = np.searchsorted(self.excluded, index)
         return bool(i < len(self.excluded) and self.excluded[i] == index)
 
     def read(self, index: int) -> np.ndarray:
+        """Record ``index`` as a (32, 32, 3) uint8 array, read by seek through this process's own handle."""
         if self._file is None or self._pid != os.getpid():
             self._file, self._pid = open(self.path, "rb"), os.getpid()  # noqa: SIM115
         self._file.seek(index * RECORD_BYTES)
@@ -111,6 +113,7 @@ class NpyImages(Dataset):
 
     @property
     def data(self) -> np.ndarray:
+        """The memory-mapped array, opened once per process."""
         if self._data is None or self._pid != os.getpid():
             self._data, self._pid = np.load(self.path, mmap_mode="r"), os.getpid()
         return self._data

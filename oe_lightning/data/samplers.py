@@ -126,6 +126,7 @@ class KeyedSampler(_SelfShardingSampler):
         self.skip = 0  # keys to leave out at the start of the next pass (a mid-epoch resume)
 
     def set_epoch(self, epoch: int) -> None:
+        """Set the epoch of the keys, and of the wrapped sampler if it has ``set_epoch``."""
         self.epoch = epoch
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)

@@ -75,6 +75,8 @@ class SyntheticNoise(Dataset):
         return self.num_samples
 
     def image(self, index: int) -> Tensor:
+        """Noise image ``index`` as a float32 ``(C, H, W)`` tensor, without the transform; always the same for
+        the same ``(seed, index)``."""
         if not 0 <= index < self.num_samples:
             raise IndexError(f"index {index} out of range for {self.num_samples} noise images")
         rng = np.random.default_rng([self.seed, index])

@@ -49,6 +49,8 @@ class Detector(nn.Module):
         """Refuse, before anything is scored, settings that ``samples`` fitting samples cannot meet."""
 
     def score(self, outputs: Outputs, head: nn.Module | None = None) -> Tensor:
+        """One score per sample of ``outputs`` (larger = more OOD); ``head`` is the backbone's classifier.
+        Logit and feature detectors override it; here it raises ``NotImplementedError``."""
         raise NotImplementedError(f"{type(self).__name__} scores batches (needs={self.needs!r}), not stored outputs")
 
     def score_batch(self, model: nn.Module, view: Any, x: Tensor, maps: Tensor | None) -> Tensor:
@@ -56,6 +58,7 @@ class Detector(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} scores stored outputs (needs={self.needs!r})")
 
     def extra_repr(self) -> str:
+        """The hyperparameters as ``name=value, ...``, shown in the module's repr."""
         return ", ".join(f"{k}={v}" for k, v in self.hparams().items())
 
     def hparams(self) -> dict[str, Any]:
@@ -71,9 +74,11 @@ class LogitDetector(Detector):
         self.fn = fn
 
     def score(self, outputs: Outputs, head: nn.Module | None = None) -> Tensor:
+        """``fn`` applied to the stored logits."""
         return self.fn(outputs.logits)
 
     def hparams(self) -> dict[str, Any]:
+        """The class name of ``fn``, and its ``temperature`` if it has one."""
         temperature = getattr(self.fn, "temperature", None)
         return {"fn": type(self.fn).__name__, **({"temperature": temperature} if temperature is not None else {})}
 

@@ -49,9 +49,11 @@ class ASH(Detector):
         self.variant, self.percentile = variant, percentile
 
     def score_batch(self, model: nn.Module, view: Any, x: Tensor, maps: Tensor | None) -> Tensor:
+        """The energy score of the head's logits on the ASH-shaped ``maps``."""
         return energy_score(view.forward_head(ash(maps, self.percentile, self.variant)))
 
     def hparams(self) -> dict[str, Any]:
+        """``variant`` and ``percentile``."""
         return {"variant": self.variant, "percentile": self.percentile}
 
 
@@ -71,6 +73,7 @@ class ODIN(Detector):
         self.norm_std = list(norm_std) if norm_std is not None else None
 
     def score_batch(self, model: nn.Module, view: Any, x: Tensor, maps: Tensor | None) -> Tensor:
+        """Minus the max softmax at temperature T of ``x`` moved by ``eps`` against the gradient (see the class)."""
         with torch.inference_mode(False), torch.enable_grad():
             x = x.clone().detach().requires_grad_(True)
             logits = model(x) / self.temperature
@@ -84,4 +87,5 @@ class ODIN(Detector):
             return -F.softmax(model(x_hat) / self.temperature, dim=1).max(dim=1).values
 
     def hparams(self) -> dict[str, Any]:
+        """``temperature`` and ``eps``."""
         return {"temperature": self.temperature, "eps": self.eps}

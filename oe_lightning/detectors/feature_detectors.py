@@ -40,6 +40,8 @@ class Mahalanobis(Detector):
         self.register_buffer("precision", torch.empty(0), persistent=False)
 
     def fit(self, train: Outputs, head: nn.Module | None = None) -> Mahalanobis:
+        """Class means and the pseudo-inverse of the shared covariance, from the training features and labels;
+        every class from 0 to the largest label needs at least one sample."""
         z = _features(train, "Mahalanobis").float()
         if train.labels is None:
             raise OEUserError("Mahalanobis needs the ID training labels to fit its class means.")
@@ -57,6 +59,7 @@ class Mahalanobis(Detector):
         return self
 
     def score(self, outputs: Outputs, head: nn.Module | None = None) -> Tensor:
+        """The minimum squared Mahalanobis distance to a class mean, in float64."""
         _check_fitted(self.means.numel() > 0, "Mahalanobis")
         z = _features(outputs, "Mahalanobis").double()
         # (z - μ)ᵀ P (z - μ) = zᵀPz - 2 zᵀPμ + μᵀPμ for every class at once, in float64
@@ -87,12 +90,14 @@ class KNN(Detector):
         return z / z.norm(dim=1, keepdim=True).clamp(min=1e-12) if self.normalize else z
 
     def check_fit_size(self, samples: int) -> None:
+        """Refuse a feature bank of fewer than ``k`` samples."""
         if samples < self.k:
             raise OEUserError(f"detector.knn.k={self.k} is larger than the feature bank: the ID training set has "
                               f"{samples} images, and the k-th nearest of them must exist. Lower it to at most "
                               f"{samples} (detector.knn.k={max(1, min(50, samples))}).")
 
     def fit(self, train: Outputs, head: nn.Module | None = None) -> KNN:
+        """Keep the training features (normalised, with ``normalize``) as the bank."""
         bank = self._prepare(_features(train, "KNN"))
         self.check_fit_size(bank.shape[0])
         self.bank = bank
@@ -129,6 +134,7 @@ class KNN(Detector):
         return torch.from_numpy(d2[:, -1]).double().clamp(min=0).sqrt()
 
     def hparams(self) -> dict[str, Any]:
+        """``k`` and ``normalize``."""
         return {"k": self.k, "normalize": self.normalize}
 
 
@@ -154,6 +160,8 @@ class ViM(Detector):
         return head
 
     def fit(self, train: Outputs, head: nn.Module | None = None) -> ViM:
+        """The origin ``u = −W⁺b``, the residual basis and α, from the training features and ``head``
+        (which must be an ``nn.Linear``)."""
         fc = self._linear(head)
         z = _features(train, "ViM").float().cpu()
         w, b = fc.weight.detach().double().cpu(), fc.bias.detach().double().cpu()
@@ -171,6 +179,7 @@ class ViM(Detector):
         return self
 
     def score(self, outputs: Outputs, head: nn.Module | None = None) -> Tensor:
+        """``α‖x^{P⊥}‖ − logsumexp(logits)`` in float64, on CPU, the logits recomputed from the features by ``head``."""
         _check_fitted(self.residual_basis.numel() > 0, "ViM")
         fc = self._linear(head)
         z = _features(outputs, "ViM").float().cpu()
@@ -179,6 +188,7 @@ class ViM(Detector):
         return virtual.double() - torch.logsumexp(logits, dim=1).double()
 
     def hparams(self) -> dict[str, Any]:
+        """``d`` (None: half the feature dimensions)."""
         return {"d": self.d}
 
 
@@ -196,11 +206,13 @@ class ReAct(Detector):
         self.threshold: float | None = None
 
     def fit(self, train: Outputs, head: nn.Module | None = None) -> ReAct:
+        """The clipping threshold: the ``percentile`` of all training activations."""
         activations = _features(train, "ReAct").detach().float().cpu().flatten().numpy()
         self.threshold = float(numpy.percentile(activations, 100 * self.percentile))
         return self
 
     def score(self, outputs: Outputs, head: nn.Module | None = None) -> Tensor:
+        """The energy score of ``head`` on the features clipped at the threshold, on CPU."""
         _check_fitted(self.threshold is not None, "ReAct")
         if head is None:
             raise OEUserError("ReAct needs the backbone's classifier (get_classifier()) to score clipped features.")
@@ -210,4 +222,5 @@ class ReAct(Detector):
             return energy_score(head(clipped.to(param.device, param.dtype))).cpu()
 
     def hparams(self) -> dict[str, Any]:
+        """``percentile``."""
         return {"percentile": self.percentile}

@@ -21,11 +21,16 @@ CONTRACT = "forward_features(x), forward_head(features, pre_logits=False) and ge
 
 @runtime_checkable
 class FeatureBackbone(Protocol):
-    def forward_features(self, x: Tensor) -> Tensor: ...
+    """What feature detectors need of a backbone (timm's names); checked with ``isinstance``."""
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor: ...
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The last feature maps (or a feature vector) of ``x``."""
 
-    def get_classifier(self) -> nn.Module: ...
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Pooling, then the classifier; with ``pre_logits`` the penultimate feature vector."""
+
+    def get_classifier(self) -> nn.Module:
+        """The final linear layer."""
 
 
 class TorchvisionFeatures:
@@ -43,6 +48,7 @@ class TorchvisionFeatures:
         self.model, self.classifier = model, linears[-1]
 
     def forward_features(self, x: Tensor) -> Tensor:
+        """The input of the model's last ``nn.Linear`` in a forward pass on ``x``."""
         captured: list[Tensor] = []
         handle = self.classifier.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
         try:
@@ -52,9 +58,11 @@ class TorchvisionFeatures:
         return captured[-1]
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """``x`` itself with ``pre_logits``, else the last ``nn.Linear`` applied to it."""
         return x if pre_logits else self.classifier(x)
 
     def get_classifier(self) -> nn.Module:
+        """The model's last ``nn.Linear``."""
         return self.classifier
 
 

@@ -34,7 +34,9 @@ class SmallCNN(nn.Module):
         return x if pre_logits else self.fc(self.dropout(x))
 
     def get_classifier(self) -> nn.Module:
+        """The linear classifier ``fc``."""
         return self.fc
 
     def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(B, num_classes)``."""
         return self.forward_head(self.forward_features(x))

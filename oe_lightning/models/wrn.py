@@ -29,6 +29,7 @@ class WideBasicBlock(nn.Module):
             in_planes, out_planes, 1, stride, padding=0, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The residual branch plus the shortcut (a 1×1 conv of the pre-activation where width or stride changes)."""
         pre = F.relu(self.bn1(x))
         # with a projection shortcut the pre-activation feeds both branches
         shortcut = x if self.equal_in_out else self.convShortcut(pre)
@@ -50,6 +51,7 @@ class WideGroup(nn.Module):
             for i in range(num_blocks)])
 
     def forward(self, x: Tensor) -> Tensor:
+        """The blocks in sequence."""
         return self.layer(x)
 
 
@@ -90,9 +92,11 @@ class WideResNet(nn.Module):
         return x if pre_logits else self.fc(x)
 
     def get_classifier(self) -> nn.Module:
+        """The linear classifier ``fc``."""
         return self.fc
 
     def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(B, num_classes)``."""
         return self.forward_head(self.forward_features(x))
 
 
