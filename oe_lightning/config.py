@@ -176,3 +176,17 @@ def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None) -> Non
     if save_to is not None:
         with open(save_to, "w") as file:
             Console(file=file, width=120, color_system=None).print(tree)
+
+
+def run_dir() -> Path:
+    """The current Hydra job's output folder (the run directory)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def overrides() -> list[str]:
+    """The current Hydra job's command-line overrides (none outside a Hydra job)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []

@@ -27,15 +27,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from oe_lightning import scores as score_modules
 from oe_lightning.checkpoints import checked_model_config, load_backbone_weights, read_checkpoint
+from oe_lightning.detector_registry import logit_scores
 from oe_lightning.errors import OEUserError
 
 log = logging.getLogger("oe_lightning")
 
-# the OOD scores a deployed model may apply (config ``score=``), by their config target
-SCORES = {f"oe_lightning.scores.{name}": getattr(score_modules, name)
-          for name in ("MaxSoftmax", "MaxLogit", "Energy", "UniformCrossEntropyScore", "Entropy")}
+SCORES = logit_scores()  # the OOD scores a deployed model may apply, by config target
 IMAGE_SUFFIXES = IMG_EXTENSIONS  # torchvision's: the files ImageFolder (training) reads
 
 
@@ -241,6 +239,11 @@ def deployable(checkpoint: Any, path: str | Path, threshold: float | None = None
         raise OEUserError(f"{source} was not written by oe-train (it has no model config); pass "
                           f"RUN_DIR/checkpoints/last.ckpt of a finished oe-train run.")
     model_config = checked_model_config(info["model_config"], model_allowlist, str(path))
+    if info.get("score") is None and info.get("primary_detector"):
+        raise OEUserError(f"{source} was trained with the primary detector score={info['primary_detector']}, which "
+                          f"needs more than one input's logits (features of the training set, or gradients), so "
+                          f"oe-predict and oe-export cannot apply it. Evaluate it with oe-eval, or train with a logit "
+                          f"score as the primary detector (score=msp, energy, max_logit, oe, entropy) to deploy it.")
     for key in ("preprocessing", "score"):
         if not isinstance(info.get(key), dict):
             raise OEUserError(f"{source} has no {key} settings (it predates oe-predict); evaluate it with "

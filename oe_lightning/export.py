@@ -1,6 +1,6 @@
 """``oe-export ckpt_path=... format=torchscript|onnx``: the deployed classifier as one file + a JSON sidecar.
 
-A thin entry point, as :mod:`oe_lightning.train`; the work is :func:`oe_lightning.runner.export`.
+A thin entry point, as :mod:`oe_lightning.train`; the work is :func:`oe_lightning.deploy_tasks.export`.
 """
 
 from __future__ import annotations

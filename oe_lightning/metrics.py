@@ -17,6 +17,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
+from oe_lightning.compat import metric_should_sync
 from oe_lightning.evaluation_settings import (  # noqa: F401 (POSITIVES, PROTOCOLS: re-exported)
     POSITIVES,
     PROTOCOLS,
@@ -526,7 +527,7 @@ class OODMetrics(Metric):
 
     def gathered(self) -> tuple[Tensor, Tensor]:
         """The ID and the OOD scores of every rank (call it on every rank under DDP)."""
-        with self.sync_context(should_sync=self._to_sync, dist_sync_fn=self.dist_sync_fn):
+        with self.sync_context(should_sync=metric_should_sync(self), dist_sync_fn=self.dist_sync_fn):
             return self._split()
 
     def counts(self) -> tuple[int, int]:
@@ -539,7 +540,7 @@ class OODMetrics(Metric):
 
         Like ``compute``, call it on every rank under DDP (it synchronises the states).
         """
-        with self.sync_context(should_sync=self._to_sync, dist_sync_fn=self.dist_sync_fn):
+        with self.sync_context(should_sync=metric_should_sync(self), dist_sync_fn=self.dist_sync_fn):
             s_in, s_out = self._split()
             return {"roc": roc_curve(s_in, s_out, max_points),
                     "histogram": score_histograms(s_in, s_out, bins)}

@@ -15,7 +15,9 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from oe_lightning.baseline import is_baseline
+from oe_lightning.checkpoint_info import CheckpointInfo
 from oe_lightning.checkpoints import load_backbone_weights
+from oe_lightning.compat import BatchNormBase, attached_trainer
 from oe_lightning.data.samplers import sample_seed
 from oe_lightning.errors import NonFiniteLossError, OEUserError
 from oe_lightning.evaluation_settings import EvaluationSettings
@@ -51,14 +53,18 @@ class OutlierExposureModule(pl.LightningModule):
             format (faster convolutions on GPUs with tensor cores, with bf16).
         compile: train through ``torch.compile(backbone)``; weights, checkpoints and evaluation stay
             those of the plain backbone.
+        info: what checkpoints store beside the weights (:class:`~oe_lightning.checkpoint_info.CheckpointInfo`).
+        validate_ood: log ``val/fpr95`` and ``val/auroc`` with ``score`` (False: the primary detector
+            needs more than logits, e.g. a fitted KNN; its ``val`` metrics come from the evaluation).
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, oe_loss: nn.Module | None = None,
-                 lambda_oe: float = 0.5, score: nn.Module | None = None,
+                 lambda_oe: float = 0.5, score: Callable[[Tensor], Tensor] | None = None,
                  optimizer: Callable[..., torch.optim.Optimizer] | None = None,
                  scheduler: Callable[..., Any] | None = None, pretrained: str | None = None,
                  evaluation: EvaluationSettings | None = None, nonfinite_check_every: int | None = None,
-                 backbone_lr_scale: float = 1.0, channels_last: bool = False, compile: bool = False):
+                 backbone_lr_scale: float = 1.0, channels_last: bool = False, compile: bool = False,
+                 info: CheckpointInfo | None = None, validate_ood: bool = True):
         super().__init__()
         if lambda_oe is None or not lambda_oe >= 0:
             raise OEUserError(
@@ -66,12 +72,14 @@ class OutlierExposureModule(pl.LightningModule):
                 f"Use loss.lambda_oe=0 for the plain baseline; the paper uses 0.5."
             )
         self.evaluation = EvaluationSettings.of(evaluation)
-        self.save_hyperparameters(ignore=["backbone", "oe_loss", "score", "optimizer", "scheduler", "evaluation"])
+        self.save_hyperparameters(ignore=["backbone", "oe_loss", "score", "optimizer", "scheduler", "evaluation",
+                                          "info", "validate_ood"])
         self.backbone = backbone
         self.num_classes = num_classes
         self.oe_loss = oe_loss if oe_loss is not None else UniformCrossEntropy()
         self.lambda_oe = float(lambda_oe)
-        self.score = score if score is not None else MaxSoftmax()
+        # None for a primary detector that does not score logits alone (e.g. KNN): no validation OOD metric
+        self.score = score if score is not None or not validate_ood else MaxSoftmax()
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.nonfinite_check_every = nonfinite_check_every
@@ -84,12 +92,9 @@ class OutlierExposureModule(pl.LightningModule):
         if pretrained:
             load_backbone_weights(self.backbone, pretrained, num_classes)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.info = info or CheckpointInfo()  # stored in checkpoints beside the weights
         self.last_val_ood: dict[str, float] = {}
         self.val_ood = OODMetrics()  # gathers the validation scores; validation_ood_metrics computes
-        # stored in checkpoints: the backbone's config (so oe-eval can rebuild it) and run info
-        self.model_config: dict | None = None
-        self.run_config: dict | None = None
-        self.identity: dict | None = None  # the run's resolved config, flattened (results.run_identity)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.backbone(x)
@@ -104,13 +109,7 @@ class OutlierExposureModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.raise_if_nonfinite()  # never save weights that a NaN step has already reached
-        checkpoint["oe_lightning"] = {"model_config": self.model_config,
-                                      "run_config": self.run_config,
-                                      "identity": self.identity,
-                                      "num_classes": self.num_classes,
-                                      "class_names": getattr(self, "class_names", None),
-                                      "preprocessing": getattr(self, "preprocessing", None),
-                                      "score": getattr(self, "score_config", None)}
+        checkpoint["oe_lightning"] = {**self.info.to_dict(), "num_classes": self.num_classes}
 
     # ---- training -------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -160,7 +159,7 @@ class OutlierExposureModule(pl.LightningModule):
         parts = torch.stack([loss, loss_in, loss_oe]).detach()
         self._watch_finite(parts, batch_idx)
         self._accumulate(parts, (logits_in.detach().argmax(1) == y).sum(), n_in)
-        trainer = self._trainer  # None when called outside a Trainer (tests, notebooks)
+        trainer = attached_trainer(self)  # None when called outside a Trainer (tests, notebooks)
         if trainer is not None and (self.global_step + 1) % trainer.log_every_n_steps == 0:
             self._log_step(parts)
         return loss
@@ -175,7 +174,7 @@ class OutlierExposureModule(pl.LightningModule):
             self._step_log.put(parts, self.STEP_NAMES, self.global_step, self.current_epoch, self.loggers)
 
     def _flush_step_log(self, wait: bool = True) -> None:
-        if self._trainer is not None:
+        if attached_trainer(self) is not None:
             self._step_log.flush(self.loggers, wait)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -221,7 +220,8 @@ class OutlierExposureModule(pl.LightningModule):
         step_and_parts = torch.cat([parts.new_full((1,), float(self.global_step), dtype=torch.float64),
                                     parts.double()])
         record.copy_(torch.where(newly, step_and_parts, record))
-        last = self._trainer is not None and batch_idx + 1 >= self._trainer.num_training_batches
+        trainer = attached_trainer(self)
+        last = trainer is not None and batch_idx + 1 >= trainer.num_training_batches
         if last or (self.global_step + 1) % every == 0:
             self.raise_if_nonfinite()
 
@@ -261,7 +261,8 @@ class OutlierExposureModule(pl.LightningModule):
         """Loader 0: the ID validation split; loader 1 (if any): the validation OOD set."""
         x, y = batch
         logits = self.backbone(x)
-        self.val_ood.update(self.score(logits), dataloader_idx == 1)
+        if self.score is not None:
+            self.val_ood.update(self.score(logits), dataloader_idx == 1)
         if dataloader_idx == 0:
             self.val_acc(logits, y)
             self.log("val/loss", F.cross_entropy(logits, y), batch_size=x.shape[0], sync_dist=True,
@@ -272,7 +273,7 @@ class OutlierExposureModule(pl.LightningModule):
         """Log ``val/fpr95`` and ``val/auroc`` (ID split vs validation OOD set): what a λ search minimises;
         the same computation as each detector's ``val`` metrics in the test evaluation."""
         loaders = self.trainer.val_dataloaders
-        if isinstance(loaders, list | tuple) and len(loaders) > 1:
+        if isinstance(loaders, list | tuple) and len(loaders) > 1 and self.score is not None:
             values = validation_ood_metrics(*self.val_ood.gathered(), self.evaluation)
             self.last_val_ood = values  # float64, for results.json (logged values are float32)
             self.log_dict({f"val/{k}": v for k, v in values.items()}, add_dataloader_idx=False)
@@ -301,7 +302,7 @@ class OutlierExposureModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         if self.backbone_lr_scale == 0.0:  # a frozen backbone keeps its BatchNorm statistics too
             for m in self.backbone.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                if isinstance(m, BatchNormBase):
                     m.eval()
 
     def configure_optimizers(self) -> Any:

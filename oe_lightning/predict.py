@@ -1,6 +1,6 @@
 """``oe-predict ckpt_path=... input=DIR_OR_FILES``: classify images, or say they are none of the classes.
 
-A thin entry point, as :mod:`oe_lightning.train`; the work is :func:`oe_lightning.runner.predict`.
+A thin entry point, as :mod:`oe_lightning.train`; the work is :func:`oe_lightning.deploy_tasks.predict`.
 """
 
 from __future__ import annotations

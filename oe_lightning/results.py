@@ -15,6 +15,7 @@ from typing import IO, Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from oe_lightning.baseline import is_baseline, uses_oe_key
+from oe_lightning.compat import unresolved_value
 from oe_lightning.errors import OEUserError
 
 RESULTS_FILE = "results.json"
@@ -63,7 +64,7 @@ def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
             try:
                 child = node[key]
             except Exception:  # noqa: BLE001 - unresolvable here: keep the text
-                child = node._get_node(key)._value()
+                child = unresolved_value(node, key)
             if not _output_only(path, child):
                 out.update(_leaves(child, path + "."))
         return out if out or not prefix else {prefix[:-1]: {}}
@@ -115,6 +116,14 @@ def identity_fields(cfg: DictConfig, trained: dict[str, Any] | None = None) -> d
             "group_id": identity_hash(group_identity(identity))}
 
 
+def primary_class_name(cfg: DictConfig) -> str | None:
+    """The primary detector's class name (``MaxSoftmax``, ``Energy``, ``KNN``): how tables name scores."""
+    from oe_lightning.detector_registry import primary_config
+
+    target = str(primary_config(cfg).get("_target_") or "")
+    return target.rsplit(".", 1)[-1] or None
+
+
 def key_config(cfg: DictConfig) -> dict[str, Any]:
     """The config values a results table groups by."""
     def get(path: str, default: Any = None) -> Any:
@@ -129,7 +138,7 @@ def key_config(cfg: DictConfig) -> dict[str, Any]:
         "model": get("model._target_"),
         "loss": fn.rsplit(".", 1)[-1] if fn else None,
         "lambda_oe": get("loss.lambda_oe"),
-        "score": (get("score._target_") or "").rsplit(".", 1)[-1] or None,
+        "score": primary_class_name(cfg),
         "seed": get("seed"),
         "max_epochs": get("trainer.max_epochs"),
         "lr": get("module.optimizer.lr"),

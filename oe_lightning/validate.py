@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from oe_lightning import detector_registry as registry
 from oe_lightning.baseline import is_baseline, uses_oe_key
 from oe_lightning.checks import Check, boolean, choice, existing_file, integer, is_int, number, optional
 from oe_lightning.errors import OEUserError
@@ -89,8 +90,6 @@ RULES: list[tuple[str, Check, str, str]] = [
     ("module.channels_last", boolean, "true or false", "true with trainer=gpu"),
     ("module.compile", boolean, "true or false", "true compiles the training forward"),
     *[(f"evaluation.{key}", *rule) for key, rule in SETTING_RULES.items()],
-    ("score.temperature", number(*TEMPERATURE_RANGE), f"a number in [{TEMPERATURE_RANGE[0]:g}, "
-     f"{TEMPERATURE_RANGE[1]:g}]", "1 is the plain energy; near 0, logits / T overflows and every score is -inf"),
     ("oe.exclude_file", optional(existing_file), "null or an existing file",
      "the 80M Tiny Images CIFAR index, 80mn_cifar_idxs.txt, from the paper's repository"),
 ]
@@ -121,7 +120,8 @@ TASK_RULES = {"train": TRAIN_RULES, "evaluate": EVAL_RULES, "predict": PREDICT_R
 DETECTOR_RULES = {  # detector.<name>.<key>
     "k": (integer(1), "an integer >= 1", "KNN's paper uses 50 (CIFAR-10)"),
     "percentile": (number(0, 1), "a fraction in [0, 1]", "e.g. 0.9 (ReAct), 0.65 (ASH)"),
-    "temperature": (number(0, low_open=True), "a number > 0", "ODIN uses 1000"),
+    "temperature": (number(*TEMPERATURE_RANGE), f"a number in [{TEMPERATURE_RANGE[0]:g}, {TEMPERATURE_RANGE[1]:g}]",
+                    "1 is the plain energy, ODIN uses 1000; near 0, logits / T overflows and every score is -inf"),
     "eps": (number(0), "a number >= 0", "ODIN uses 0.0014"),
     "d": (optional(integer(1)), "null or an integer >= 1", "null keeps half the feature dimensions"),
 }
@@ -142,13 +142,20 @@ def _value(cfg: DictConfig, key: str) -> tuple[Any, str | None]:
 def problems(cfg: DictConfig, task: str = "train", skip: frozenset[str] = frozenset()) -> list[str]:
     """Every rule the config breaks, as ``key=value: must be ...; fix`` lines (``skip``: keys not checked)."""
     rules = (RULES if task in ("train", "evaluate") else []) + TASK_RULES.get(task, EVAL_RULES)
-    detectors = cfg.get("detector") or {}
-    for name in detectors:
+    found = []
+    try:
+        detectors = registry.detector_configs(cfg) if task in ("train", "evaluate") else {}
+    except OEUserError as err:
+        detectors, found = {}, [str(err)]
+    for name, node in detectors.items():
+        chosen = name in (cfg.get("detector") or {})  # else the primary's own file (score=name)
         for key, (check, what, fix) in DETECTOR_RULES.items():
-            rules.append((f"detector.{name}.{key}", check, what, fix))
+            if chosen:
+                rules.append((f"detector.{name}.{key}", check, what, fix))
+            elif key in node and not check(node[key]):
+                found.append(f"conf/detector/{name}.yaml: {key}={node[key]!r} must be {what}; {fix}")
     if task == "train" and is_baseline(_value(cfg, "loss.lambda_oe")[0]):  # a baseline reads no OE data
         rules = [r for r in rules if not uses_oe_key(r[0])]
-    found = []
     for key, check, what, fix in rules:
         if key in skip or any(f.startswith(f"{k}=") for k in DERIVED.get(key, ()) for f in found):
             continue  # a value made from one already refused: that one problem is enough

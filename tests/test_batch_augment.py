@@ -85,7 +85,7 @@ def test_offsets_and_flips_follow_torchvisions_distribution(size, padding):
 def test_training_batches_of_the_default_data_are_augmented_per_batch(tmp_path):
     """The default digits run loads its training images plainly (test transform) with their seeds,
     and crops them on the device, in the DataModule's on_after_batch_transfer."""
-    from oe_lightning.runner import build_datamodule
+    from oe_lightning.building import build_datamodule
     from tests.conftest import hydra_job
 
     with hydra_job("train", ["data.num_workers=0", "data.resident=false"], tmp_path) as cfg:
@@ -131,7 +131,7 @@ def test_a_batch_is_fetched_in_one_call_and_equals_the_images_one_by_one():
 
 
 def _first_training_batch(tmp_path, *overrides):
-    from oe_lightning.runner import build_datamodule
+    from oe_lightning.building import build_datamodule
     from tests.conftest import hydra_job
 
     with hydra_job("train", ["data.num_workers=0", *overrides], tmp_path) as cfg:

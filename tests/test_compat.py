@@ -348,16 +348,13 @@ PRIVATE = re.compile(r"_SubprocessScriptLauncher|_configure_launcher|_call_child
                      r"|_wandb_init|\._experiment\b|self\._experiment\b|_check_log_dir_exists|self\._fs\b"
                      r"|_check_integrity|_to_sync|_get_node|batch_progress|_BatchNorm|\._trainer\b"
                      r"|lightning_fabric")
-# call sites still to move to compat (metrics.py: metric_should_sync, results.py: unresolved_value,
-# module.py: BatchNormBase, attached_trainer); remove each once it imports from compat
-PENDING = {"oe_lightning/metrics.py", "oe_lightning/results.py", "oe_lightning/module.py"}
 
 
 def test_private_names_are_used_only_in_compat():
     found = []
     for path in sorted((REPO / "oe_lightning").rglob("*.py")):
         name = path.relative_to(REPO).as_posix()
-        if name == "oe_lightning/compat.py" or name in PENDING:
+        if name == "oe_lightning/compat.py":
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if PRIVATE.search(line):

@@ -6,8 +6,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from oe_lightning.baseline import is_baseline
+from oe_lightning.building import build_datamodule, build_module
 from oe_lightning.config import config_dir
-from oe_lightning.runner import build_datamodule, build_module
 
 CONF = Path(config_dir())
 
@@ -39,15 +40,16 @@ def test_every_option_of_a_group_composes_and_builds(group, tmp_path):
 
 def test_every_detector_composes_into_one_list_and_builds_one_evaluation():
     """detector=[...] selects several options of the group at once; each becomes a named detector
-    next to the score (the primary detector), and the evaluation knows which need the ID training set."""
-    from oe_lightning.runner import build_evaluation
+    with score= naming the primary among them, and the evaluation knows which need the ID training set."""
+    from oe_lightning.building import build_evaluation
 
     names = options("detector")
     assert set(names) >= {"msp", "max_logit", "energy", "entropy", "oe", "mahalanobis", "knn", "vim", "react",
                           "ash", "odin"}
     cfg = compose_train(f"detector=[{','.join(names)}]", "detector.knn.k=7", "score=energy")
     evaluation = build_evaluation(cfg, build_module(cfg).backbone)
-    assert list(evaluation.detectors)[0] == "score" and evaluation.primary == "score"  # no Hydra job: unnamed
+    assert list(evaluation.detectors)[0] == "energy" and evaluation.primary == "energy"  # a name, job or not
+    assert sorted(evaluation.detectors) == sorted(names)  # the primary once
     assert evaluation.detectors["knn"].k == 7
     assert sorted(evaluation.fit_detectors) == ["knn", "mahalanobis", "react", "vim"]
     assert evaluation.detectors["odin"].norm_std == [0.376]  # data/digits.yaml's std
@@ -88,7 +90,7 @@ def test_debug_presets_compose_on_the_cpu_without_skipping_or_resuming(preset, k
 def test_experiment_presets_compose():
     energy = compose_train("experiment=digits_energy")
     assert energy.loss.fn._target_.endswith("EnergyMargin") and energy.loss.lambda_oe == 0.1
-    assert energy.score._target_.endswith("Energy")
+    assert energy.score == "energy"
     tune = compose_train("experiment=digits_oe_tune", "module.pretrained=base.ckpt")
     assert tune.module.optimizer.lr == 0.01 and tune.trainer.max_epochs == 5
 
@@ -97,7 +99,7 @@ def test_baseline_instantiates_no_oe_dataset():
     cfg = compose_train("loss.lambda_oe=0")
     module = build_module(cfg)
     assert module.lambda_oe == 0
-    assert build_datamodule(cfg, with_oe=module.lambda_oe > 0).oe_factory is None
+    assert build_datamodule(cfg, with_oe=not is_baseline(module.lambda_oe)).oe_factory is None
 
 
 def test_defaults_are_the_papers():
@@ -107,7 +109,7 @@ def test_defaults_are_the_papers():
     assert (opt._target_, opt.momentum, opt.nesterov, opt.weight_decay) == ("torch.optim.SGD", 0.9, True, 5e-4)
     assert cfg.module.scheduler.min_lr == 1e-6  # absolute, CIFAR/oe_tune.py:142-148
     assert cfg.data.oe_batch_size == 2 * cfg.data.batch_size
-    assert cfg.score._target_.endswith("MaxSoftmax")
+    assert cfg.score == "msp"
 
 
 def test_the_oe_photo_never_appears_in_the_ood_suite():

@@ -90,7 +90,8 @@ DEGENERATE = [
     (["seed=4294967296"], "seed=4294967296 must be an integer in [0, 4294967295]"),
     (["seed=-1"], "seed=-1 must be an integer in [0, 4294967295]"),
     (["loss.lambda_oe=1e308"], "loss.lambda_oe=1e+308 must be a number in [0, 1000]"),
-    (["score=energy", "score.temperature=1e-30"], "score.temperature=1e-30 must be a number in [0.001, 1000]"),
+    (["score=energy", "detector=[energy]", "detector.energy.temperature=1e-30"],
+     "detector.energy.temperature=1e-30 must be a number in [0.001, 1000]"),
     (["data.val_fraction=-0.5"], "data.val_fraction=-0.5 must be a fraction in [0, 1)"),
     (["data.val_fraction=1.0"], "data.val_fraction=1.0 must be a fraction in [0, 1)"),
 ]

@@ -61,7 +61,7 @@ BAD_TRAIN_CONFIGS = [
     (["detector=[vim]", "detector.vim.d=0"], "detector.vim.d=0"),
     (["detector=[ash]", "detector.ash.percentile=1.5"], "detector.ash.percentile=1.5"),
     (["detector=[odin]", "detector.odin.temperature=0"], "detector.odin.temperature=0"),
-    (["score=energy", "score.temperature=0"], "score.temperature=0"),
+    (["score=energy", "detector=[energy]", "detector.energy.temperature=0"], "detector.energy.temperature=0"),
     (["detector=[knn]", "detector.knn.k=0"], "detector.knn.k=0"),
     (["detector=[react]", "detector.react.percentile=90"], "detector.react.percentile=90"),
     (["detector=[odin]", "detector.odin.eps=-1"], "detector.odin.eps=-1"),

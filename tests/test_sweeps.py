@@ -220,7 +220,7 @@ def test_a_validation_ood_set_of_its_own_scores_even_the_baseline(tmp_path, caps
 
 
 def test_tiny_imagenet_validation_ood_set_composes_for_cifar():
-    from oe_lightning.runner import build_datamodule
+    from oe_lightning.building import build_datamodule
 
     with initialize_config_dir(config_dir(), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=paper/cifar10_oe_tune", "module.pretrained=b.ckpt",
