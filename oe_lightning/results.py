@@ -88,6 +88,32 @@ def run_identity(cfg: DictConfig, trained: dict[str, Any] | None = None) -> dict
     return dict(sorted(identity.items()))
 
 
+# keys of earlier config layouts: the module mirrored the evaluation settings; the primary score was a
+# config of its own (score._target_, score.temperature) where it is now a name of conf/detector/
+RETIRED = ("module.recall", "module.fpr_rule", "module.positive", "module.protocol", "module.num_to_avg")
+
+
+def upgraded_identity(identity: dict[str, Any]) -> dict[str, Any]:
+    """An identity recorded under an earlier config layout, as the current layout records the same run
+    (so a run from before the change resumes, is skipped when complete and groups with its peers).
+    A score config becomes the name of the detector file with the same settings; if none has them,
+    the identity is left as it is (then it matches no current run)."""
+    from oe_lightning.detector_registry import group_config, names
+
+    for prefix in ("", "trained."):
+        old = {k.removeprefix(f"{prefix}score."): v for k, v in identity.items() if k.startswith(f"{prefix}score.")}
+        if not old and not any(f"{prefix}{k}" in identity for k in RETIRED):
+            continue
+        identity = {k: v for k, v in identity.items() if k.removeprefix(prefix) not in RETIRED}
+        if old:
+            match = next((n for n in names() if group_config(n) == old), None)
+            if match is None:
+                continue
+            identity = {k: v for k, v in identity.items() if not k.startswith(f"{prefix}score.")}
+            identity[f"{prefix}score"] = match
+    return dict(sorted(identity.items()))
+
+
 def identity_hash(identity: dict[str, Any], ignore: tuple[str, ...] = ()) -> str:
     """A short, stable hash of an identity (``ignore``: keys left out, e.g. :data:`PER_SEED`)."""
     import hashlib
@@ -111,7 +137,7 @@ def group_identity(identity: dict[str, Any]) -> dict[str, Any]:
 
 def identity_fields(cfg: DictConfig, trained: dict[str, Any] | None = None) -> dict[str, Any]:
     """``identity``, ``run_id`` and ``group_id`` for results.json."""
-    identity = run_identity(cfg, trained)
+    identity = run_identity(cfg, upgraded_identity(trained) if trained is not None else None)
     return {"identity": identity, "run_id": identity_hash(identity),
             "group_id": identity_hash(group_identity(identity))}
 

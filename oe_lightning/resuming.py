@@ -20,6 +20,7 @@ from oe_lightning.results import (
     key_config,
     read_complete,
     run_identity,
+    upgraded_identity,
 )
 from oe_lightning.run_folder import (
     newest_checkpoint,
@@ -45,7 +46,11 @@ def completed_results(cfg: DictConfig) -> dict[str, Any] | None:
     if results is None:
         return None
     if "run_id" in results:  # the same resolved config (output-only keys aside)
-        return results if results["run_id"] == identity_hash(run_identity(cfg)) else None
+        now = identity_hash(run_identity(cfg))
+        if results["run_id"] == now or (results.get("identity") is not None
+                                        and identity_hash(upgraded_identity(results["identity"])) == now):
+            return results
+        return None
     return results if results.get("overrides") == overrides() else None  # an older results.json
 
 
@@ -95,7 +100,7 @@ def resume_checkpoint(cfg: DictConfig) -> tuple[str | None, int]:
     last, checkpoint = readable_checkpoint(last)
     info = checkpoint.get("oe_lightning") or {}
     if info.get("identity") is not None:  # every key of the resolved config
-        stored, now = info["identity"], run_identity(cfg)
+        stored, now = upgraded_identity(info["identity"]), run_identity(cfg)
         changed = {k: (stored.get(k), now.get(k)) for k in sorted(set(stored) | set(now))
                    if k not in RESUMABLE and stored.get(k) != now.get(k)}
     else:  # a checkpoint from before identities: its key settings

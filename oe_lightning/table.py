@@ -40,7 +40,7 @@ from oe_lightning.paper_results import (
     PER_SET,
 )
 from oe_lightning.rescore import bootstrap_mean_ci, load_scores, paired_difference, parse_settings, rescore
-from oe_lightning.results import RESULTS_FILE, group_identity, read_complete
+from oe_lightning.results import RESULTS_FILE, group_identity, identity_hash, read_complete, upgraded_identity
 
 METRICS = ("fpr95", "auroc", "aupr_out")
 LABELS = {"fpr95": "FPR95 ↓", "auroc": "AUROC ↑", "aupr_out": "AUPR ↑"}
@@ -174,10 +174,13 @@ def group_runs(runs: Iterable[dict[str, Any]]) -> list[Group]:
     results without an identity are grouped by their key config values."""
     groups: dict[str, Group] = {}
     for run in runs:
-        key = run.get("group_id") or json.dumps(group_key(run.get("config", {})), sort_keys=True, default=str)
+        identity = upgraded_identity(run["identity"]) if run.get("identity") is not None else None
+        renamed = identity is not None and identity != run["identity"]  # recorded under an earlier layout
+        key = identity_hash(group_identity(identity)) if renamed else run.get("group_id") or \
+            json.dumps(group_key(run.get("config", {})), sort_keys=True, default=str)
         group = groups.setdefault(key, Group(group_key(run.get("config", {})), key=key))
-        if run.get("identity") is not None and group.identity is None:
-            group.identity = group_identity(run["identity"])
+        if identity is not None and group.identity is None:
+            group.identity = group_identity(identity)
         if run["config"].get("seed") not in group.seeds:
             group.runs.append(run)
     for g in groups.values():  # label each group by what varies among its dataset's groups

@@ -63,3 +63,41 @@ def test_runs_differing_only_in_the_energy_margin_are_two_rows_and_resuming_name
     assert exit_info.value.code == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "already holds a checkpoint of a different run (loss.fn.m_out: -3 there, -5 now" in err
+
+
+def _earlier_layout(identity: dict) -> dict:
+    """An identity as the layout before the detector registry recorded it: the module mirrored the
+    evaluation settings and the primary score was a config (score._target_, score.temperature)."""
+    old = {k: v for k, v in identity.items() if k != "score"}
+    old.update({"module.recall": 0.95, "module.fpr_rule": "first", "module.positive": "out", "module.protocol": "full",
+                "module.num_to_avg": 10, "score._target_": "oe_lightning.scores.Energy", "score.temperature": 1.0})
+    return old
+
+
+def test_a_run_recorded_under_the_earlier_config_layout_resumes_and_is_skipped_when_complete(tmp_path):
+    """Runs started before score= became a detector name carry other identity keys: they still continue from
+    their checkpoint, are skipped once complete, and group with the same run recorded today."""
+    import torch
+
+    from oe_lightning.results import upgraded_identity
+
+    now = run_identity(compose_train("score=energy"))
+    assert upgraded_identity(_earlier_layout(now)) == now
+    odd = {**_earlier_layout(now), "score.temperature": 3.0}  # settings no detector file has: left as they are
+    assert upgraded_identity(odd)["score.temperature"] == 3.0
+
+    run = tmp_path / "run"
+    first = train_in_process(run, "score=energy", "trainer.max_epochs=1")
+    last = run / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    checkpoint["oe_lightning"]["identity"] = _earlier_layout(checkpoint["oe_lightning"]["identity"])
+    torch.save(checkpoint, last)
+    results = json.loads((run / "results.json").read_text())
+    results["identity"] = _earlier_layout(results["identity"])
+    results["run_id"] = identity_hash(results["identity"])
+    (run / "results.json").write_text(json.dumps(results))
+    assert train_in_process(run, "score=energy", "trainer.max_epochs=1")["run_id"] == results["run_id"]  # skipped
+    resumed = train_in_process(run, "score=energy", "trainer.max_epochs=2")  # continues from epoch 1
+    assert resumed["run"]["global_step"] == 2 * first["run"]["global_step"]
+    groups = group_runs([{**results, "_dir": "old"}, {**first, "config": {**first["config"], "seed": 1}}])
+    assert len(groups) == 1 and len(groups[0].runs) == 2
