@@ -26,22 +26,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import CatMetric
 
+from oe_lightning.calibration import (
+    CALIBRATION_RULE,
+    calibration_summary,
+    expected_calibration_error,
+    ood_calibration,
+    tune_temperature,
+)
 from oe_lightning.detectors import Detector, Outputs, as_detector
 from oe_lightning.errors import OEUserError
 from oe_lightning.evaluation_settings import EvaluationSettings
 from oe_lightning.metrics import (
-    CALIBRATION_RULE,
     accepted_share,
-    calibration_summary,
-    expected_calibration_error,
-    ood_calibration,
     operating_threshold,
     paper_subset_size,
     protocol_metrics,
     roc_curve,
     score_histograms,
     sort_scores,
-    tune_temperature,
     validation_ood_metrics,
 )
 from oe_lightning.models.contract import feature_backbone

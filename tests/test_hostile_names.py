@@ -18,7 +18,9 @@ from oe_lightning.deployment import Prediction
 from oe_lightning.paper_results import PER_SET
 from oe_lightning.predictions import print_summary, write_predictions
 from oe_lightning.report import print_results, results_markdown
-from oe_lightning.table import collect_runs, group_runs, main, print_terminal
+from oe_lightning.run_groups import collect_runs, group_runs
+from oe_lightning.table import main
+from oe_lightning.table_render import print_terminal
 
 # name | as a CSV cell | in Markdown | in LaTeX
 NAMES = [

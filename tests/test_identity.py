@@ -7,7 +7,7 @@ import json
 import pytest
 
 from oe_lightning.results import group_identity, identity_hash, run_identity
-from oe_lightning.table import collect_runs, group_runs
+from oe_lightning.run_groups import collect_runs, group_runs
 from tests.conftest import train_in_process
 from tests.test_config import compose_train
 

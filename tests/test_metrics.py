@@ -6,18 +6,15 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from oe_lightning.calibration import calibration_error, ood_calibration, rms_calibration_error, tune_temperature
 from oe_lightning.metrics import (
     OODMetrics,
     SortedScores,
     average_precision,
     binary_clf_curve,
-    calibration_error,
     fpr_at_recall,
-    ood_calibration,
     ood_metrics,
-    rms_calibration_error,
     sort_scores,
-    tune_temperature,
 )
 
 

@@ -273,7 +273,8 @@ def test_temperature_is_tuned_on_the_val_loader_and_calibration_mixes_each_ood_s
     tune_temp), then ID test confidences at T, alone and mixed with each OOD set counted as wrong."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    from oe_lightning.metrics import calibration_summary, ood_calibration, paper_subset_size, tune_temperature
+    from oe_lightning.calibration import calibration_summary, ood_calibration, tune_temperature
+    from oe_lightning.metrics import paper_subset_size
 
     g = torch.Generator().manual_seed(0)
     val_x, in_x = 3 * torch.randn(600, 5, generator=g), 3 * torch.randn(1000, 5, generator=g)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from oe_lightning.metrics import accepted_share, expected_calibration_error, operating_threshold
+from oe_lightning.calibration import expected_calibration_error
+from oe_lightning.metrics import accepted_share, operating_threshold
 from tests.conftest import run_in_process, train_in_process
 
 

@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 from oe_lightning.paper_results import PER_SET
-from oe_lightning.table import collect_runs, comparisons, group_runs, main, render_csv, render_latex
+from oe_lightning.run_groups import collect_runs, group_runs
+from oe_lightning.table import main
+from oe_lightning.table_content import comparisons
+from oe_lightning.table_render import render_csv, render_latex
 
 SETS = list(PER_SET["cifar10"]["baseline"])
 
@@ -118,7 +121,7 @@ def test_cli_errors_name_the_bad_directory(tmp_path, capsys):
 def test_terminal_rendering_fits_80_columns_with_every_number_whole(paper_sweep):
     from rich.console import Console
 
-    from oe_lightning.table import print_terminal
+    from oe_lightning.table_render import print_terminal
 
     console = Console(record=True, width=80)
     print_terminal(group_runs(collect_runs(paper_sweep)[0]), console)
@@ -157,7 +160,7 @@ def test_fpr95_read_with_another_rule_or_a_mean_over_other_sets_is_not_compared_
 
 def test_an_energy_fine_tune_read_as_the_energy_paper_is_compared_with_its_mean(tmp_path):
     from oe_lightning.paper_results import ENERGY_SETS
-    from oe_lightning.table import paper_numbers
+    from oe_lightning.table_content import paper_numbers
 
     def energy_run(name, lam, pretrained, positive="in"):
         ood = {s: {"fpr95": 0.05, "auroc": 0.98, "aupr_in": 0.9, "aupr_out": 0.9} for s in ENERGY_SETS}
@@ -189,7 +192,7 @@ def test_calibration_runs_are_tabulated_beside_the_papers_table_12(tmp_path, cap
         fake_results(tmp_path / "tune", f"seed_{seed}", 0.5, seed, 0.1, pretrained="b.ckpt",
                      calibration=calib(rms / 2))
     fake_results(tmp_path / "untuned", "seed_0", 0.5, 0, 0.1, oe="other", calibration=calib(0.5, tuned_on=0))
-    from oe_lightning.table import calibration_comparison
+    from oe_lightning.table_content import calibration_comparison
 
     ((title, header, rows),) = calibration_comparison(group_runs(collect_runs(tmp_path)[0]))
     assert "paper Table 12" in title and header[:3] == ["method", "RMS ↓ ours", "RMS ↓ paper"]
@@ -203,7 +206,7 @@ def test_calibration_runs_are_tabulated_beside_the_papers_table_12(tmp_path, cap
 
 def test_training_method_by_detector_table(tmp_path, capsys):
     """Runs scored by several detectors give a method × detector table (means over the OOD sets)."""
-    from oe_lightning.table import detector_matrix
+    from oe_lightning.table_content import detector_matrix
 
     def with_detectors(path, fprs):
         res = json.loads(path.read_text())
