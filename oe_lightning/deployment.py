@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from oe_lightning.checkpoints import checked_model_config, load_backbone_weights, read_checkpoint
-from oe_lightning.detector_registry import logit_scores
+from oe_lightning.detector_registry import deployable_names, logit_scores
 from oe_lightning.errors import OEUserError
 
 log = logging.getLogger("oe_lightning")
@@ -225,6 +225,37 @@ def _finite(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _score_problems(score: dict[str, Any]) -> list[str]:
+    """What is wrong with a stored score config: a target that is not a deployable logit score, settings
+    that are not finite numbers, a temperature out of range."""
+    from oe_lightning.validate import TEMPERATURE_RANGE
+
+    low, high = TEMPERATURE_RANGE
+    target = score.get("_target_")
+    kwargs = {k: v for k, v in score.items() if k != "_target_"}
+    if target not in SCORES:
+        return [f"score._target_={target!r} is not a score a deployed model can apply: one of {sorted(SCORES)} "
+                f"(score={'|'.join(deployable_names())})"]
+    if not all(isinstance(k, str) and _finite(v) for k, v in kwargs.items()):
+        return [f"score settings {kwargs!r} must be finite numbers"]
+    if "temperature" in kwargs and not low <= kwargs["temperature"] <= high:
+        return [f"score.temperature={kwargs['temperature']!r} must be in [{low:g}, {high:g}] (near 0, "
+                f"logits / T overflows and every score is -inf)"]
+    return []
+
+
+def _class_problems(names: Any, outputs: Any) -> list[str]:
+    """What is wrong with stored class names for a classifier of ``outputs`` outputs."""
+    if names is not None and not (isinstance(names, list | tuple) and all(isinstance(n, str) for n in names)):
+        return [f"class_names={names!r} must be a list of strings"]
+    if not (isinstance(outputs, int) and not isinstance(outputs, bool) and outputs >= 1):
+        return [f"num_classes={outputs!r} must be an integer >= 1 (the classifier's outputs)"]
+    if names is not None and len(names) != outputs:
+        return [f"class_names has {len(names)} names for a classifier of {outputs} outputs; one name per "
+                f"output is needed"]
+    return []
+
+
 def deployable(checkpoint: Any, path: str | Path, threshold: float | None = None,
                model_allowlist: Iterable[str] = ()) -> StoredDeployment:
     """The deployment settings a checkpoint of ``oe-train`` stores, validated like a config before
@@ -243,7 +274,7 @@ def deployable(checkpoint: Any, path: str | Path, threshold: float | None = None
         raise OEUserError(f"{source} was trained with the primary detector score={info['primary_detector']}, which "
                           f"needs more than one input's logits (features of the training set, or gradients), so "
                           f"oe-predict and oe-export cannot apply it. Evaluate it with oe-eval, or train with a logit "
-                          f"score as the primary detector (score=msp, energy, max_logit, oe, entropy) to deploy it.")
+                          f"score as the primary detector (score={'|'.join(deployable_names())}) to deploy it.")
     for key in ("preprocessing", "score"):
         if not isinstance(info.get(key), dict):
             raise OEUserError(f"{source} has no {key} settings (it predates oe-predict); evaluate it with "
@@ -266,25 +297,10 @@ def deployable(checkpoint: Any, path: str | Path, threshold: float | None = None
         bad.append(f"temperature={temperature!r} must be a number in [{low:g}, {high:g}] (oe-train tunes it in "
                    f"[0.2, 5]; inf or 0 would make every prediction the same class)")
     score = dict(info["score"])
-    target = score.get("_target_")
-    kwargs = {k: v for k, v in score.items() if k != "_target_"}
-    if target not in SCORES:
-        bad.append(f"score._target_={target!r} is not a score a deployed model can apply: one of {sorted(SCORES)} "
-                   f"(score=msp, energy, max_logit, oe, entropy)")
-    elif not all(isinstance(k, str) and _finite(v) for k, v in kwargs.items()):
-        bad.append(f"score settings {kwargs!r} must be finite numbers")
-    elif "temperature" in kwargs and not low <= kwargs["temperature"] <= high:
-        bad.append(f"score.temperature={kwargs['temperature']!r} must be in [{low:g}, {high:g}] (near 0, "
-                   f"logits / T overflows and every score is -inf)")
+    bad += _score_problems(score)
     outputs = model_config.get("num_classes", info.get("num_classes"))
     names = info.get("class_names")
-    if names is not None and not (isinstance(names, list | tuple) and all(isinstance(n, str) for n in names)):
-        bad.append(f"class_names={names!r} must be a list of strings")
-    elif not (isinstance(outputs, int) and not isinstance(outputs, bool) and outputs >= 1):
-        bad.append(f"num_classes={outputs!r} must be an integer >= 1 (the classifier's outputs)")
-    elif names is not None and len(names) != outputs:
-        bad.append(f"class_names has {len(names)} names for a classifier of {outputs} outputs; one name per "
-                   f"output is needed")
+    bad += _class_problems(names, outputs)
     channels = model_config.get("in_channels", model_config.get("in_chans"))
     if preprocessing is not None and isinstance(channels, int) and channels != preprocessing.channels:
         bad.append(f"preprocessing.channels={preprocessing.channels} but the model takes {channels}-channel images")

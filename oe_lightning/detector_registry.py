@@ -59,6 +59,11 @@ def group_config(name: str) -> dict[str, Any]:
     return node[name]
 
 
+def deployable_names() -> list[str]:
+    """The detectors of the group that oe-predict and oe-export can apply (logit scores)."""
+    return [name for name in names() if is_deployable(group_config(name))]
+
+
 def primary_name(cfg: DictConfig) -> str:
     """The primary detector's name: ``score=`` (default :data:`DEFAULT_PRIMARY`)."""
     return str(cfg.get("score") or DEFAULT_PRIMARY)

@@ -227,26 +227,12 @@ class OODEvaluation(pl.LightningModule):
         the operating point in :attr:`results`, per-sample scores in :attr:`sample_scores`; log ``test/...``."""
         sets = self._gathered()
         head = self._view.get_classifier() if self._view is not None else None
-        if self.fit_detectors:
-            fit = sets["fit"]
-            if fit["logits"].shape[0] == 0:
-                raise OEUserError("The 'fit' loader (the ID training set) yielded no samples to fit detectors on.")
-            for name in self.fit_detectors:
-                self.detectors[name].fit(Outputs(fit["logits"], fit.get("features"), fit.get("labels")), head)
+        self._fit_detectors(sets, head)
         ood_names = [n for n in self.names if n not in ROLES]
         per_detector: dict[str, Any] = {}
         for detector in self.detectors:
             scores = self._scores(detector, sets, head)
-            id_sorted = sort_scores(scores["in"], "ID scores")  # once, for every OOD set
-            s = self.settings
-            per_set = {name: protocol_metrics(id_sorted, scores[name], s.protocol, s.num_to_avg, self.seed,
-                                              s.recall, s.fpr_rule, s.positive) for name in ood_names}
-            keys = [k for k in next(iter(per_set.values())) if not k.endswith("_std")] if per_set else []
-            per_detector[detector] = {
-                "ood": per_set, "mean": {k: sum(m[k] for m in per_set.values()) / len(per_set) for k in keys},
-                "hparams": self.detectors[detector].hparams()}
-            if "val" in scores and "val_ood" in scores:  # validation data only: what a search may minimise
-                per_detector[detector]["val"] = validation_ood_metrics(scores["val"], scores["val_ood"], s)
+            per_detector[detector] = self._detector_results(detector, scores, ood_names)
             self.sample_scores.update({f"{name}/{detector}": s for name, s in scores.items()
                                        if name not in ("val", "val_ood")})
             if detector == self.primary:
@@ -268,19 +254,48 @@ class OODEvaluation(pl.LightningModule):
             "detectors": per_detector,
             "scored": {name: int(s["logits"].shape[0]) for name, s in sets.items()},
         }
-        flat = {"test/id_accuracy": self.results["id_accuracy"], "test/rms_calibration_error": calibration["in"]["rms"],
+        self.log_dict(self._flat_results(), add_dataloader_idx=False, rank_zero_only=True)
+        for metric in self.store.values():
+            metric.reset()
+
+    def _fit_detectors(self, sets: dict[str, dict[str, Tensor]], head: nn.Module | None) -> None:
+        """Fit each detector that needs it on the ID training set's outputs (the ``"fit"`` loader)."""
+        if not self.fit_detectors:
+            return
+        fit = sets["fit"]
+        if fit["logits"].shape[0] == 0:
+            raise OEUserError("The 'fit' loader (the ID training set) yielded no samples to fit detectors on.")
+        for name in self.fit_detectors:
+            self.detectors[name].fit(Outputs(fit["logits"], fit.get("features"), fit.get("labels")), head)
+
+    def _detector_results(self, detector: str, scores: dict[str, Tensor], ood_names: list[str]) -> dict[str, Any]:
+        """One detector's metrics per OOD set (the settings' protocol), their mean, its hyperparameters and,
+        with validation data, its ``val`` metrics (what a search may minimise; test sets never)."""
+        s = self.settings
+        id_sorted = sort_scores(scores["in"], "ID scores")  # once, for every OOD set
+        per_set = {name: protocol_metrics(id_sorted, scores[name], s.protocol, s.num_to_avg, self.seed,
+                                          s.recall, s.fpr_rule, s.positive) for name in ood_names}
+        keys = [k for k in next(iter(per_set.values())) if not k.endswith("_std")] if per_set else []
+        out = {"ood": per_set, "mean": {k: sum(m[k] for m in per_set.values()) / len(per_set) for k in keys},
+               "hparams": self.detectors[detector].hparams()}
+        if "val" in scores and "val_ood" in scores:
+            out["val"] = validation_ood_metrics(scores["val"], scores["val_ood"], s)
+        return out
+
+    def _flat_results(self) -> dict[str, float]:
+        """:attr:`results` as the flat ``test/...`` values logged to the loggers."""
+        res, calibration, operating = self.results, self.results["calibration"], self.results["operating_point"]
+        flat = {"test/id_accuracy": res["id_accuracy"], "test/rms_calibration_error": calibration["in"]["rms"],
                 "test/temperature": calibration["temperature"]}
         flat.update({f"test/calibration_ood_{k}": v for k, v in calibration["mean"].items()})
         if operating.get("threshold") is not None:
             flat.update({"test/operating/test_id_accepted": operating["test_id_accepted"],
                          "test/operating/mean_ood_rejected": operating["mean_ood_rejected"]})
-        for name, values in {**primary["ood"], "mean": primary["mean"]}.items():
+        for name, values in {**res["ood"], "mean": res["mean"]}.items():
             flat.update({f"test/{name}/{k}": v for k, v in values.items()})
-        for detector, res in per_detector.items():
-            flat.update({f"test/detector/{detector}/{k}": v for k, v in res["mean"].items()})
-        self.log_dict(flat, add_dataloader_idx=False, rank_zero_only=True)
-        for metric in self.store.values():
-            metric.reset()
+        for detector, values in res["detectors"].items():
+            flat.update({f"test/detector/{detector}/{k}": v for k, v in values["mean"].items()})
+        return flat
 
     def _operating_point(self, scores: dict[str, Tensor], ood_names: list[str]) -> dict[str, Any]:
         """What the primary detector does deployed: the threshold keeping ``keep_id`` of the ID
