@@ -88,6 +88,7 @@ class Preprocessing:
         return cls(channels, height, width, int(resize), tuple(float(v) for v in mean), tuple(float(v) for v in std))
 
     def to_dict(self) -> dict[str, Any]:
+        """The plain dict stored in checkpoints and export sidecars."""
         return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
 
     def transform(self) -> Any:
@@ -116,6 +117,7 @@ class DeployedModel(nn.Module):
         self.register_buffer("threshold", torch.tensor(float(threshold), dtype=torch.float32))
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(logits, score, is_ood)`` of a preprocessed batch: ``is_ood = score > threshold``."""
         logits = self.backbone(images)
         score = self.score(logits)
         return logits, score, score > self.threshold
@@ -218,6 +220,7 @@ class StoredDeployment:
 
     @property
     def score_kwargs(self) -> dict[str, Any]:
+        """The stored score's settings, ``_target_`` left out."""
         return {k: v for k, v in self.score.items() if k != "_target_"}
 
 
@@ -325,6 +328,7 @@ class OODClassifier:
 
     @property
     def threshold(self) -> float:
+        """The score above which an input is OOD."""
         return float(self.model.threshold)
 
     @classmethod

@@ -377,6 +377,7 @@ class OODMetrics(Metric):
         self.add_state("is_ood", default=[], dist_reduce_fx="cat")
 
     def update(self, scores: Tensor, is_ood: Tensor | bool) -> None:
+        """Add a batch of scores (one per sample) and whether each is OOD (a bool or one per sample)."""
         if sum(d > 1 for d in scores.shape) > 1:
             raise ValueError(f"OODMetrics.update got scores of shape {tuple(scores.shape)}: pass one score "
                              f"per sample, not logits or probabilities per class.")
@@ -389,6 +390,7 @@ class OODMetrics(Metric):
         self.is_ood.append(is_ood.to(torch.bool).expand_as(scores))
 
     def compute(self) -> dict[str, float]:
+        """The metrics of every score held (gathered across ranks), as :func:`protocol_metrics`."""
         s_in, s_out = self._split()
         return protocol_metrics(s_in, s_out, self.protocol, self.num_to_avg, self.seed, self.recall,
                                 self.fpr_rule, self.positive)

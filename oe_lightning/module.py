@@ -97,6 +97,7 @@ class OutlierExposureModule(pl.LightningModule):
         self.val_ood = OODMetrics()  # gathers the validation scores; validation_ood_metrics computes
 
     def forward(self, x: Tensor) -> Tensor:
+        """The backbone's logits."""
         return self.backbone(x)
 
     def _check_logits(self, logits: Tensor) -> None:
@@ -108,11 +109,13 @@ class OutlierExposureModule(pl.LightningModule):
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store :attr:`info` and ``num_classes`` beside the weights (never after a non-finite loss)."""
         self.raise_if_nonfinite()  # never save weights that a NaN step has already reached
         checkpoint["oe_lightning"] = {**self.info.to_dict(), "num_classes": self.num_classes}
 
     # ---- training -------------------------------------------------------------------------
     def on_fit_start(self) -> None:
+        """Remember the run's seed, from which every step reseeds."""
         self._base_seed = torch.initial_seed()  # the seed_everything seed (the same after a resume)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -143,6 +146,7 @@ class OutlierExposureModule(pl.LightningModule):
         return self.__dict__.get("_compiled", self.backbone)(x)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        """CE on the ID samples + λ · OE term on the OE samples, from one forward over both."""
         x_in, y = batch["in"]
         x_oe = None if is_baseline(self.lambda_oe) else batch.get("oe")
         n_in = x_in.shape[0]
@@ -180,12 +184,15 @@ class OutlierExposureModule(pl.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # the logged steps whose copy is done, in order (on CPU: at once; on a GPU a step or two
         # later, so with log_every_n_steps=1 a row may follow a later step's learning-rate row)
+        """Write the logged step values whose copy off the device is done."""
         self._flush_step_log(wait=False)
 
     def on_validation_start(self) -> None:
+        """Write pending step values before the validation's."""
         self._flush_step_log()  # the last step values before the validation's, in step order
 
     def on_train_end(self) -> None:
+        """Write pending step values."""
         self._flush_step_log()
 
     # Losses and accuracy stay on the device during an epoch (no host synchronisation per step):
@@ -300,12 +307,14 @@ class OutlierExposureModule(pl.LightningModule):
         return [{"params": head}, {"params": body, "lr_scale": self.backbone_lr_scale}]
 
     def on_train_epoch_start(self) -> None:
+        """A frozen backbone (``backbone_lr_scale=0``) keeps its BatchNorm statistics."""
         if self.backbone_lr_scale == 0.0:  # a frozen backbone keeps its BatchNorm statistics too
             for m in self.backbone.modules():
                 if isinstance(m, BatchNormBase):
                     m.eval()
 
     def configure_optimizers(self) -> Any:
+        """The optimiser over the parameter groups, and the scheduler stepped every step."""
         groups = self._parameter_groups()
         if self.optimizer_factory is None:
             optimizer = torch.optim.SGD(groups, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)

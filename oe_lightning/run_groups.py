@@ -49,10 +49,12 @@ class Group:
 
     @property
     def data(self) -> str:
+        """The dataset's name."""
         return str(self.config.get("data"))
 
     @property
     def lambda_oe(self) -> float:
+        """λ, 0 for a baseline."""
         return float(self.config.get("lambda_oe") or 0.0)
 
     @property
@@ -64,6 +66,7 @@ class Group:
 
     @property
     def label(self) -> str:
+        """The method, λ and how it was trained, then the keys that set the group apart."""
         if self.method == "baseline":
             text = "baseline"
         else:
@@ -77,9 +80,11 @@ class Group:
 
     @property
     def seeds(self) -> list[Any]:
+        """The seeds of the group's runs, in order."""
         return [r["config"].get("seed") for r in self.runs]
 
     def ood_sets(self) -> list[str]:
+        """Every OOD set of the group's runs, in first-seen order."""
         names: list[str] = []
         for run in self.runs:
             names += [n for n in run["ood"] if n not in names]
@@ -92,6 +97,7 @@ class Group:
         return _mean_std([v for v in values if not math.isnan(v)])
 
     def id_accuracy(self) -> tuple[float, float]:
+        """ID test accuracy in %, mean and sample std over seeds."""
         return _mean_std([100 * r["id_accuracy"] for r in self.runs])
 
 
@@ -125,6 +131,7 @@ def collect_runs(root: str | Path) -> tuple[list[dict[str, Any]], list[Path]]:
 
 
 def group_key(config: dict[str, Any]) -> dict[str, Any]:
+    """The key config a run without an identity is grouped by (a baseline's OE loss and data left out)."""
     key = {k: v for k, v in config.items() if k not in IGNORED_KEYS}
     key["tuned"] = bool(config.get("pretrained"))
     if is_baseline(config.get("lambda_oe")):  # no OE term, so its OE loss and data do not matter

@@ -43,6 +43,7 @@ from oe_lightning.table_render import (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """``oe-table``'s arguments."""
     parser = argparse.ArgumentParser(
         prog="oe-table", description="Collect results.json files under SWEEP_DIR into paper-style tables.")
     parser.add_argument("sweep_dirs", type=Path, nargs="+", metavar="SWEEP_DIR",

@@ -61,6 +61,7 @@ def energy_paper_number(group: Group, ood_set: str | None, metric: str) -> float
 
 # ---- the comparison table ------------------------------------------------------------------
 def fmt(stat: tuple[float, float] | float | None, seeds: int = 1) -> str:
+    """``mean ± std`` (std only over several seeds) with 2 decimals; empty for no value."""
     if stat is None:
         return ""
     if isinstance(stat, tuple):
@@ -70,6 +71,7 @@ def fmt(stat: tuple[float, float] | float | None, seeds: int = 1) -> str:
 
 
 def fmt_paper(value: float | None, digits: int) -> str:
+    """A published number with the paper's ``digits`` decimals; empty where it has none."""
     return "" if value is None else f"{value:.{digits}f}"
 
 
@@ -100,6 +102,7 @@ def comparison(baseline: Group, oe: Group) -> tuple[list[str], list[list[str]]]:
 
 
 def overview(groups: Sequence[Group]) -> tuple[list[str], list[list[str]]]:
+    """One row per group: data, label, seeds, mean FPR95 / AUROC / AUPR, ID accuracy."""
     header = ["data", "method", "seeds", *[f"mean {LABELS[m]}" for m in METRICS], "ID acc ↑"]
     rows = [[g.data, g.label, str(len(g.runs)), *[fmt(g.stat(None, m), len(g.runs)) for m in METRICS],
              fmt(g.id_accuracy(), len(g.runs))] for g in groups]
@@ -149,6 +152,7 @@ CALIBRATION_KEYS = (("rms", "RMS ↓"), ("mad", "MAD ↓"), ("soft_f1", "Soft F1
 
 
 def detector_tables(groups: Sequence[Group]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Training method × detector tables, FPR95 and AUROC."""
     return [t for m in ("fpr95", "auroc") for t in detector_matrix(groups, m)]
 
 

@@ -49,6 +49,7 @@ def latex_table(title: str, header: list[str], rows: list[list[str]]) -> str:
 
 
 def render_markdown(groups: Sequence[Group], extra: Sequence[Table3] = ()) -> str:
+    """Every table as Markdown, each under its title."""
     parts = ["## Runs (values in %, mean ± std over seeds)\n", markdown_table(*overview(groups))]
     for title, header, rows in [*comparisons(groups), *detector_tables(groups), *calibration_comparison(groups),
                                 *extra]:
@@ -57,6 +58,7 @@ def render_markdown(groups: Sequence[Group], extra: Sequence[Table3] = ()) -> st
 
 
 def render_latex(groups: Sequence[Group], extra: Sequence[Table3] = ()) -> str:
+    """Every table as a booktabs LaTeX table."""
     parts = [latex_table("Runs (values in %, mean ± std over seeds)", *overview(groups))]
     parts += [latex_table(title, header, rows)
               for title, header, rows in [*comparisons(groups), *detector_tables(groups),
