@@ -264,26 +264,47 @@ def image_folder(root: str | Path, transform: Callable | None = None, name: str 
     """
     root = Path(root).expanduser()
     flat = root.is_dir() and not class_folders(root)
+    dataset = _open_folder(root, flat, _resized(transform, resize, resize_mode), name)
+    what = name or root.name
+    dropped = {dataset.class_to_idx[c] for c in exclude_classes if c in dataset.class_to_idx}
+    _report_listing(dataset, root, flat, what, exclude_classes, strict)
+    kept = [p for p, t in dataset.samples if t not in dropped]
+    bad = _unreadable(kept, root, what, len(dataset.samples), strict)
+    _report_animated([p for p in kept if p not in bad], root, what, strict)
+    if dropped or bad:
+        dataset.samples = [s for s in dataset.samples if s[1] not in dropped and s[0] not in bad]
+        dataset.imgs, dataset.targets = dataset.samples, [t for _, t in dataset.samples]
+    if not dataset.samples:
+        raise OEUserError(f"No readable image under {str(root)!r}; put images in class sub-folders there.")
+    dataset.strict = strict
+    dataset.source = f"folder:{root.resolve()}"
+    return dataset
+
+
+def _open_folder(root: Path, flat: bool, transform: Callable | None, name: str) -> ReadableImageFolder:
+    """The folder's images: one class per sub-folder, or (``flat``: images directly in ``root``) one class
+    named after the folder; a missing folder is an error saying where the set must be."""
     try:
-        if flat:  # images directly in root (no class sub-folders): one class, named after the folder
+        if flat:
             class FlatFolder(ReadableImageFolder):
                 def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
                     return [root.name], {root.name: 0}
 
-            dataset = FlatFolder(str(root.parent), transform=_resized(transform, resize, resize_mode),
-                                 loader=load_rgb)
-        else:
-            dataset = ReadableImageFolder(str(root), transform=_resized(transform, resize, resize_mode),
-                                          loader=load_rgb)
+            return FlatFolder(str(root.parent), transform=transform, loader=load_rgb)
+        return ReadableImageFolder(str(root), transform=transform, loader=load_rgb)
     except (FileNotFoundError, RuntimeError) as err:
         raise missing_dataset(name or root.name, root, f"{root}/<class>/<image>.jpg|png",
                               "download the set from its authors' page and unpack it there",
                               str(err).splitlines()[0]) from err
-    dropped = {dataset.class_to_idx[c] for c in exclude_classes if c in dataset.class_to_idx}
+
+
+def _report_listing(dataset: ReadableImageFolder, root: Path, flat: bool, what: str,
+                    exclude_classes: Sequence[str], strict: bool) -> None:
+    """Name what the folder listing skipped (links out of the tree, files of other types); files named like
+    images that are not regular files are an error with ``strict``."""
     listings = [listing for c, listing in dataset.listings.items() if c not in exclude_classes]
     links = Listing(root, skipped={LOOP: [f"{root / c} -> {t}" for c, t in class_links_skipped(root).items()]}
                     if not flat else {})
-    what = name or root.name
     special = [p for listing in listings for p in listing.skipped.get(NOT_REGULAR, [])]
     if special and strict:
         raise OEUserError(f"{len(special)} file(s) under {str(root)!r} are named like images but are not regular "
@@ -295,7 +316,11 @@ def image_folder(root: str | Path, transform: Callable | None = None, name: str 
         _warn_once(f"{what}: {len(others)} file(s) not read, their type is not one training reads "
                    f"({', '.join(IMG_EXTENSIONS)}): " + ", ".join(others[:5]) + (" ..." if len(others) > 5 else "")
                    + "; convert them (e.g. to PNG) to use them")
-    kept = [p for p, t in dataset.samples if t not in dropped]
+
+
+def _unreadable(kept: list[str], root: Path, what: str, total: int, strict: bool) -> dict[str, str]:
+    """The files among ``kept`` that are not readable images (path -> why), warned about, or an error with
+    ``strict``."""
     bad = dict(unreadable_images(kept))
     if bad and strict:
         raise OEUserError(f"{len(bad)} files under {str(root)!r} are not readable images: "
@@ -303,8 +328,13 @@ def image_folder(root: str | Path, transform: Callable | None = None, name: str 
                           f"data.strict=false to skip them with a warning.")
     if bad:
         log.warning("%s: skipped %d unreadable file(s) of %d: %s", what, len(bad),
-                    len(dataset.samples), ", ".join(list(bad)[:5]) + (" ..." if len(bad) > 5 else ""))
-    animated = animated_images([p for p in kept if p not in bad])
+                    total, ", ".join(list(bad)[:5]) + (" ..." if len(bad) > 5 else ""))
+    return bad
+
+
+def _report_animated(paths: list[str], root: Path, what: str, strict: bool) -> None:
+    """Animated images are read as their first frame, with a warning (``strict``: an error)."""
+    animated = animated_images(paths)
     if animated and strict:
         raise OEUserError(f"{len(animated)} images under {str(root)!r} are animated (several frames), of which "
                           f"only the first would be read: {', '.join(animated)}. Save the frame you mean as a still "
@@ -312,14 +342,6 @@ def image_folder(root: str | Path, transform: Callable | None = None, name: str 
     if animated:
         _warn_once(f"{what}: {len(animated)} animated image(s) (several frames) read as their first frame only: "
                    + ", ".join(animated[:5]) + (" ..." if len(animated) > 5 else ""))
-    if dropped or bad:
-        dataset.samples = [s for s in dataset.samples if s[1] not in dropped and s[0] not in bad]
-        dataset.imgs, dataset.targets = dataset.samples, [t for _, t in dataset.samples]
-    if not dataset.samples:
-        raise OEUserError(f"No readable image under {str(root)!r}; put images in class sub-folders there.")
-    dataset.strict = strict
-    dataset.source = f"folder:{root.resolve()}"
-    return dataset
 
 
 class LSUNTest(Dataset):
