@@ -23,14 +23,19 @@ _EXPORTS = {
     "UniformCrossEntropy": "oe_lightning.losses",
     "JensenShannonUniform": "oe_lightning.losses",
     "EnergyMargin": "oe_lightning.losses",
+    "WassersteinUniform": "oe_lightning.losses",
+    "WassersteinToClasses": "oe_lightning.losses",
     # OOD scores (larger = more OOD)
     "MaxSoftmax": "oe_lightning.scores",
     "MaxLogit": "oe_lightning.scores",
     "Energy": "oe_lightning.scores",
     "Entropy": "oe_lightning.scores",
     "UniformCrossEntropyScore": "oe_lightning.scores",
+    "GeneralizedEntropy": "oe_lightning.scores",
+    "WassersteinScore": "oe_lightning.scores",
     # evaluation and detectors (larger score = more OOD)
     "OODEvaluation": "oe_lightning.evaluation",
+    "EvaluationSettings": "oe_lightning.evaluation_settings",
     "Detector": "oe_lightning.detectors",
     "Mahalanobis": "oe_lightning.detectors",
     "KNN": "oe_lightning.detectors",
@@ -41,9 +46,9 @@ _EXPORTS = {
     # metrics
     "ood_metrics": "oe_lightning.metrics",
     "OODMetrics": "oe_lightning.metrics",
-    "rms_calibration_error": "oe_lightning.metrics",
-    "calibration_error": "oe_lightning.metrics",
-    "tune_temperature": "oe_lightning.metrics",
+    "rms_calibration_error": "oe_lightning.calibration",
+    "calibration_error": "oe_lightning.calibration",
+    "tune_temperature": "oe_lightning.calibration",
     # backbones
     "SmallCNN": "oe_lightning.models",
     "WideResNet": "oe_lightning.models",

@@ -152,9 +152,17 @@ def test_continuing_experiment_writer_keeps_metrics_csv_that_lightnings_writer_d
 
 @pytest.fixture
 def launch_env(monkeypatch):
-    for key in LAUNCH_ENV:
-        monkeypatch.delenv(key, raising=False)  # restored after the test
+    """No launch variables during the test, and exactly the earlier ones after it: launch() sets them in this
+    process, and a WORLD_SIZE left behind would make every later DDP run of this worker wait for ranks that
+    never come (monkeypatch.delenv of an absent name records nothing to undo)."""
+    saved = {key: os.environ.pop(key, None) for key in LAUNCH_ENV}
     monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))  # launch() would change it
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def test_script_launcher_starts_each_rank_with_our_command_and_lightnings_environment(launch_env, tmp_path):
