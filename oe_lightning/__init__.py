@@ -25,6 +25,7 @@ _EXPORTS = {
     "EnergyMargin": "oe_lightning.losses",
     "WassersteinUniform": "oe_lightning.losses",
     "WassersteinToClasses": "oe_lightning.losses",
+    "OutlierExposureConfidenceControl": "oe_lightning.losses",
     # OOD scores (larger = more OOD)
     "MaxSoftmax": "oe_lightning.scores",
     "MaxLogit": "oe_lightning.scores",

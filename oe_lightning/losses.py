@@ -147,3 +147,33 @@ class WassersteinToClasses(nn.Module):
         p = F.softmax(logits_oe.float(), dim=1)
         cost = self.cost if self.cost is not None else check_cost_matrix(self.cost_matrix, p.shape[1]).to(p)
         return -wasserstein_to_classes(p, cost).min(dim=1).values.mean().to(logits_oe.dtype)
+
+
+class OutlierExposureConfidenceControl(nn.Module):
+    """OECC (Papadopoulos et al., Neural Networks 2021; nazim1021/OOD-detection-using-OECC,
+    ``CIFAR/OECC_tune_cifar.ipynb``, training cell): an L1 distance of softmax(logits_oe) to uniform, plus
+    a term keeping the ID samples' maximum softmax probability near the baseline's training accuracy
+    ``a_train``: ``lambda_in * mean_in (max p - a_train)^2 + lambda_out * mean_oe sum_k |p_k - 1/K|``.
+
+    The reference *sums* both terms over the batch (``torch.sum``) with λ1 = 0.07 and λ2 = 0.05 at batch
+    sizes 128 (ID) and 256 (OE); here they are means, as every OE term of this framework, with the weights
+    scaled so the step is the reference's at those sizes: λ_in = 0.07 · 128 = 8.96, λ_out = 0.05 · 256 =
+    12.8. ``a_train``: 0.9486 for the CIFAR-10 WRN baseline, 0.7573 for CIFAR-100 (the notebook's A_tr).
+    Use it with ``loss.lambda_oe=1`` (its weights are inside).
+    """
+
+    def __init__(self, a_train: float = 0.9486, lambda_in: float = 0.07 * 128, lambda_out: float = 0.05 * 256):
+        super().__init__()
+        if not (isinstance(a_train, int | float) and 0 < a_train <= 1):
+            from oe_lightning.errors import OEUserError
+
+            raise OEUserError(f"loss.fn.a_train is the baseline's training accuracy, in (0, 1], got {a_train!r}; "
+                              f"the reference uses 0.9486 (CIFAR-10) and 0.7573 (CIFAR-100).")
+        self.a_train, self.lambda_in, self.lambda_out = float(a_train), float(lambda_in), float(lambda_out)
+
+    def forward(self, logits_oe: Tensor, logits_in: Tensor, targets: Tensor | None = None) -> Tensor:
+        """The two terms, each a mean over its samples; ``targets`` unused."""
+        max_in = F.softmax(logits_in, dim=1).max(dim=1).values
+        p_oe = F.softmax(logits_oe, dim=1)
+        to_uniform = (p_oe - 1.0 / p_oe.shape[1]).abs().sum(dim=1)
+        return self.lambda_in * (max_in - self.a_train).pow(2).mean() + self.lambda_out * to_uniform.mean()

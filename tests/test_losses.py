@@ -57,3 +57,36 @@ def test_losses_are_differentiable_scalars(loss):
     assert out.ndim == 0
     out.backward()
     assert torch.isfinite(logits_oe.grad).all() and logits_oe.grad.abs().sum() > 0
+
+
+def test_oecc_is_the_reference_formula_at_its_batch_sizes():
+    """nazim1021/OOD-detection-using-OECC CIFAR/OECC_tune_cifar.ipynb (training cell): CE + 0.07 · sum_in
+    (max p - A_tr)^2 + 0.05 · sum_out sum_k |p_k - 1/K| over batches of 128 ID and 256 OE samples, A_tr = 0.9486.
+    Ours is written as means with the weights scaled to those sizes: the same value (and step) there."""
+    from oe_lightning.losses import OutlierExposureConfidenceControl
+
+    g = torch.Generator().manual_seed(0)
+    logits_in, logits_oe = torch.randn(128, 10, generator=g) * 3, torch.randn(256, 10, generator=g)
+    probabilities = torch.softmax(torch.cat([logits_in, logits_oe]), dim=1)
+    max_probs = probabilities.max(dim=1).values
+    reference = 0.07 * torch.sum((max_probs[:128] - 0.9486) ** 2) + \
+        0.05 * torch.sum(torch.abs(probabilities[128:] - 1 / 10))
+    ours = OutlierExposureConfidenceControl()(logits_oe, logits_in)
+    assert float(ours) == pytest.approx(float(reference), rel=1e-5)
+    with pytest.raises(ValueError, match="a_train"):
+        OutlierExposureConfidenceControl(a_train=1.5)
+
+
+def test_loss_oecc_composes_with_the_references_weights():
+    from tests.test_config import compose_train
+
+    cfg = compose_train("loss=oecc")
+    assert cfg.loss.lambda_oe == 1.0 and cfg.loss.fn.lambda_in == pytest.approx(0.07 * 128)
+    assert cfg.loss.fn.lambda_out == pytest.approx(0.05 * 256) and cfg.loss.fn.a_train == 0.9486
+
+
+def test_loss_oecc_trains(tmp_path):
+    from tests.conftest import train_in_process
+
+    results = train_in_process(tmp_path, "loss=oecc", "loss.fn.a_train=0.95", "trainer.max_epochs=1")
+    assert results["config"]["loss"] == "OutlierExposureConfidenceControl" and math.isfinite(results["mean"]["fpr95"])
