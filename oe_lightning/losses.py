@@ -76,6 +76,34 @@ class EnergyMargin(nn.Module):
         return hinge_in + hinge_out
 
 
+class GroundCost(nn.Module):
+    """The ground cost of a Wasserstein OE term: ``zero_one``, ``ordinal`` or a K × K matrix (checked when
+    given, and against the model's classes at the first step)."""
+
+    def __init__(self, cost: str | list[list[float]]):
+        super().__init__()
+        from oe_lightning.transport import COSTS, check_cost_matrix
+
+        if isinstance(cost, str) and cost not in COSTS:
+            from oe_lightning.errors import OEUserError
+
+            raise OEUserError(f"loss.fn.cost={cost!r} must be one of {', '.join(COSTS)} or a K x K matrix of costs.")
+        self.name = cost if isinstance(cost, str) else None
+        if self.name is None:
+            self.register_buffer("matrix", check_cost_matrix(cost).float(), persistent=False)
+
+    def for_classes(self, num_classes: int) -> str | Tensor:
+        """The cost to use with ``num_classes`` classes: its name, or the matrix (refused if not K × K)."""
+        if self.name is not None:
+            return self.name
+        if self.matrix.shape[0] != num_classes:
+            from oe_lightning.errors import OEUserError
+
+            raise OEUserError(f"loss.fn.cost is {self.matrix.shape[0]} x {self.matrix.shape[0]}, but the model has "
+                              f"{num_classes} classes: give one row and one column per class.")
+        return self.matrix
+
+
 class WassersteinUniform(nn.Module):
     """Wasserstein distance between softmax(logits_oe) and the uniform distribution, under a ground cost on
     the classes (the mission's "a Wasserstein distance" in place of the cross-entropy).
@@ -89,32 +117,22 @@ class WassersteinUniform(nn.Module):
 
     def __init__(self, cost: str | list[list[float]] = "zero_one", epsilon: float = 0.01, iterations: int = 200):
         super().__init__()
-        from oe_lightning.transport import COSTS, check_cost_matrix
-
-        if isinstance(cost, str) and cost not in COSTS:
-            from oe_lightning.errors import OEUserError
-
-            raise OEUserError(f"loss.fn.cost={cost!r} must be one of {', '.join(COSTS)} or a K x K matrix of costs.")
         if not (isinstance(epsilon, int | float) and 0 < epsilon <= 1) or not (isinstance(iterations, int)
                                                                              and iterations >= 1):
             from oe_lightning.errors import OEUserError
 
             raise OEUserError(f"loss.fn.epsilon must be in (0, 1] and loss.fn.iterations an integer >= 1, got "
                               f"{epsilon!r} and {iterations!r}; e.g. 0.01 and 200.")
-        self.cost = cost if isinstance(cost, str) else None
-        if not isinstance(cost, str):
-            self.register_buffer("cost_matrix", check_cost_matrix(cost).float(), persistent=False)
+        self.ground = GroundCost(cost)
         self.epsilon, self.iterations = float(epsilon), iterations
 
     def forward(self, logits_oe: Tensor, logits_in: Tensor | None = None,
                 targets: Tensor | None = None) -> Tensor:
         """Mean over OE samples of W(softmax(logits_oe), uniform); ID arguments unused."""
-        from oe_lightning.transport import check_cost_matrix, uniform_like, wasserstein_to
+        from oe_lightning.transport import uniform_like, wasserstein_to
 
         p = F.softmax(logits_oe.float(), dim=1)
-        cost = self.cost
-        if cost is None:
-            cost = check_cost_matrix(self.cost_matrix, p.shape[1]).to(p)
+        cost = self.ground.for_classes(p.shape[1])
         return wasserstein_to(p, uniform_like(p), cost, self.epsilon, self.iterations).mean().to(logits_oe.dtype)
 
 
@@ -129,24 +147,16 @@ class WassersteinToClasses(nn.Module):
 
     def __init__(self, cost: str | list[list[float]] = "zero_one"):
         super().__init__()
-        from oe_lightning.transport import COSTS, check_cost_matrix
-
-        if isinstance(cost, str) and cost not in COSTS:
-            from oe_lightning.errors import OEUserError
-
-            raise OEUserError(f"loss.fn.cost={cost!r} must be one of {', '.join(COSTS)} or a K x K matrix of costs.")
-        self.cost = cost if isinstance(cost, str) else None
-        if not isinstance(cost, str):
-            self.register_buffer("cost_matrix", check_cost_matrix(cost).float(), persistent=False)
+        self.ground = GroundCost(cost)
 
     def forward(self, logits_oe: Tensor, logits_in: Tensor | None = None,
                 targets: Tensor | None = None) -> Tensor:
         """Minus the mean over OE samples of the distance to the nearest class; ID arguments unused."""
-        from oe_lightning.transport import check_cost_matrix, wasserstein_to_classes
+        from oe_lightning.transport import wasserstein_to_classes
 
         p = F.softmax(logits_oe.float(), dim=1)
-        cost = self.cost if self.cost is not None else check_cost_matrix(self.cost_matrix, p.shape[1]).to(p)
-        return -wasserstein_to_classes(p, cost).min(dim=1).values.mean().to(logits_oe.dtype)
+        return -wasserstein_to_classes(p, self.ground.for_classes(p.shape[1])).min(dim=1).values.mean().to(
+            logits_oe.dtype)
 
 
 class OutlierExposureConfidenceControl(nn.Module):
