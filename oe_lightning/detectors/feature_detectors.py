@@ -76,7 +76,7 @@ class KNN(Detector):
 
     needs, requires_fit = "features", True
 
-    def __init__(self, k: int = 50, normalize: bool = True, chunk_size: int = 512, backend: str = "torch"):
+    def __init__(self, k: int = 50, normalize: bool = True, chunk_size: int = 128, backend: str = "torch"):
         super().__init__()
         if k < 1:
             raise OEUserError(f"detector knn: k must be >= 1, got {k}.")
