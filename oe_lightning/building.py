@@ -4,7 +4,6 @@ run cannot do."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from hydra.utils import instantiate
@@ -24,8 +23,6 @@ from oe_lightning.results import (
     key_config,
     run_identity,
 )
-
-log = logging.getLogger("oe_lightning")
 
 
 def build_datamodule(cfg: DictConfig, with_oe: bool) -> OEDataModule:
@@ -65,9 +62,9 @@ def build_module(cfg: DictConfig) -> OutlierExposureModule:
 
 
 def build_evaluation(cfg: DictConfig, backbone: Any) -> OODEvaluation:
-    """The evaluation of ``backbone``: the ``score`` config as the primary detector (named by its
-    group choice, e.g. ``msp``), then every ``detector=[...]`` entry; metric settings from the
-    ``evaluation`` group, shared by oe-train and oe-eval."""
+    """The evaluation of ``backbone``: the primary detector (``score=<name>``), then every
+    ``detector=[...]`` entry (:func:`~oe_lightning.detector_registry.detector_configs`); metric settings
+    from the ``evaluation`` group, shared by oe-train and oe-eval."""
     detectors = {name: instantiate(node) for name, node in registry.detector_configs(cfg).items()}
     return OODEvaluation(backbone, detectors, primary=registry.primary_name(cfg), settings=evaluation_settings(cfg),
                          seed=cfg.get("seed", 0))

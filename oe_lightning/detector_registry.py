@@ -9,6 +9,8 @@ deployed by oe-predict and oe-export; feature, activation and gradient detectors
 
 from __future__ import annotations
 
+import copy
+import functools
 import inspect
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +27,7 @@ DEFAULT_PRIMARY = "msp"
 SCORES_MODULE = "oe_lightning.scores"
 
 
+@functools.cache
 def logit_scores() -> dict[str, type]:
     """The logit scores a deployed model may apply, by config target: every class of
     ``oe_lightning.scores`` (imported when first asked: it imports torch)."""
@@ -48,7 +51,13 @@ def names() -> list[str]:
 
 
 def group_config(name: str) -> dict[str, Any]:
-    """The settings ``conf/detector/<name>.yaml`` gives detector ``name``."""
+    """The settings ``conf/detector/<name>.yaml`` gives detector ``name`` (a copy: the caller may change it)."""
+    return copy.deepcopy(_read_group_file(name))
+
+
+@functools.cache
+def _read_group_file(name: str) -> dict[str, Any]:
+    """``conf/detector/<name>.yaml``'s detector, read once per process."""
     path = group_folder() / f"{name}.yaml"
     if not isinstance(name, str) or "/" in name or not path.is_file():
         raise OEUserError(f"score={name!r} names no detector of conf/detector/: use one of {', '.join(names())} "

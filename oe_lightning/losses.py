@@ -14,6 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from oe_lightning.errors import OEUserError
+from oe_lightning.transport import (
+    COSTS,
+    check_cost_matrix,
+    uniform_like,
+    wasserstein_to,
+    wasserstein_to_classes,
+)
+
 
 class UniformCrossEntropy(nn.Module):
     """Cross-entropy from softmax(logits_oe) to the uniform distribution (the paper's L_OE).
@@ -82,11 +91,7 @@ class GroundCost(nn.Module):
 
     def __init__(self, cost: str | list[list[float]]):
         super().__init__()
-        from oe_lightning.transport import COSTS, check_cost_matrix
-
         if isinstance(cost, str) and cost not in COSTS:
-            from oe_lightning.errors import OEUserError
-
             raise OEUserError(f"loss.fn.cost={cost!r} must be one of {', '.join(COSTS)} or a K x K matrix of costs.")
         self.name = cost if isinstance(cost, str) else None
         if self.name is None:
@@ -97,8 +102,6 @@ class GroundCost(nn.Module):
         if self.name is not None:
             return self.name
         if self.matrix.shape[0] != num_classes:
-            from oe_lightning.errors import OEUserError
-
             raise OEUserError(f"loss.fn.cost is {self.matrix.shape[0]} x {self.matrix.shape[0]}, but the model has "
                               f"{num_classes} classes: give one row and one column per class.")
         return self.matrix
@@ -119,8 +122,6 @@ class WassersteinUniform(nn.Module):
         super().__init__()
         if not (isinstance(epsilon, int | float) and 0 < epsilon <= 1) or not (isinstance(iterations, int)
                                                                              and iterations >= 1):
-            from oe_lightning.errors import OEUserError
-
             raise OEUserError(f"loss.fn.epsilon must be in (0, 1] and loss.fn.iterations an integer >= 1, got "
                               f"{epsilon!r} and {iterations!r}; e.g. 0.01 and 200.")
         self.ground = GroundCost(cost)
@@ -129,8 +130,6 @@ class WassersteinUniform(nn.Module):
     def forward(self, logits_oe: Tensor, logits_in: Tensor | None = None,
                 targets: Tensor | None = None) -> Tensor:
         """Mean over OE samples of W(softmax(logits_oe), uniform); ID arguments unused."""
-        from oe_lightning.transport import uniform_like, wasserstein_to
-
         p = F.softmax(logits_oe.float(), dim=1)
         cost = self.ground.for_classes(p.shape[1])
         return wasserstein_to(p, uniform_like(p), cost, self.epsilon, self.iterations).mean().to(logits_oe.dtype)
@@ -152,8 +151,6 @@ class WassersteinToClasses(nn.Module):
     def forward(self, logits_oe: Tensor, logits_in: Tensor | None = None,
                 targets: Tensor | None = None) -> Tensor:
         """Minus the mean over OE samples of the distance to the nearest class; ID arguments unused."""
-        from oe_lightning.transport import wasserstein_to_classes
-
         p = F.softmax(logits_oe.float(), dim=1)
         return -wasserstein_to_classes(p, self.ground.for_classes(p.shape[1])).min(dim=1).values.mean().to(
             logits_oe.dtype)
@@ -175,8 +172,6 @@ class OutlierExposureConfidenceControl(nn.Module):
     def __init__(self, a_train: float = 0.9486, lambda_in: float = 0.07 * 128, lambda_out: float = 0.05 * 256):
         super().__init__()
         if not (isinstance(a_train, int | float) and 0 < a_train <= 1):
-            from oe_lightning.errors import OEUserError
-
             raise OEUserError(f"loss.fn.a_train is the baseline's training accuracy, in (0, 1], got {a_train!r}; "
                               f"the reference uses 0.9486 (CIFAR-10) and 0.7573 (CIFAR-100).")
         self.a_train, self.lambda_in, self.lambda_out = float(a_train), float(lambda_in), float(lambda_out)

@@ -6,6 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from oe_lightning.errors import OEUserError
+from oe_lightning.transport import COSTS, wasserstein_to_classes
+
 
 class MaxSoftmax(nn.Module):
     """Negative maximum softmax probability (Hendrycks & Gimpel, 2017; the paper's default)."""
@@ -64,8 +67,6 @@ class GeneralizedEntropy(nn.Module):
     def __init__(self, gamma: float = 0.1, top_m: int = 100):
         super().__init__()
         if not (isinstance(gamma, int | float) and 0 < gamma <= 1) or not (isinstance(top_m, int) and top_m >= 1):
-            from oe_lightning.errors import OEUserError
-
             raise OEUserError(f"GEN takes gamma in (0, 1] and top_m >= 1 (the paper: gamma=0.1, top_m=100), got "
                               f"gamma={gamma!r}, top_m={top_m!r}.")
         self.gamma, self.top_m = float(gamma), top_m
@@ -84,16 +85,10 @@ class WassersteinScore(nn.Module):
 
     def __init__(self, cost: str = "zero_one"):
         super().__init__()
-        from oe_lightning.transport import COSTS
-
         if cost not in COSTS:
-            from oe_lightning.errors import OEUserError
-
             raise OEUserError(f"cost={cost!r} must be one of {', '.join(COSTS)}.")
         self.cost = cost
 
     def forward(self, logits: Tensor) -> Tensor:
         """One score per sample: the distance to the nearest class distribution."""
-        from oe_lightning.transport import wasserstein_to_classes
-
         return wasserstein_to_classes(F.softmax(logits, dim=1), self.cost).min(dim=1).values
