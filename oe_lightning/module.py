@@ -78,8 +78,8 @@ class OutlierExposureModule(pl.LightningModule):
         self.num_classes = num_classes
         self.oe_loss = oe_loss if oe_loss is not None else UniformCrossEntropy()
         self.lambda_oe = float(lambda_oe)
-        # None for a primary detector that does not score logits alone (e.g. KNN): no validation OOD metric
-        self.score = score if score is not None or not validate_ood else MaxSoftmax()
+        # None (validate_ood=False): the primary detector does not score logits alone (e.g. KNN)
+        self.score = score if score is not None else MaxSoftmax() if validate_ood else None
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.nonfinite_check_every = nonfinite_check_every
@@ -182,14 +182,13 @@ class OutlierExposureModule(pl.LightningModule):
             self._step_log.flush(self.loggers, wait)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # the logged steps whose copy is done, in order (on CPU: at once; on a GPU a step or two
-        # later, so with log_every_n_steps=1 a row may follow a later step's learning-rate row)
-        """Write the logged step values whose copy off the device is done."""
+        """Write the logged step values whose copy off the device is done, in order (on CPU: at once; on a
+        GPU a step or two later, so with log_every_n_steps=1 a row may follow a later step's learning rate)."""
         self._flush_step_log(wait=False)
 
     def on_validation_start(self) -> None:
-        """Write pending step values before the validation's."""
-        self._flush_step_log()  # the last step values before the validation's, in step order
+        """Write pending step values before the validation's, in step order."""
+        self._flush_step_log()
 
     def on_train_end(self) -> None:
         """Write pending step values."""
@@ -308,7 +307,7 @@ class OutlierExposureModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         """A frozen backbone (``backbone_lr_scale=0``) keeps its BatchNorm statistics."""
-        if self.backbone_lr_scale == 0.0:  # a frozen backbone keeps its BatchNorm statistics too
+        if self.backbone_lr_scale == 0.0:
             for m in self.backbone.modules():
                 if isinstance(m, BatchNormBase):
                     m.eval()
