@@ -19,6 +19,7 @@ from oe_lightning.errors import OEUserError
 from oe_lightning.evaluation import OODEvaluation
 from oe_lightning.evaluation_settings import EvaluationSettings
 from oe_lightning.module import OutlierExposureModule
+from oe_lightning.ood_groups import split_groups
 from oe_lightning.results import (
     key_config,
     run_identity,
@@ -27,7 +28,7 @@ from oe_lightning.results import (
 
 def build_datamodule(cfg: DictConfig, with_oe: bool) -> OEDataModule:
     """The DataModule of ``cfg.data`` with the OE set (only if used) and the OOD suite."""
-    return instantiate(cfg.data, oe=cfg.oe if with_oe else None, ood=cfg.get("ood"),
+    return instantiate(cfg.data, oe=cfg.oe if with_oe else None, ood=split_groups(cfg.get("ood"))[0],
                        val_ood=cfg.get("val_ood"), _convert_="all")
 
 
@@ -67,7 +68,7 @@ def build_evaluation(cfg: DictConfig, backbone: Any) -> OODEvaluation:
     from the ``evaluation`` group, shared by oe-train and oe-eval."""
     detectors = {name: instantiate(node) for name, node in registry.detector_configs(cfg).items()}
     return OODEvaluation(backbone, detectors, primary=registry.primary_name(cfg), settings=evaluation_settings(cfg),
-                         seed=cfg.get("seed", 0))
+                         seed=cfg.get("seed", 0), groups=split_groups(cfg.get("ood"))[1])
 
 
 def check_accelerator(cfg: DictConfig) -> None:

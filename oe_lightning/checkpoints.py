@@ -98,6 +98,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path, num_classes: in
 ALLOWED_BACKBONES = ("oe_lightning.models.SmallCNN", "oe_lightning.models.WideResNet",
                      "oe_lightning.models.wrn_40_2", "oe_lightning.models.wrn_16_4",
                      "oe_lightning.models.torchvision_classifier", "oe_lightning.models.timm_classifier",
+                     "oe_lightning.models.resnet18_32x32",
                      "timm.create_model")
 
 

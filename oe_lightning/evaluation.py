@@ -47,6 +47,7 @@ from oe_lightning.metrics import (
     validation_ood_metrics,
 )
 from oe_lightning.models.contract import feature_backbone
+from oe_lightning.ood_groups import metric_means, summarised
 from oe_lightning.scores import MaxSoftmax
 
 ROLES = ("fit", "val", "val_ood", "in")  # loader names that are not OOD test sets
@@ -76,10 +77,13 @@ class OODEvaluation(pl.LightningModule):
         settings: how detection is measured (recall, FPR rule, positive class, protocol, the deployed
             threshold's ``keep_id``); default :class:`~oe_lightning.evaluation_settings.EvaluationSettings`.
         seed: the paper protocol's subset draws.
+        groups: group name -> its OOD sets (OpenOOD's ``near`` / ``far``): each detector's results get
+            the mean over each group's sets (``groups``) beside the mean over all sets.
     """
 
     def __init__(self, backbone: nn.Module, detectors: Mapping[str, Any] | None = None,
-                 primary: str | None = None, settings: EvaluationSettings | None = None, seed: int = 0):
+                 primary: str | None = None, settings: EvaluationSettings | None = None, seed: int = 0,
+                 groups: Mapping[str, list[str]] | None = None):
         super().__init__()
         self.settings = EvaluationSettings.of(settings)
         self.backbone = backbone
@@ -89,6 +93,7 @@ class OODEvaluation(pl.LightningModule):
         if self.primary not in self.detectors:
             raise OEUserError(f"primary detector {self.primary!r} is not among the detectors {list(self.detectors)}.")
         self.seed = seed
+        self.groups = {str(g): [str(n) for n in names] for g, names in (groups or {}).items()}
         self.store = nn.ModuleDict()
         self.names: list[str] = []
         self.results: dict[str, Any] = {}
@@ -250,6 +255,8 @@ class OODEvaluation(pl.LightningModule):
             "operating_point": operating,
             "ood": primary["ood"],
             "mean": primary["mean"],
+            **({"groups": primary["groups"], "ood_groups": self._present_groups(ood_names)} if "groups" in primary
+               else {}),
             "detector": self.primary,
             "detectors": per_detector,
             "scored": {name: int(s["logits"].shape[0]) for name, s in sets.items()},
@@ -275,12 +282,17 @@ class OODEvaluation(pl.LightningModule):
         id_sorted = sort_scores(scores["in"], "ID scores")  # once, for every OOD set
         per_set = {name: protocol_metrics(id_sorted, scores[name], s.protocol, s.num_to_avg, self.seed,
                                           s.recall, s.fpr_rule, s.positive) for name in ood_names}
-        keys = [k for k in next(iter(per_set.values())) if not k.endswith("_std")] if per_set else []
-        out = {"ood": per_set, "mean": {k: sum(m[k] for m in per_set.values()) / len(per_set) for k in keys},
+        groups = {g: [n for n in names if n in per_set] for g, names in self.groups.items()}
+        out = {"ood": per_set, **summarised(per_set, {g: names for g, names in groups.items() if names}),
                "hparams": self.detectors[detector].hparams()}
         if "val" in scores and "val_ood" in scores:
             out["val"] = validation_ood_metrics(scores["val"], scores["val_ood"], s)
         return out
+
+    def _present_groups(self, ood_names: list[str]) -> dict[str, list[str]]:
+        """Each group's sets that this evaluation scored (groups with none left out)."""
+        groups = {g: [n for n in names if n in ood_names] for g, names in self.groups.items()}
+        return {g: names for g, names in groups.items() if names}
 
     def _flat_results(self) -> dict[str, float]:
         """:attr:`results` as the flat ``test/...`` values logged to the loggers."""
@@ -293,6 +305,8 @@ class OODEvaluation(pl.LightningModule):
                          "test/operating/mean_ood_rejected": operating["mean_ood_rejected"]})
         for name, values in {**res["ood"], "mean": res["mean"]}.items():
             flat.update({f"test/{name}/{k}": v for k, v in values.items()})
+        for group, values in (res.get("groups") or {}).items():
+            flat.update({f"test/group/{group}/{k}": v for k, v in values.items()})
         for detector, values in res["detectors"].items():
             flat.update({f"test/detector/{detector}/{k}": v for k, v in values["mean"].items()})
         return flat
@@ -337,6 +351,5 @@ class OODEvaluation(pl.LightningModule):
             "rule": CALIBRATION_RULE, "temperature": float(temperature), "temperature_tuned_on": tuned_on,
             "ece": ece,
             "ood_per_mixture": num_out, "in": calibration_summary(conf_in, correct_in), "ood": per_set,
-            "mean": {k: sum(v[k] for v in per_set.values()) / len(per_set) for k in next(iter(per_set.values()))}
-            if per_set else {},
+            "mean": metric_means(per_set),
         }

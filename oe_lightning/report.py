@@ -26,8 +26,14 @@ def _cell(metrics: dict[str, float], key: str) -> str:
 
 
 def ood_rows(results: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
-    """``(name, metrics)`` per OOD set in suite order, then ``("mean", ...)``."""
-    return [*results["ood"].items(), ("mean", results["mean"])]
+    """``(name, metrics)`` per OOD set in suite order, then ``("mean", ...)`` and each group's mean
+    (``("near mean", ...)``, OpenOOD's near-OOD and far-OOD)."""
+    return [*results["ood"].items(), *summary_rows(results)]
+
+
+def summary_rows(results: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
+    """The mean over every OOD set, then over each group's sets."""
+    return [("mean", results["mean"]), *((f"{g} mean", m) for g, m in (results.get("groups") or {}).items())]
 
 
 def results_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -71,19 +77,22 @@ def results_table(results: dict[str, Any]) -> Table:
                   min_width=len(title) + 4)
     for i, h in enumerate(header):
         table.add_column(rich_text(h), justify="left" if i == 0 else "right")
+    last_set = len(rows) - len(summary_rows(results)) - 1
     for i, row in enumerate(rows):  # names as Text: never read as markup
-        table.add_row(*map(rich_text, row), end_section=i == len(rows) - 2)
+        table.add_row(*map(rich_text, row), end_section=i == last_set)
     return table
 
 
 def detector_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Header and one row per detector: its mean over the OOD sets (in %); empty with one detector."""
+    """Header and one row per detector: its mean over the OOD sets (in %), then one per group of sets
+    (``msp · near``); empty with one detector and no groups."""
     detectors = results.get("detectors") or {}
-    if len(detectors) < 2:
+    if len(detectors) < 2 and not results.get("groups"):
         return [], []
     keys = list(results["mean"])
     header = ["detector (mean)"] + [_label(k) for k in keys]
-    return header, [[name] + [_cell(d["mean"], k) for k in keys] for name, d in detectors.items()]
+    return header, [[name if label == "mean" else f"{name} · {label.removesuffix(' mean')}"]
+                    + [_cell(m, k) for k in keys] for name, d in detectors.items() for label, m in summary_rows(d)]
 
 
 def operating_line(results: dict[str, Any]) -> str | None:

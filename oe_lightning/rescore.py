@@ -11,6 +11,7 @@ import torch
 
 from oe_lightning.evaluation_settings import check_settings
 from oe_lightning.metrics import ood_metrics, protocol_metrics, sort_scores
+from oe_lightning.ood_groups import summarised
 from oe_lightning.results import SCORES_FILE
 
 SETTINGS = ("fpr_rule", "recall", "protocol", "num_to_avg", "positive")
@@ -50,13 +51,11 @@ def rescore(results: dict[str, Any], scores: dict[str, torch.Tensor], **settings
     for name, old in (results.get("detectors") or {}).items():
         per_set = {ood: protocol_metrics(scores[f"in/{name}"], scores[f"{ood}/{name}"], s["protocol"], s["num_to_avg"],
                                          0, s["recall"], s["fpr_rule"], s["positive"]) for ood in old["ood"]}
-        keys = [k for k in next(iter(per_set.values())) if not k.endswith("_std")] if per_set else []
-        detectors[name] = {**old, "ood": per_set,
-                           "mean": {k: sum(m[k] for m in per_set.values()) / len(per_set) for k in keys}}
+        detectors[name] = {**old, "ood": per_set, **summarised(per_set, results.get("ood_groups") or {})}
     out = {**results, "detectors": detectors, "config": {**config, **s}, "rescored": s}
     primary = results.get("detector")
     if primary in detectors:
-        out["ood"], out["mean"] = detectors[primary]["ood"], detectors[primary]["mean"]
+        out.update({k: detectors[primary][k] for k in ("ood", "mean", "groups") if k in detectors[primary]})
     return out
 
 

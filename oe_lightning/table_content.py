@@ -126,25 +126,34 @@ def comparisons(groups: Sequence[Group]) -> list[tuple[str, list[str], list[list
     return out
 
 
-def detector_stat(group: Group, detector: str, metric: str) -> tuple[float, float] | None:
-    """Mean ± std over seeds (in %) of a detector's mean over the OOD sets; None unless every seed has it."""
-    values = [100 * r["detectors"][detector]["mean"][metric] for r in group.runs
-              if detector in (r.get("detectors") or {}) and metric in r["detectors"][detector]["mean"]]
+def detector_stat(group: Group, detector: str, metric: str, ood_group: str | None = None) -> tuple[float, float] | None:
+    """Mean ± std over seeds (in %) of a detector's mean over the OOD sets (or over one group's sets, e.g.
+    OpenOOD's ``near``); None unless every seed has it."""
+    def value(run: dict[str, Any]) -> float | None:
+        results = (run.get("detectors") or {}).get(detector) or {}
+        means = results.get("mean") if ood_group is None else (results.get("groups") or {}).get(ood_group)
+        return (means or {}).get(metric)
+
+    values = [100 * v for r in group.runs if (v := value(r)) is not None]
     return _mean_std(values) if len(values) == len(group.runs) else None
 
 
 def detector_matrix(groups: Sequence[Group], metric: str = "fpr95") -> list[tuple[str, list[str], list[list[str]]]]:
-    """Per D_in whose runs scored several detectors: training method (rows) × detector (columns),
-    each cell the mean over the OOD sets: the layout of OOD leaderboards."""
+    """Per D_in whose runs scored several detectors (or grouped their OOD sets): training method (rows) ×
+    detector (columns), each cell the mean over the OOD sets, or one column per detector and group (near,
+    far): the layout of OOD leaderboards."""
     out = []
     for data in dict.fromkeys(g.data for g in groups):
         mine = [g for g in groups if g.data == data]
         detectors = list(dict.fromkeys(d for g in mine for r in g.runs for d in (r.get("detectors") or {})))
-        if len(detectors) < 2:
+        ood_groups = list(dict.fromkeys(name for g in mine for r in g.runs for name in (r.get("ood_groups") or {})))
+        if len(detectors) < 2 and not ood_groups:
             continue
-        rows = [[g.label, *[fmt(detector_stat(g, d, metric), len(g.runs)) for d in detectors]] for g in mine]
-        out.append((f"{data}: training method × detector, mean {LABELS.get(metric, metric)} over the OOD sets",
-                    ["method", *detectors], rows))
+        columns = [(d, o) for d in detectors for o in ood_groups] if ood_groups else [(d, None) for d in detectors]
+        rows = [[g.label, *[fmt(detector_stat(g, d, metric, o), len(g.runs)) for d, o in columns]] for g in mine]
+        over = "each group's OOD sets" if ood_groups else "the OOD sets"
+        out.append((f"{data}: training method × detector, mean {LABELS.get(metric, metric)} over {over}",
+                    ["method", *[d if o is None else f"{d} {o}" for d, o in columns]], rows))
     return out
 
 

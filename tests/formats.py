@@ -79,3 +79,32 @@ def write_lsun_test_lmdb(root: Path, n: int = 5, size: int = 40, seed: int = 0) 
             txn.put(f"{i:040x}".encode(), buf.getvalue())
     env.close()
     return path
+
+
+def write_openood(root: Path, benchmark: str = "cifar10", per_list: int = 6, seed: int = 0) -> dict[str, list[str]]:
+    """OpenOOD v1.5's data root for a CIFAR benchmark: ``benchmark_imglist/<benchmark>/*.txt`` ("<path> <label>"
+    lines, OOD labels -1, as its lists) over 32x32 PNGs under ``images_classic/``; returns list name -> paths."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    other = "cifar100" if benchmark == "cifar10" else "cifar10"
+    lists = {f"train_{benchmark}": 4 * per_list, f"val_{benchmark}": per_list, f"test_{benchmark}": per_list,
+             "val_tin": per_list, "train_tin597": 2 * per_list,
+             **{f"test_{s}": per_list for s in (other, "tin", "mnist", "svhn", "texture", "places365")}}
+    written: dict[str, list[str]] = {}
+    for name, count in lists.items():
+        is_id = name.endswith(benchmark)
+        paths = []
+        for i in range(count):
+            label = int(rng.integers(0, 10)) if is_id else -1
+            relative = f"{name.split('_', 1)[1]}/{name.split('_', 1)[0]}/{i:04d}.png"
+            file = root / "images_classic" / relative
+            file.parent.mkdir(parents=True, exist_ok=True)
+            size = 28 if "mnist" in name else 32  # OpenOOD keeps MNIST at 28x28; the reader resizes
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(file)
+            paths.append(f"{relative} {label}")
+        folder = root / "benchmark_imglist" / benchmark
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}.txt").write_text("\n".join(paths) + "\n")
+        written[name] = paths
+    return written
