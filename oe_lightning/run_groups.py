@@ -90,10 +90,19 @@ class Group:
             names += [n for n in run["ood"] if n not in names]
         return names
 
-    def stat(self, ood_set: str | None, metric: str) -> tuple[float, float] | None:
-        """Mean and sample std (0 for one seed) over seeds, in %; ``ood_set=None``: the mean row."""
-        values = [100 * (r["mean"] if ood_set is None else r["ood"].get(ood_set, {})).get(metric, math.nan)
-                  for r in self.runs]
+    def ood_groups(self) -> list[str]:
+        """Every group of OOD sets (OpenOOD's near, far) of the group's runs, in first-seen order."""
+        return list(dict.fromkeys(g for r in self.runs for g in (r.get("ood_groups") or {})))
+
+    def stat(self, ood_set: str | None, metric: str, ood_group: str | None = None) -> tuple[float, float] | None:
+        """Mean and sample std (0 for one seed) over seeds, in %; ``ood_set=None``: the mean row, or with
+        ``ood_group`` the mean over that group's sets."""
+        def means(r: dict[str, Any]) -> dict[str, float]:
+            if ood_group is not None:
+                return (r.get("groups") or {}).get(ood_group, {})
+            return r["mean"] if ood_set is None else r["ood"].get(ood_set, {})
+
+        values = [100 * means(r).get(metric, math.nan) for r in self.runs]
         return _mean_std([v for v in values if not math.isnan(v)])
 
     def id_accuracy(self) -> tuple[float, float]:

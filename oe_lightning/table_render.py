@@ -110,22 +110,24 @@ def print_terminal(groups: Sequence[Group], console: Any = None, extra: Sequence
 
 
 def render_csv(groups: Sequence[Group]) -> str:
-    """Tidy rows: one per group, OOD set (``mean`` last) and metric; text cells never read as
-    formulas (:func:`oe_lightning.escaping.csv_cell`), numbers as they are."""
+    """Tidy rows: one per group, OOD set (then ``mean`` and each group of sets' ``near mean``) and metric;
+    text cells never read as formulas (:func:`oe_lightning.escaping.csv_cell`), numbers as they are."""
     text = escaping.csv_cell
     rows: list[list[object]] = [["data", "group", "group_id", "method", "loss", "lambda_oe", "score", "seeds",
                                  "ood_set", "metric", "mean", "std", "paper", "delta_vs_paper"]]
     for g in groups:
-        for s in [*g.ood_sets(), None]:
+        summaries = [(s, None, s) for s in g.ood_sets()] + [(None, None, "mean")] + \
+            [(None, o, f"{o} mean") for o in g.ood_groups()]
+        for s, ood_group, label in summaries:
             for m in METRICS:
-                stat, paper = g.stat(s, m), paper_numbers(g, s, m)
+                stat = g.stat(s, m, ood_group)
+                paper = paper_numbers(g, s, m) if ood_group is None else None
                 if stat is None:
                     continue
                 delta = "" if paper is None else f"{stat[0] - paper:.4f}"
                 rows.append([text(g.data), text(g.label), g.group_id, g.method, text(str(g.config.get("loss") or "")),
-                             g.lambda_oe,
-                             text(str(g.config.get("score"))), len(g.runs), text(s or "mean"), m, f"{stat[0]:.4f}",
-                             f"{stat[1]:.4f}", "" if paper is None else paper, delta])
+                             g.lambda_oe, text(str(g.config.get("score"))), len(g.runs), text(label), m,
+                             f"{stat[0]:.4f}", f"{stat[1]:.4f}", "" if paper is None else paper, delta])
     return escaping.csv_lines(rows)
 
 
