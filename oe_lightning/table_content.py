@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from oe_lightning.baseline import is_baseline
+from oe_lightning.openood_leaderboard import METHODS, SUITES, leaderboard_row
 from oe_lightning.paper_results import (
     CALIBRATION,
     ENERGY_MEAN_FPR95,
@@ -155,6 +156,29 @@ def detector_matrix(groups: Sequence[Group], metric: str = "fpr95") -> list[tupl
         out.append((f"{data}: training method × detector, mean {LABELS.get(metric, metric)} over {over}",
                     ["method", *[d if o is None else f"{d} {o}" for d, o in columns]], rows))
     return out
+
+
+def leaderboard_comparison(groups: Sequence[Group]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Runs on an OpenOOD v1.5 suite scored by MSP beside its published leaderboard (near / far AUROC, ID
+    accuracy), with our difference: the baseline, OE (the paper's loss) and MixOE, where it has the row."""
+    rows_by_data: dict[str, list[list[str]]] = {}
+    for g in groups:
+        method = "baseline" if g.method == "baseline" else METHODS.get(str(g.config.get("loss")))
+        if g.config.get("ood") != SUITES.get(g.data) or g.config.get("score") != PAPER_SCORE or method is None:
+            continue
+        published = leaderboard_row(g.data, method)
+        near, far = g.stat(None, "auroc", "near"), g.stat(None, "auroc", "far")
+        if published is None or near is None or far is None:
+            continue
+        acc = g.id_accuracy()
+        cells = []
+        for ours, theirs in ((near, published["near_auroc"]), (far, published["far_auroc"]),
+                             (acc, published["id_accuracy"])):
+            cells += [fmt(ours, len(g.runs)), f"{theirs:.2f}", f"{ours[0] - theirs:+.2f}"]
+        rows_by_data.setdefault(g.data, []).append([g.label, *cells])
+    header = ["method", "near AUROC ↑", "OpenOOD", "Δ", "far AUROC ↑", "OpenOOD", "Δ", "ID acc ↑", "OpenOOD", "Δ"]
+    return [(f"{data}: OpenOOD v1.5 near / far (MSP) beside its published leaderboard (results/{data}.csv)",
+             header, rows) for data, rows in rows_by_data.items()]
 
 
 CALIBRATION_KEYS = (("rms", "RMS ↓"), ("mad", "MAD ↓"), ("soft_f1", "Soft F1 ↑"))

@@ -19,6 +19,7 @@ from oe_lightning.table_content import (
     calibration_comparison,
     comparisons,
     detector_tables,
+    leaderboard_comparison,
     overview,
     paper_numbers,
 )
@@ -51,8 +52,8 @@ def latex_table(title: str, header: list[str], rows: list[list[str]]) -> str:
 def render_markdown(groups: Sequence[Group], extra: Sequence[Table3] = ()) -> str:
     """Every table as Markdown, each under its title."""
     parts = ["## Runs (values in %, mean ± std over seeds)\n", markdown_table(*overview(groups))]
-    for title, header, rows in [*comparisons(groups), *detector_tables(groups), *calibration_comparison(groups),
-                                *extra]:
+    for title, header, rows in [*comparisons(groups), *leaderboard_comparison(groups), *detector_tables(groups),
+                                *calibration_comparison(groups), *extra]:
         parts += [f"\n## {escaping.markdown(title)}\n", markdown_table(header, rows)]
     return "\n".join(parts)
 
@@ -61,8 +62,8 @@ def render_latex(groups: Sequence[Group], extra: Sequence[Table3] = ()) -> str:
     """Every table as a booktabs LaTeX table."""
     parts = [latex_table("Runs (values in %, mean ± std over seeds)", *overview(groups))]
     parts += [latex_table(title, header, rows)
-              for title, header, rows in [*comparisons(groups), *detector_tables(groups),
-                                          *calibration_comparison(groups), *extra]]
+              for title, header, rows in [*comparisons(groups), *leaderboard_comparison(groups),
+                                          *detector_tables(groups), *calibration_comparison(groups), *extra]]
     return "\n".join(parts)
 
 
@@ -90,6 +91,7 @@ def print_terminal(groups: Sequence[Group], console: Any = None, extra: Sequence
     tables = [("Runs (values in %, mean ± std over seeds)", *overview(groups))]
     for title, header, rows in comparisons(groups):
         tables += split_by_metric(title, header, rows)
+    tables += leaderboard_comparison(groups)
     for title, header, rows in detector_tables(groups):  # transposed: detectors down, methods across
         tables.append((title, ["detector", *[r[0] for r in rows]],
                        [[d, *[r[i] for r in rows]] for i, d in enumerate(header[1:], start=1)]))

@@ -114,6 +114,11 @@ def test_openood_benchmark_trains_and_reports_near_and_far_means(tmp_path):
     assert table_main([str(tmp_path / "run"), "--format", "md", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "table.md").read_text()
     assert "msp near" in text and "energy far" in text
+    # beside OpenOOD's leaderboard (results/cifar10.csv:35, OE + MSP: near 94.82, far 96.00), with our difference
+    board = next(line for line in text.splitlines() if line.startswith("| UniformCrossEntropy") and "94.82" in line)
+    near = 100 * results["groups"]["near"]["auroc"]
+    assert board.split(" | ")[1:4] == [f"{near:.2f}", "94.82", f"{near - 94.82:+.2f}"]
+    assert board.split(" | ")[5] == "96.00"
     csv_rows = (tmp_path / "table.csv").read_text().splitlines()
     near = next(r for r in csv_rows if ",near mean,auroc," in r)
     assert float(near.split(",")[10]) == pytest.approx(100 * results["groups"]["near"]["auroc"], abs=1e-4)
