@@ -39,7 +39,9 @@ class OutlierExposureModule(pl.LightningModule):
     Args:
         backbone: any ``nn.Module`` mapping a batch of images to logits.
         num_classes: classes of D_in; checked against the backbone's output.
-        oe_loss: ``loss(logits_oe, logits_in, targets) -> scalar``; default the paper's.
+        oe_loss: ``loss(logits_oe, logits_in, targets) -> scalar``; default the paper's. A loss with
+            ``mixes_batch`` (MixOE) first turns the step's OE images into ``mix(x_in, y, x_oe, K)``: mixed
+            images and the targets its term takes.
         lambda_oe: weight λ of the OE term, >= 0.
         score: OOD score from logits (larger = more OOD) for validation; default max softmax probability.
         optimizer: ``params -> Optimizer`` (a ``_partial_`` config).
@@ -150,6 +152,9 @@ class OutlierExposureModule(pl.LightningModule):
         x_in, y = batch["in"]
         x_oe = None if is_baseline(self.lambda_oe) else batch.get("oe")
         n_in = x_in.shape[0]
+        oe_targets = y
+        if x_oe is not None and getattr(self.oe_loss, "mixes_batch", False):  # MixOE: mixed images, soft targets
+            x_oe, oe_targets = self.oe_loss.mix(x_in, y, x_oe, self.num_classes)
         if x_oe is not None:
             logits = self._train_forward(torch.cat([x_in, x_oe]))
             logits_in, logits_oe = logits[:n_in], logits[n_in:]
@@ -158,7 +163,7 @@ class OutlierExposureModule(pl.LightningModule):
         if batch_idx == 0:
             self._check_logits(logits)
         loss_in = F.cross_entropy(logits_in, y)
-        loss_oe = self.oe_loss(logits_oe, logits_in, y) if x_oe is not None else loss_in.new_zeros(())
+        loss_oe = self.oe_loss(logits_oe, logits_in, oe_targets) if x_oe is not None else loss_in.new_zeros(())
         loss = loss_in + self.lambda_oe * loss_oe
         parts = torch.stack([loss, loss_in, loss_oe]).detach()
         self._watch_finite(parts, batch_idx)
