@@ -79,6 +79,28 @@ def digits(split: str = "train", transform: Callable | None = None, test_fractio
     return TensorImages(images[idx], labels[idx], transform, source="sklearn:digits")
 
 
+NEAR_KINDS = ("rotated", "overlaid")
+
+
+def altered_digits(kind: str = "rotated", transform: Callable | None = None, test_fraction: float = 0.3,
+                   split_seed: int = 0, seed: int = 0) -> TensorImages:
+    """Near-OOD images made from the digits' *test* split (never a training image), handwriting that is no digit:
+    ``rotated``, each digit turned 90°; ``overlaid``, two test digits of different classes, pixel-wise maximum
+    (pairs drawn with ``seed``). Labels are -1."""
+    if kind not in NEAR_KINDS:
+        raise ValueError(f"altered digits are one of {NEAR_KINDS}, not {kind!r}.")
+    test = digits("test", test_fraction=test_fraction, split_seed=split_seed)
+    images, labels = test.images, test.labels
+    if kind == "rotated":
+        altered = torch.rot90(images, 1, dims=(2, 3))
+    else:
+        partner = torch.from_numpy(np.random.default_rng(seed).permutation(len(images)))
+        keep = labels != labels[partner]  # a digit over one of the same class would still be that digit
+        altered = torch.maximum(images[keep], images[partner][keep])
+    return TensorImages(altered.contiguous(), torch.full((len(altered),), -1, dtype=torch.long), transform,
+                        source=f"sklearn:digits:{kind}")
+
+
 def _grayscale(image: np.ndarray) -> Tensor:
     rgb = torch.tensor(image, dtype=torch.float32) / 255.0
     return (rgb @ torch.tensor([0.299, 0.587, 0.114])).unsqueeze(0)  # ITU-R 601 luma, (1, H, W)
