@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from oe_lightning import detector_registry as registry
 from oe_lightning.baseline import is_baseline
 from oe_lightning.checkpoint_info import CheckpointInfo
-from oe_lightning.checkpoints import checked_model_config
+from oe_lightning.checkpoints import BACKGROUND_FACTORY, checked_model_config
 from oe_lightning.data import OEDataModule
 from oe_lightning.deployment import Preprocessing
 from oe_lightning.errors import OEUserError
@@ -44,7 +44,7 @@ def checkpoint_info(cfg: DictConfig) -> CheckpointInfo:
     names = OmegaConf.select(cfg, "data.class_names", default=None)
     primary = registry.primary_config(cfg)
     return CheckpointInfo(
-        model_config=OmegaConf.to_container(cfg.model, resolve=True), run_config=key_config(cfg),
+        model_config=model_config(cfg), run_config=key_config(cfg),
         identity=run_identity(cfg), class_names=[str(n) for n in names] if names else None,
         # a data config of your own without image_shape: not deployable
         preprocessing=Preprocessing.from_data_config(cfg.data).to_dict() if "image_shape" in cfg.data else None,
@@ -52,10 +52,22 @@ def checkpoint_info(cfg: DictConfig) -> CheckpointInfo:
         primary_detector=registry.primary_name(cfg))
 
 
+def model_config(cfg: DictConfig) -> dict[str, Any]:
+    """The backbone's resolved config: ``cfg.model``, or (``loss.background_class``) that network with one
+    output more, read as a K-class classifier (:func:`~oe_lightning.models.background.background_classifier`)."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    if not OmegaConf.select(cfg, "loss.background_class", default=False):
+        return model
+    if "num_classes" not in model:
+        raise OEUserError(f"loss.background_class needs a model with a num_classes setting to give it one output "
+                          f"more; model._target_={model.get('_target_')!r} has none.")
+    return {"_target_": BACKGROUND_FACTORY, "backbone": model.pop("_target_"), **model}
+
+
 def build_module(cfg: DictConfig) -> OutlierExposureModule:
     """The LightningModule of ``cfg.module`` around ``cfg.model``, validated with the primary detector."""
     score = registry.logit_score(instantiate(registry.primary_config(cfg)))
-    make = instantiate(cfg.module, backbone=cfg.model, oe_loss=cfg.loss.fn, _partial_=True)
+    make = instantiate(cfg.module, backbone=model_config(cfg), oe_loss=cfg.loss.fn, _partial_=True)
     # built objects given as they are (through instantiate, a dataclass would become a config and the
     # stored model config, with its _target_, a model)
     return make(score=score, validate_ood=score is not None, evaluation=evaluation_settings(cfg),

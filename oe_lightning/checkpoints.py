@@ -98,8 +98,10 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path, num_classes: in
 ALLOWED_BACKBONES = ("oe_lightning.models.SmallCNN", "oe_lightning.models.WideResNet",
                      "oe_lightning.models.wrn_40_2", "oe_lightning.models.wrn_16_4",
                      "oe_lightning.models.torchvision_classifier", "oe_lightning.models.timm_classifier",
-                     "oe_lightning.models.resnet18_32x32",
+                     "oe_lightning.models.resnet18_32x32", "oe_lightning.models.background_classifier",
                      "timm.create_model")
+# wraps a K+1-output backbone as K classes; the backbone factory it names must be allowed too
+BACKGROUND_FACTORY = "oe_lightning.models.background_classifier"
 
 
 def _plain(value: Any) -> bool:
@@ -139,6 +141,8 @@ def checked_model_config(stored: Any, also_allowed: Iterable[str], path: str) ->
     if isinstance(stored, dict):
         if target not in allowed:
             bad.append(f"_target_={target!r} is not an allowed backbone factory")
+        if target == BACKGROUND_FACTORY and stored.get("backbone") not in allowed:
+            bad.append(f"backbone={stored.get('backbone')!r} is not an allowed backbone factory")
         bad += [f"{k}={v!r} is not a plain value" for k, v in stored.items()
                 if k != "_target_" and (not isinstance(k, str) or k.startswith("_") or not _plain(v))]
     if bad:

@@ -182,3 +182,32 @@ class OutlierExposureConfidenceControl(nn.Module):
         p_oe = F.softmax(logits_oe, dim=1)
         to_uniform = (p_oe - 1.0 / p_oe.shape[1]).abs().sum(dim=1)
         return self.lambda_in * (max_in - self.a_train).pow(2).mean() + self.lambda_out * to_uniform.mean()
+
+
+def log1mexp(s: Tensor) -> Tensor:
+    """``log(1 - exp(s))`` for ``s <= 0``, accurate at both ends (Mächler 2012)."""
+    s = s.clamp_max(-1e-12)
+    return torch.where(s > -math.log(2), torch.log(-torch.expm1(s)), torch.log1p(-torch.exp(s)))
+
+
+class BackgroundClass(nn.Module):
+    """OE samples labelled as a K+1-th "background" class (NTOM, Chen et al. 2021; pytorch-ood's
+    BackgroundClassLoss): cross-entropy over K+1 outputs, for ID samples with their labels and for OE samples
+    with label K (jfc43/informative-outlier-mining train_ntom.py:343-356: ``in_loss + beta * out_loss``).
+
+    The model is a :class:`~oe_lightning.models.background.BackgroundClassifier` (``loss.background_class``),
+    whose K outputs are the joint log-probabilities of the classes; the module's CE over them is
+    ``-log p(y) + log(1 - p(K))``, so this term adds ``-log(1 - p(K))`` of the ID samples back (divided by
+    ``lambda_oe``, which multiplies the term): the total is the reference's ``CE_{K+1}(in) + λ · CE_{K+1}(oe, K)``.
+    """
+
+    def __init__(self, lambda_oe: float = 1.0):
+        super().__init__()
+        self.lambda_oe = float(lambda_oe)
+
+    def forward(self, logits_oe: Tensor, logits_in: Tensor | None = None, targets: Tensor | None = None) -> Tensor:
+        """Mean ``-log p(K | x)`` over OE samples + mean ``-log(1 - p(K | x))`` over ID samples / λ."""
+        background_oe = -log1mexp(torch.logsumexp(logits_oe, dim=1)).mean()  # -log p(K) = -log(1 - Σ p(k))
+        if logits_in is None or self.lambda_oe <= 0:
+            return background_oe
+        return background_oe - torch.logsumexp(logits_in, dim=1).mean() / self.lambda_oe

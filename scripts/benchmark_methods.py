@@ -1,12 +1,12 @@
 """Training-step time of every OE method relative to the paper's OE (uniform cross-entropy), side by side.
 
-Each method is the ``conf/loss/<name>.yaml`` a user picks, inside ``OutlierExposureModule``; every step is the
+Each method is the module ``oe-train loss=<name>`` builds (``building.build_module``); every step is the
 module's ``training_step`` (the method's mixing, one forward over ID + OE, its loss), the backward pass and an SGD
 step, on the same fixed batches. Methods are interleaved round by round, so drift in the machine's speed
 touches all alike; the median step time over the rounds is reported, with its ratio to ``uniform_ce``.
 
     python scripts/benchmark_methods.py                          # the digits' SmallCNN, batches 128 + 256
-    python scripts/benchmark_methods.py --model resnet18_32x32   # OpenOOD's ResNet-18 at 32x32, batches 32 + 64
+    python scripts/benchmark_methods.py --model resnet18_32x32   # OpenOOD's ResNet-18 on 32x32, batches 32 + 64
 """
 
 from __future__ import annotations
@@ -16,32 +16,29 @@ import statistics
 import time
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from oe_lightning.config import config_dir
 from oe_lightning.module import OutlierExposureModule
 
-# name -> (conf/loss file, overrides of its fn); "wasserstein_matrix": a K x K cost (|i - j|) by entropic Sinkhorn
-METHODS = {"uniform_ce": ("uniform_ce", {}), "energy": ("energy", {}), "js_uniform": ("js_uniform", {}),
-           "oecc": ("oecc", {}), "wasserstein": ("wasserstein", {}),
-           "wasserstein_matrix": ("wasserstein", {"cost": [[abs(i - j) for j in range(10)] for i in range(10)]}),
-           "wood": ("wood", {}), "mixoe": ("mixoe", {})}
+# name -> the overrides that choose it; "wasserstein_matrix": a K x K cost (|i - j|) by entropic Sinkhorn
+MATRIX = "[" + ",".join("[" + ",".join(str(abs(i - j)) for j in range(10)) + "]" for i in range(10)) + "]"
+METHODS = {"uniform_ce": ["loss=uniform_ce"], "energy": ["loss=energy"], "js_uniform": ["loss=js_uniform"],
+           "oecc": ["loss=oecc"], "wasserstein": ["loss=wasserstein"],
+           "wasserstein_matrix": ["loss=wasserstein", f"loss.fn.cost={MATRIX}"], "wood": ["loss=wood"],
+           "mixoe": ["loss=mixoe"], "background": ["loss=background"]}
 
 
 def build(method: str, model: str) -> tuple[OutlierExposureModule, torch.optim.Optimizer]:
-    """The module of the method's ``conf/loss/`` file around a fresh backbone (seed 0), and its SGD."""
-    from oe_lightning.models import SmallCNN, resnet18_32x32
+    """The LightningModule ``oe-train`` builds for the method (on the digits' config, ``model``), and its SGD."""
+    from hydra import compose, initialize_config_dir
 
-    file, overrides = METHODS[method]
-    loss = OmegaConf.load(f"{config_dir()}/loss/{file}.yaml")
-    fn = {**OmegaConf.to_container(loss.fn), **overrides}
-    for key, value in list(fn.items()):  # the digits' energy margins where the yaml reads them from data
-        if isinstance(value, str) and value.startswith("${"):
-            fn[key] = float(value.rsplit(",", 1)[1].rstrip("}"))
+    from oe_lightning.building import build_module
+
+    model_choice = "small_cnn" if model == "small_cnn" else "openood_resnet18_32x32"
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=[*METHODS[method], f"model={model_choice}"])
     torch.manual_seed(0)
-    backbone = SmallCNN(10, in_channels=1) if model == "small_cnn" else resnet18_32x32(10)
-    module = OutlierExposureModule(backbone, 10, oe_loss=instantiate(fn), lambda_oe=float(loss.lambda_oe))
+    module = build_module(cfg)
     return module, torch.optim.SGD(module.parameters(), lr=0.01, momentum=0.9, nesterov=True)
 
 
@@ -63,7 +60,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    shape, n_in = ((1, 8, 8), 128) if args.model == "small_cnn" else ((3, 32, 32), 32)
+    shape, n_in = ((1, 8, 8), 128) if args.model == "small_cnn" else ((1, 32, 32), 32)  # the digits' 1 channel
     g = torch.Generator().manual_seed(1)
     batch = {"in": (torch.rand(n_in, *shape, generator=g), torch.randint(0, 10, (n_in,), generator=g)),
              "oe": torch.rand(2 * n_in, *shape, generator=g)}

@@ -157,10 +157,10 @@ def test_an_everyday_command_runs_as_printed(command, trained_run, tmp_path, mon
             assert (tmp_path / "RUN" / "csv" / "metrics.csv").read_text().count("\n0,") >= 1
 
 
-def own_classifier_commands() -> list[list[str]]:
-    """The command lines of the README's "Use it on your own classifier" block, continuations joined."""
+def block_commands(heading: str) -> list[list[str]]:
+    """The command lines of the first bash block under a README heading, continuations joined."""
     text = (REPO / "README.md").read_text()
-    block = re.search(r"## Use it on your own classifier\n.*?```bash\n(.*?)```", text, re.S).group(1)
+    block = re.search(rf"{re.escape(heading)}\n.*?```bash\n(.*?)```", text, re.S).group(1)
     joined, lines = "", []
     for line in block.splitlines():
         code = line.split("  #", 1)[0].rstrip()
@@ -171,6 +171,11 @@ def own_classifier_commands() -> list[list[str]]:
             lines.append(shlex.split(joined))
             joined = ""
     return lines
+
+
+def own_classifier_commands() -> list[list[str]]:
+    """The command lines of the README's "Use it on your own classifier" block, continuations joined."""
+    return block_commands("## Use it on your own classifier")
 
 
 @pytest.mark.slow
@@ -195,3 +200,32 @@ def test_the_own_classifier_block_runs_as_printed(tmp_path):
     assert rows[0].startswith("path,predicted_class") and len(rows) == 201
     assert (tmp_path / "predictions.jsonl").is_file()
     assert (tmp_path / "export" / "digits.onnx").is_file() and (tmp_path / "export" / "digits.json").is_file()
+
+
+@pytest.mark.slow
+def test_the_near_far_benchmark_block_runs_as_printed(tmp_path):
+    """The OE family sweep as printed (3 steps an epoch): a baseline, ≥ 6 methods fine-tuning it, and oe-table's
+    method × detector × {near, far} table, each cell the run's own group mean."""
+    commands = block_commands("## The OE family, near and far")
+    assert [c[0] for c in commands] == ["oe-train", "oe-train", "oe-table"]
+    methods = next(w for w in commands[1] if w.startswith("loss=")).split("=")[1].split(",")
+    assert len(methods) >= 6
+    env = cli_env(tmp_path)
+    for words in commands:
+        extra = list(TINY_CLI) if words[0] == "oe-train" else ["--format", "md"]
+        proc = subprocess.run([shutil.which(words[0]), *cli_order([*words[1:], *extra])], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=SAFETY_TIMEOUT)
+        assert proc.returncode == 0, " ".join(words) + "\n" + proc.stdout[-2000:] + proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr
+    runs = [json.loads(p.read_text()) for p in results_files(tmp_path / "outputs" / "benchmark")]
+    assert len(runs) == 1 + len(methods)
+    assert all(r["ood_groups"] == {"near": ["rotated", "overlaid"],
+                                   "far": ["flower_crops", "gaussian", "rademacher", "blobs", "uniform"]} for r in runs)
+    table = proc.stdout.split("mean AUROC ↑ over each group's OOD sets")[1]
+    header, _, *rows = [line for line in table.splitlines() if line.startswith("|")][: 2 + len(runs)]
+    assert header.split(" | ")[1:3] == ["msp near", "msp far"] and "mahalanobis far" in header
+    assert len(rows) == len(runs)
+    mixoe = next(r for r in runs if r["config"]["loss"] == "MixOE")
+    row = next(r for r in rows if r.startswith("| MixOE")).strip(" |").split(" | ")
+    assert row[1:3] == [f"{100 * mixoe['detectors']['msp']['groups'][g]['auroc']:.2f}" for g in ("near", "far")]
+    assert mixoe["identity"]["module.pretrained"].endswith("outputs/benchmark/baseline/checkpoints/last.ckpt")
