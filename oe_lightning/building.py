@@ -83,6 +83,12 @@ def build_evaluation(cfg: DictConfig, backbone: Any) -> OODEvaluation:
                          seed=cfg.get("seed", 0), groups=split_groups(cfg.get("ood"))[1])
 
 
+def method_callbacks(cfg: DictConfig) -> list[Any]:
+    """Callbacks an OE method trains with: ``loss.mining`` (outlier mining, :mod:`oe_lightning.methods.mining`)."""
+    mining = OmegaConf.select(cfg, "loss.mining", default=None)
+    return [instantiate(mining)] if mining is not None else []
+
+
 def check_accelerator(cfg: DictConfig) -> None:
     """A GPU trainer on a machine without CUDA: say which trainer to use instead."""
     import torch

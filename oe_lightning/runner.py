@@ -24,6 +24,7 @@ from oe_lightning.building import (
     build_module,
     check_accelerator,
     check_objective,
+    method_callbacks,
     model_config_for,
 )
 from oe_lightning.checkpoint_writing import add_to_checkpoint, with_atomic_checkpoints
@@ -69,7 +70,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     check_accelerator(cfg)
     loggers = build_loggers(cfg.get("logger"))
     continue_logs(loggers, resumed_step)
-    callbacks = instantiate_group(cfg.get("callbacks"))
+    callbacks = instantiate_group(cfg.get("callbacks")) + method_callbacks(cfg)
     if not loggers:  # nothing to monitor the learning rate into
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     plugins = with_atomic_checkpoints(list(instantiate(cfg.trainer.get("plugins") or [])))

@@ -83,3 +83,25 @@ class CrashingCNN(SmallCNN):
         if self.crash and self.training:
             raise RuntimeError("simulated bug in the backbone")
         return super().forward(x)
+
+
+class RecordOEDraws:
+    """A callback writing, at each epoch's first batch (after outlier mining), the OE indices this rank's sampler draws to
+    ``OE_TEST_DRAWS_DIR/rank<r>_epoch<e>.json``: ``+callbacks.draws._target_=tests.helpers.RecordOEDraws``."""
+
+    def __new__(cls):
+        import json
+        import os
+
+        import pytorch_lightning as pl
+
+        class Recorder(pl.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                if batch_idx:
+                    return
+                sampler = trainer.datamodule.oe_sampler
+                folder = os.environ["OE_TEST_DRAWS_DIR"]
+                with open(f"{folder}/rank{trainer.global_rank}_epoch{trainer.current_epoch}.json", "w") as f:
+                    json.dump({"subset": sampler.subset.tolist(), "drawn": list(sampler)}, f)
+
+        return Recorder()

@@ -125,6 +125,7 @@ class OEDataModule(pl.LightningDataModule):
         self.num_workers, self.pin_memory, self.drop_last = num_workers, pin_memory, drop_last
         self.oe_sampling = oe_sampling
         self.train_set = self.val_set = self.test_set = self.oe_set = self.val_ood_set = self.fit_set = None
+        self.oe_sampler: OESampler | None = None  # the training OE loader's, once built (outlier mining narrows it)
         self.ood_sets: dict[str, Dataset] = {}
         self.train_samples_per_rank: dict[str, int] = {}  # what each process draws per epoch
 
@@ -279,7 +280,7 @@ class OEDataModule(pl.LightningDataModule):
         if self.oe_set is not None:
             steps = len(in_loader)
             mode = self.oe_sampling or getattr(base_dataset(self.oe_set), "preferred_sampling", "shuffle")
-            oe_sampler = OESampler(len(self.oe_set), steps * self.oe_batch_size, mode, seed=seed)
+            oe_sampler = self.oe_sampler = OESampler(len(self.oe_set), steps * self.oe_batch_size, mode, seed=seed)
             loaders["oe"] = self._loader(self._training_samples("oe", self.oe_set, seed + 1),
                                          sampler=KeyedSampler(oe_sampler), batch_size=self.oe_batch_size)
         self._resume_loaders(loaders.values())

@@ -67,6 +67,8 @@ class OESampler(_SelfShardingSampler):
             raise ValueError(f"OE sampling mode must be one of {OE_SAMPLING}, got {mode!r}.")
         super().__init__(num_replicas, rank, seed)
         self.size, self.num_samples, self.mode = size, num_samples, mode
+        # outlier mining (methods.mining): this epoch draws from these dataset indices only; None: all
+        self.subset: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.num_samples
@@ -74,14 +76,17 @@ class OESampler(_SelfShardingSampler):
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         total = self.num_samples * self.num_replicas
+        size = self.size if self.subset is None else len(self.subset)
         if self.mode in ("offset", "sequential"):
-            start = int(torch.randint(self.size, (), generator=g)) if self.mode == "offset" else 0
-            indices = (torch.arange(total) + start) % self.size
-        elif self.size > FULL_PERMUTATION_MAX:
-            indices = torch.randint(self.size, (total,), generator=g)
+            start = int(torch.randint(size, (), generator=g)) if self.mode == "offset" else 0
+            indices = (torch.arange(total) + start) % size
+        elif size > FULL_PERMUTATION_MAX:
+            indices = torch.randint(size, (total,), generator=g)
         else:
-            rounds = -(-total // self.size)
-            indices = torch.cat([torch.randperm(self.size, generator=g) for _ in range(rounds)])[:total]
+            rounds = -(-total // size)
+            indices = torch.cat([torch.randperm(size, generator=g) for _ in range(rounds)])[:total]
+        if self.subset is not None:
+            indices = self.subset[indices]
         return iter(indices[self.rank::self.num_replicas].tolist())
 
 

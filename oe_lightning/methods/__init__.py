@@ -1,5 +1,6 @@
-"""OE methods that change the training batch (MixOE) rather than only the OE term."""
+"""OE methods that change the training batch (MixOE) or the OE samples (outlier mining), not only the OE term."""
 
+from oe_lightning.methods.mining import OutlierMining
 from oe_lightning.methods.mixoe import MixOE
 
-__all__ = ["MixOE"]
+__all__ = ["MixOE", "OutlierMining"]
