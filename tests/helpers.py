@@ -86,8 +86,8 @@ class CrashingCNN(SmallCNN):
 
 
 class RecordOEDraws:
-    """A callback writing, at each epoch's first batch (after outlier mining), the OE indices this rank's sampler draws to
-    ``OE_TEST_DRAWS_DIR/rank<r>_epoch<e>.json``: ``+callbacks.draws._target_=tests.helpers.RecordOEDraws``."""
+    """A callback writing, at each epoch's first batch (after outlier mining), the OE indices this rank's sampler
+    draws to ``OE_TEST_DRAWS_DIR/rank<r>_epoch<e>.json``: ``+callbacks.draws._target_=tests.helpers.RecordOEDraws``."""
 
     def __new__(cls):
         import json
