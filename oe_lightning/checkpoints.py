@@ -62,6 +62,8 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path, num_classes: in
     Old checkpoints without BatchNorm ``num_batches_tracked`` buffers load too.
     """
     state = backbone_state_dict(read_checkpoint(path) if checkpoint is None else checkpoint)
+    if hasattr(backbone, "from_classifier") and not any(k.startswith("network.") for k in state):
+        state = backbone.from_classifier(state)  # a K-class baseline's weights into a K+1 background model
     own = backbone.state_dict()
     mismatched = {k: (tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
                   if k in own and v.shape != own[k].shape}

@@ -282,8 +282,7 @@ class OODEvaluation(pl.LightningModule):
         id_sorted = sort_scores(scores["in"], "ID scores")  # once, for every OOD set
         per_set = {name: protocol_metrics(id_sorted, scores[name], s.protocol, s.num_to_avg, self.seed,
                                           s.recall, s.fpr_rule, s.positive) for name in ood_names}
-        groups = {g: [n for n in names if n in per_set] for g, names in self.groups.items()}
-        out = {"ood": per_set, **summarised(per_set, {g: names for g, names in groups.items() if names}),
+        out = {"ood": per_set, **summarised(per_set, self._present_groups(ood_names)),
                "hparams": self.detectors[detector].hparams()}
         if "val" in scores and "val_ood" in scores:
             out["val"] = validation_ood_metrics(scores["val"], scores["val_ood"], s)

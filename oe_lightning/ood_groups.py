@@ -17,22 +17,33 @@ from oe_lightning.errors import OEUserError
 GROUP_KEY = "group"
 
 
-def split_groups(ood: Mapping[str, Any] | None) -> tuple[Any, dict[str, list[str]]]:
-    """``ood`` without the ``group`` keys, and group name -> its sets (in ``ood`` order)."""
-    if not ood:
-        return ood, {}
+def groups_of(ood: Mapping[str, Any] | None) -> dict[str, list[str]]:
+    """Group name -> its sets (in ``ood`` order), reading only the ``group`` keys; a group that is not a
+    name is an error naming the set."""
     groups: dict[str, list[str]] = {}
-    entries: dict[str, Any] = {}
+    for name, entry in (ood or {}).items():
+        if not isinstance(entry, Mapping | DictConfig) or GROUP_KEY not in entry:
+            continue
+        group = entry[GROUP_KEY]
+        if not isinstance(group, str) or not group or group in ("mean", "all"):
+            raise OEUserError(f"ood.{name}.group must be a group name such as near or far, got {group!r}.")
+        groups.setdefault(group, []).append(str(name))
+    return groups
+
+
+def split_groups(ood: Mapping[str, Any] | None) -> tuple[Any, dict[str, list[str]]]:
+    """``ood`` without the ``group`` keys (unchanged if it has none; else its entries resolved, as plain data),
+    and :func:`groups_of` it."""
+    groups = groups_of(ood)
+    if not groups:
+        return ood, {}
+    entries = {}
     for name, entry in ood.items():
-        if isinstance(entry, Mapping | DictConfig) and GROUP_KEY in entry:
-            group = entry[GROUP_KEY]
-            if not isinstance(group, str) or not group or group in ("mean", "all"):
-                raise OEUserError(f"ood.{name}.group must be a group name such as near or far, got {group!r}.")
-            groups.setdefault(group, []).append(str(name))
-            entry = OmegaConf.create({k: v for k, v in entry.items() if k != GROUP_KEY}) \
-                if isinstance(entry, DictConfig) else {k: v for k, v in entry.items() if k != GROUP_KEY}
-        entries[name] = entry
-    return (OmegaConf.create(entries) if isinstance(ood, DictConfig) else entries), groups
+        if isinstance(entry, DictConfig):
+            entry = OmegaConf.to_container(entry, resolve=True)
+        entries[str(name)] = {k: v for k, v in entry.items() if k != GROUP_KEY} if isinstance(entry, Mapping) \
+            else entry
+    return entries, groups
 
 
 def metric_means(per_set: Mapping[str, Mapping[str, float]], names: list[str] | None = None) -> dict[str, float]:

@@ -163,6 +163,7 @@ def key_config(cfg: DictConfig) -> dict[str, Any]:
         "ood": group_choice("ood"),
         "model": get("model._target_"),
         "loss": fn.rsplit(".", 1)[-1] if fn else None,
+        **({"mining": mining.rsplit(".", 1)[-1]} if (mining := get("loss.mining._target_")) else {}),
         "lambda_oe": get("loss.lambda_oe"),
         "score": primary_class_name(cfg),
         "seed": get("seed"),

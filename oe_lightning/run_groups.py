@@ -71,7 +71,8 @@ class Group:
             text = "baseline"
         else:
             how = "tune" if self.method == "oe_tune" else "scratch"
-            text = f"{self.config.get('loss')} λ={self.lambda_oe:g} ({how})"
+            mining = f" + {self.config['mining']}" if self.config.get("mining") else ""
+            text = f"{self.config.get('loss')}{mining} λ={self.lambda_oe:g} ({how})"
         source = self.identity if self.identity is not None else self.config
         extra = [f"{k}={_short(source.get(k))}" for k in self.distinguish[:MAX_LABEL_KEYS]]
         if len(self.distinguish) > MAX_LABEL_KEYS:
@@ -199,7 +200,7 @@ def group_runs(runs: Iterable[dict[str, Any]]) -> list[Group]:
 
         g.distinguish = tuple(
             k for k in sorted({k for p in peers for k in p.config})
-            if k not in ("data", "loss", "lambda_oe", "tuned")
+            if k not in ("data", "loss", "mining", "lambda_oe", "tuned")
             and (varies(k, oe_peers) if k == "oe" else varies(k, peers))
             and not (k == "oe" and g.method == "baseline"))
     return sorted(groups.values(), key=lambda g: (g.data, not is_baseline(g.lambda_oe), str(g.config.get("loss")),

@@ -19,7 +19,7 @@ from oe_lightning.baseline import is_baseline, uses_oe_key
 from oe_lightning.checks import Check, boolean, choice, existing_file, integer, is_int, number, optional
 from oe_lightning.errors import OEUserError
 from oe_lightning.evaluation_settings import SETTING_RULES
-from oe_lightning.ood_groups import split_groups
+from oe_lightning.ood_groups import groups_of
 
 _ABSENT = object()
 
@@ -157,7 +157,7 @@ def problems(cfg: DictConfig, task: str = "train", skip: frozenset[str] = frozen
                 found.append(f"conf/detector/{name}.yaml: {key}={node[key]!r} must be {what}; {fix}")
     if task in ("train", "evaluate"):
         try:
-            split_groups(cfg.get("ood"))
+            groups_of(cfg.get("ood"))
         except OEUserError as err:
             found.append(str(err))
     if task == "train" and is_baseline(_value(cfg, "loss.lambda_oe")[0]):  # a baseline reads no OE data

@@ -41,9 +41,9 @@ def test_benchmark_sets_groups_and_lists_are_openoods(suite):
     ood, groups = split_groups(cfg.ood)
     assert groups == OPENOOD_GROUPS[suite]
     for name in ood:
-        assert ood[name].list_file == f"/root/benchmark_imglist/{suite}/test_{name}.txt"
-        assert ood[name].data_dir == "/root/images_classic"
-        assert ood[name].resize == 32  # preprocessor.py:9-18 Resize(32), CenterCrop(32)
+        assert ood[name]["list_file"] == f"/root/benchmark_imglist/{suite}/test_{name}.txt"
+        assert ood[name]["data_dir"] == "/root/images_classic"
+        assert ood[name]["resize"] == 32  # preprocessor.py:9-18 Resize(32), CenterCrop(32)
     assert cfg.val_ood.list_file == f"/root/benchmark_imglist/{suite}/val_tin.txt"
     for split in ("train", "val", "test"):
         assert cfg.data[split].list_file == f"/root/benchmark_imglist/{suite}/{split}_{suite}.txt"

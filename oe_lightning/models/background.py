@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from hydra.utils import get_method
 from torch import Tensor, nn
@@ -39,6 +40,19 @@ class BackgroundClassifier(nn.Module):
         """The network's penultimate vector, or the K class outputs from the features."""
         head = feature_backbone(self.network, "a feature detector").forward_head(x, pre_logits)
         return head if pre_logits else F.log_softmax(head, dim=1)[:, : self.num_classes]
+
+    def from_classifier(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """A K-class classifier's weights (the same network, K head rows: a baseline to fine-tune from) as this
+        model's: the background row of the head keeps this model's own initial values."""
+        from oe_lightning.models.pretrained import last_linear
+
+        name, head = last_linear(self.network)
+        out = dict(state)
+        for part in ("weight", "bias"):
+            key, own = f"{name}.{part}", getattr(head, part)
+            if own is not None and key in out and out[key].shape[0] == self.num_classes:
+                out[key] = torch.cat([out[key], own.detach()[self.num_classes:].to(out[key])])
+        return {f"network.{k}": v for k, v in out.items()}
 
     def get_classifier(self) -> nn.Module:
         """The network's final linear layer (K+1 rows: the last one is the background class)."""
