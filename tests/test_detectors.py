@@ -74,6 +74,9 @@ def test_knn_equals_pytorch_oods_and_chunking_changes_nothing(setup, k):
     torch.testing.assert_close(ours, theirs.double(), rtol=1e-5, atol=1e-5)
     tiny_chunks = KNN(k=k, chunk_size=8).fit(train).score(test)  # train chunks of 32, query chunks of 8
     torch.testing.assert_close(tiny_chunks, ours, rtol=1e-6, atol=1e-6)
+    # faiss's exact flat index finds the candidates, re-measured as the torch path: the same distances
+    pytest.importorskip("faiss")
+    assert torch.equal(KNN(k=k, backend="faiss", chunk_size=8).fit(train).score(test), ours)
 
 
 def test_vim_equals_pytorch_oods(setup):
