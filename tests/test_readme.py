@@ -212,8 +212,8 @@ def test_the_near_far_benchmark_block_runs_as_printed(tmp_path):
     assert len(methods) >= 6
     env = cli_env(tmp_path)
     for words in commands:
-        extra = list(TINY_CLI) if words[0] == "oe-train" else ["--format", "md"]
-        proc = subprocess.run([shutil.which(words[0]), *cli_order([*words[1:], *extra])], cwd=tmp_path, env=env,
+        args = cli_order([*words[1:], *TINY_CLI]) if words[0] == "oe-train" else [*words[1:], "--format", "md"]
+        proc = subprocess.run([shutil.which(words[0]), *args], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=SAFETY_TIMEOUT)
         assert proc.returncode == 0, " ".join(words) + "\n" + proc.stdout[-2000:] + proc.stderr[-3000:]
         assert "Traceback" not in proc.stderr
