@@ -2,8 +2,9 @@
 
 Jingkang50/OpenOOD, branch ``leaderboard`` (f969dfa3), ``results/<benchmark>.csv``: columns Training,
 Postprocessor, Near-OOD_AUROC, Far-OOD_AUROC, ID_Accuracy (line 1), each "mean ± std" over 3 runs, in %;
-ResNet-18 (32×32) trained 100 epochs, scored by MSP. The leaderboard publishes no FPR@95 or AUPR. The
-near and far AUROC is the unweighted mean over each group's sets (openood/evaluation_api/evaluator.py:366-367).
+ResNet-18 (32×32 for CIFAR, 100 epochs; 224×224 for ImageNet-200, 90 epochs), scored by MSP. The leaderboard
+publishes no FPR@95 or AUPR. The near and far AUROC is the unweighted mean over each group's sets
+(openood/evaluation_api/evaluator.py:366-367).
 """
 
 from __future__ import annotations
@@ -20,10 +21,16 @@ LEADERBOARD: dict[str, dict[str, tuple[float, float, float]]] = {
         "oe": (88.30, 81.41, 76.84),        # cifar100.csv:33 OE + MSP: ±0.10, ±1.49, ±0.42
         "mixoe": (80.95, 76.40, 75.13),     # cifar100.csv:36 MixOE + MSP: ±0.20, ±1.44, ±0.06
     },
+    "imagenet200": {                        # imagenet200_ood.csv, ResNet-18 (224x224), 90 epochs
+        "baseline": (83.34, 90.13, 86.37),  # imagenet200_ood.csv:3  CE + MSP: ±0.06, ±0.09, ±0.08
+        "oe": (84.84, 89.02, 85.82),        # imagenet200_ood.csv:32 OE + MSP: ±0.16, ±0.18, ±0.21
+        "mixoe": (82.62, 88.27, 85.71),     # imagenet200_ood.csv:35 MixOE + MSP: ±0.03, ±0.41, ±0.07
+    },
 }
 
 # the ood= suite whose groups the leaderboard's columns are over, per benchmark
-SUITES = {"cifar10": "openood_v15/cifar10", "cifar100": "openood_v15/cifar100"}
+SUITES = {"cifar10": "openood_v15/cifar10", "cifar100": "openood_v15/cifar100",
+          "imagenet200": "openood_v15/imagenet200"}
 
 # our loss class -> the leaderboard's training method (OE: cross-entropy to uniform, oe_trainer.py:56-59)
 METHODS = {"UniformCrossEntropy": "oe", "MixOE": "mixoe"}

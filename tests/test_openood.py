@@ -21,6 +21,9 @@ OPENOOD_GROUPS = {
     "cifar10": {"near": ["cifar100", "tin"], "far": ["mnist", "svhn", "texture", "places365"]},
     "cifar100": {"near": ["cifar10", "tin"], "far": ["mnist", "svhn", "texture", "places365"]},
 }
+# datasets.py:144-228 (imagenet200) and 229-308 (imagenet): near ssb_hard, ninco; far inaturalist, textures,
+# openimage_o; textures under images_classic/, the rest under images_largescale/; validation val_openimage_o.txt
+LARGE_GROUPS = {"near": ["ssb_hard", "ninco"], "far": ["inaturalist", "textures", "openimage_o"]}
 
 
 def compose(*overrides: str):
@@ -55,6 +58,28 @@ def test_benchmark_sets_groups_and_lists_are_openoods(suite):
     assert (cfg.module.optimizer.weight_decay, cfg.data.batch_size, cfg.data.oe_batch_size) == (5e-4, 128, 256)
     # metrics.py:41-49: OOD positive, the first threshold reaching 95% TPR
     assert (cfg.evaluation.positive, cfg.evaluation.fpr_rule, cfg.evaluation.recall) == ("out", "first", 0.95)
+
+
+@pytest.mark.parametrize("suite", ["imagenet200", "imagenet"])
+def test_large_scale_benchmark_sets_groups_and_lists_are_openoods(suite):
+    from oe_lightning.ood_groups import split_groups
+
+    cfg = compose(f"data=openood_v15/{suite}", f"ood=openood_v15/{suite}", f"val_ood=openood_v15/{suite}",
+                  "paths.data_dir=/root")
+    ood, groups = split_groups(cfg.ood)
+    assert groups == LARGE_GROUPS
+    for name in ood:
+        assert ood[name]["list_file"] == f"/root/benchmark_imglist/{suite}/test_{name}.txt"
+        folder = "images_classic" if name == "textures" else "images_largescale"
+        assert ood[name]["data_dir"] == f"/root/{folder}" and ood[name]["resize"] is None  # the data's 256 -> 224
+    assert cfg.val_ood.list_file == f"/root/benchmark_imglist/{suite}/val_openimage_o.txt"
+    for split in ("train", "val", "test"):
+        assert cfg.data[split].list_file == f"/root/benchmark_imglist/{suite}/{split}_{suite}.txt"
+        assert cfg.data[split].data_dir == "/root/images_largescale"
+    assert cfg.data.num_classes == {"imagenet200": 200, "imagenet": 1000}[suite]
+    # preprocessor.py:20-29: Resize(256), CenterCrop(224), ImageNet's mean/std
+    assert (cfg.data.eval_resize, cfg.data.image_size) == (256, 224)
+    assert list(cfg.data.mean) == [0.485, 0.456, 0.406] and list(cfg.data.std) == [0.229, 0.224, 0.225]
 
 
 def test_image_list_lines_are_read_as_openood_splits_them(tmp_path):
