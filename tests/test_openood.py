@@ -187,3 +187,24 @@ def test_rescore_recomputes_group_means(tmp_path):
     assert far == pytest.approx((out["ood"]["b"]["auroc"] + out["ood"]["c"]["auroc"]) / 2)
     assert out["groups"]["near"]["auroc"] == out["ood"]["a"]["auroc"]
     json.dumps(out)  # plain values
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_fpr95_and_auroc_are_openoods_compute_all_metrics(ties):
+    """openood/evaluators/metrics.py:41-57 restated with scikit-learn: OOD positive, roc_curve(ood, -conf),
+    FPR@95 = fpr[argmax(tpr >= 0.95)], AUROC = auc(fpr, tpr); conf is larger for ID (our score's negative)."""
+    import numpy as np
+    from sklearn import metrics as skm
+
+    from oe_lightning.metrics import ood_metrics
+
+    g = torch.Generator().manual_seed(5)
+    scores_in, scores_out = torch.randn(700, generator=g), torch.randn(400, generator=g) + 1.0
+    if ties:
+        scores_in, scores_out = scores_in.round(decimals=1), scores_out.round(decimals=1)
+    conf = -torch.cat([scores_in, scores_out]).double().numpy()
+    ood = np.r_[np.zeros(700), np.ones(400)]
+    fpr, tpr, _ = skm.roc_curve(ood, -conf)
+    ours = ood_metrics(scores_in, scores_out, recall=0.95, fpr_rule="first", positive="out")
+    assert ours["fpr95"] == pytest.approx(fpr[np.argmax(tpr >= 0.95)], abs=1e-12)
+    assert ours["auroc"] == pytest.approx(skm.auc(fpr, tpr), abs=1e-12)
