@@ -208,3 +208,36 @@ def test_fpr95_and_auroc_are_openoods_compute_all_metrics(ties):
     ours = ood_metrics(scores_in, scores_out, recall=0.95, fpr_rule="first", positive="out")
     assert ours["fpr95"] == pytest.approx(fpr[np.argmax(tpr >= 0.95)], abs=1e-12)
     assert ours["auroc"] == pytest.approx(skm.auc(fpr, tpr), abs=1e-12)
+
+
+def test_imagenet200_presets_evaluate_a_model_on_lists_in_openoods_layout(tmp_path):
+    """data/ood/val_ood=openood_v15/imagenet200 on lists written as OpenOOD lays them out (images of varied
+    sizes under images_largescale/, Textures under images_classic/), with a model of one's own: every set read,
+    resized and cropped by the data's test transform (small here: 40 -> 32), near/far means reported."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "openood"
+    lists = {"train_imagenet200": 24, "val_imagenet200": 6, "test_imagenet200": 6, "val_openimage_o": 6,
+             **{f"test_{s}": 5 for s in ("ssb_hard", "ninco", "inaturalist", "textures", "openimage_o")}}
+    for name, count in lists.items():
+        folder = "images_classic" if name == "test_textures" else "images_largescale"
+        lines = []
+        for i in range(count):
+            relative = f"{name}/{i}.jpg"
+            (root / folder / name).mkdir(parents=True, exist_ok=True)
+            size = (int(rng.integers(40, 90)), int(rng.integers(40, 90)))
+            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / folder / relative)
+            lines.append(f"{relative} {i if name.endswith('imagenet200') else -1}")
+        (root / "benchmark_imglist" / "imagenet200").mkdir(parents=True, exist_ok=True)
+        (root / "benchmark_imglist" / "imagenet200" / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    results = train_in_process(tmp_path / "run", "data=openood_v15/imagenet200", "ood=openood_v15/imagenet200",
+                               "val_ood=openood_v15/imagenet200", f"paths.data_dir={root}", "model=small_cnn",
+                               "data.image_size=32", "data.eval_resize=40", "loss.lambda_oe=0", "data.num_classes=24",
+                               "trainer.max_epochs=1", "data.batch_size=8")
+    assert results["ood_groups"] == LARGE_GROUPS
+    assert results["scored"]["in"] == 6 and results["scored"]["val_ood"] == 6
+    assert {s: results["scored"][s] for s in ("ssb_hard", "textures")} == {"ssb_hard": 5, "textures": 5}
+    near = results["groups"]["near"]["auroc"]
+    assert near == pytest.approx((results["ood"]["ssb_hard"]["auroc"] + results["ood"]["ninco"]["auroc"]) / 2)
