@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
+from oe_lightning.data.datamodule import worker_context
 from oe_lightning.errors import OEUserError
 from oe_lightning.scores import Energy
 
@@ -63,7 +64,8 @@ class OutlierMining(pl.Callback):
             return  # a baseline: no OE data
         epoch = int(trainer.current_epoch)
         if self.chosen.get("epoch") != epoch:
-            subset = self.mine(trainer, pl_module, datamodule.oe_set, len(datamodule.train_set), sampler.seed + epoch)
+            subset = self.mine(trainer, pl_module, datamodule.oe_set, len(datamodule.train_set), sampler.seed + epoch,
+                               getattr(datamodule, "num_workers", 0))
             self.chosen = {"epoch": epoch, "subset": subset.tolist()}
         sampler.subset = torch.tensor(self.chosen["subset"], dtype=torch.long)
 
@@ -76,7 +78,7 @@ class OutlierMining(pl.Callback):
 
     @torch.no_grad()
     def mine(self, trainer: pl.Trainer, pl_module: pl.LightningModule, oe_set: Any, id_size: int,
-             seed: int) -> Tensor:
+             seed: int, num_workers: int = 0) -> Tensor:
         """The OE indices this epoch trains on: rank 0 scores a seeded random pool, every rank gets its choice."""
         pool_size, skipped, kept = self.counts(len(oe_set), id_size)
         g = torch.Generator().manual_seed(seed + 7919)
@@ -84,17 +86,19 @@ class OutlierMining(pl.Callback):
             torch.randint(len(oe_set), (pool_size,), generator=g)
         chosen = torch.zeros(kept, dtype=torch.long)
         if trainer.is_global_zero:
-            scores = self.pool_scores(pl_module, Subset(oe_set, pool.tolist()))
+            scores = self.pool_scores(pl_module, Subset(oe_set, pool.tolist()), num_workers)
             order = torch.argsort(scores, stable=True)  # most ID-like (lowest OOD score) first
             chosen = pool[order[skipped: skipped + kept]]
         return trainer.strategy.broadcast(chosen, src=0)
 
-    def pool_scores(self, pl_module: pl.LightningModule, candidates: Subset) -> Tensor:
-        """The OOD score of every candidate, in eval mode (training mode restored after)."""
+    def pool_scores(self, pl_module: pl.LightningModule, candidates: Subset, num_workers: int = 0) -> Tensor:
+        """The OOD score of every candidate, in eval mode (training mode restored after), read by the data's
+        loader workers."""
         backbone, was_training = pl_module.backbone, pl_module.backbone.training
         backbone.eval()
         try:
-            loader = DataLoader(candidates, batch_size=self.batch_size, shuffle=False)
+            loader = DataLoader(candidates, batch_size=self.batch_size, shuffle=False, num_workers=num_workers,
+                                multiprocessing_context=worker_context(num_workers))
             return torch.cat([self.score(backbone(x.to(pl_module.device))).float().cpu() for x in loader])
         finally:
             backbone.train(was_training)
