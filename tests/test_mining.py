@@ -73,13 +73,16 @@ def test_each_epoch_trains_on_the_references_slice_of_its_pool(tmp_path):
 def test_a_saved_choice_is_kept_for_its_epoch_and_checked_when_loaded(monkeypatch):
     mining = OutlierMining()
     mining.load_state_dict({"epoch": 3, "subset": [5, 1, 4]})
-    sampler = SimpleNamespace(seed=0, subset=None)
+    sampler = SimpleNamespace(seed=0, subset=None, size=6)
     trainer = SimpleNamespace(current_epoch=3, datamodule=SimpleNamespace(oe_sampler=sampler))
     monkeypatch.setattr(mining, "mine", lambda *a: pytest.fail("a resumed epoch must not mine again"))
     mining.on_train_epoch_start(trainer, None)
     assert sampler.subset.tolist() == [5, 1, 4] and mining.state_dict() == {"epoch": 3, "subset": [5, 1, 4]}
     mining.load_state_dict({"epoch": "3", "subset": "rm -rf"})  # not an epoch and indices: ignored
     assert mining.chosen == {"epoch": 3, "subset": [5, 1, 4]}
+    sampler.size = 5  # another OE set: index 5 is out of it
+    with pytest.raises(OEUserError, match="outside the OE set of 5 images"):
+        mining.on_train_epoch_start(trainer, None)
     with pytest.raises(OEUserError, match="quantile"):
         OutlierMining(quantile=1.5)
 

@@ -54,7 +54,7 @@ class OutlierMining(pl.Callback):
         on the choice saved with it."""
         sampler = getattr(trainer.datamodule, "oe_sampler", None)
         if sampler is not None and self.chosen.get("epoch") == int(trainer.current_epoch):
-            sampler.subset = torch.tensor(self.chosen["subset"], dtype=torch.long)
+            self._narrow(sampler)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Mine (once per epoch; a resumed epoch keeps its saved choice) and narrow the OE sampler to it."""
@@ -67,7 +67,17 @@ class OutlierMining(pl.Callback):
             subset = self.mine(trainer, pl_module, datamodule.oe_set, len(datamodule.train_set), sampler.seed + epoch,
                                getattr(datamodule, "num_workers", 0))
             self.chosen = {"epoch": epoch, "subset": subset.tolist()}
-        sampler.subset = torch.tensor(self.chosen["subset"], dtype=torch.long)
+        self._narrow(sampler)
+
+    def _narrow(self, sampler: Any) -> None:
+        """Draw the epoch's OE samples from the chosen ones (indices checked against the OE set: a saved
+        choice is data)."""
+        subset = torch.tensor(self.chosen["subset"], dtype=torch.long)
+        if len(subset) == 0 or int(subset.min()) < 0 or int(subset.max()) >= sampler.size:
+            raise OEUserError(f"The saved outlier-mining choice of epoch {self.chosen['epoch']} holds indices outside "
+                              f"the OE set of {sampler.size} images: the checkpoint belongs to another OE set. Resume "
+                              f"with the oe= of the run that wrote it.")
+        sampler.subset = subset
 
     def counts(self, oe_size: int, id_size: int) -> tuple[int, int, int]:
         """(pool, skipped, kept) sample counts for an OE set and an ID training set of these sizes."""
