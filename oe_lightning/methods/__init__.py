@@ -2,5 +2,6 @@
 
 from oe_lightning.methods.mining import OutlierMining
 from oe_lightning.methods.mixoe import MixOE
+from oe_lightning.methods.poem import PosteriorSampledMining
 
-__all__ = ["MixOE", "OutlierMining"]
+__all__ = ["MixOE", "OutlierMining", "PosteriorSampledMining"]

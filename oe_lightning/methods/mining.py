@@ -63,6 +63,7 @@ class OutlierMining(pl.Callback):
         if sampler is None:
             return  # a baseline: no OE data
         epoch = int(trainer.current_epoch)
+        self.datamodule = datamodule  # what a subclass may read beside the OE set (POEM: the ID images)
         if self.chosen.get("epoch") != epoch:
             subset = self.mine(trainer, pl_module, datamodule.oe_set, len(datamodule.train_set), sampler.seed + epoch,
                                getattr(datamodule, "num_workers", 0))
@@ -96,10 +97,15 @@ class OutlierMining(pl.Callback):
             torch.randint(len(oe_set), (pool_size,), generator=g)
         chosen = torch.zeros(kept, dtype=torch.long)
         if trainer.is_global_zero:
-            scores = self.pool_scores(pl_module, Subset(oe_set, pool.tolist()), num_workers)
-            order = torch.argsort(scores, stable=True)  # most ID-like (lowest OOD score) first
-            chosen = pool[order[skipped: skipped + kept]]
+            chosen = self.choose(pl_module, oe_set, pool, skipped, kept, seed, num_workers)
         return trainer.strategy.broadcast(chosen, src=0)
+
+    def choose(self, pl_module: pl.LightningModule, oe_set: Any, pool: Tensor, skipped: int, kept: int, seed: int,
+               num_workers: int) -> Tensor:
+        """NTOM's slice of the pool: sorted by the OOD score, most ID-like first, ``skipped`` left out."""
+        scores = self.pool_scores(pl_module, Subset(oe_set, pool.tolist()), num_workers)
+        order = torch.argsort(scores, stable=True)  # most ID-like (lowest OOD score) first
+        return pool[order[skipped: skipped + kept]]
 
     def pool_scores(self, pl_module: pl.LightningModule, candidates: Subset, num_workers: int = 0) -> Tensor:
         """The OOD score of every candidate, in eval mode (training mode restored after), read by the data's
