@@ -28,12 +28,12 @@ def _cell(metrics: dict[str, float], key: str) -> str:
 def ood_rows(results: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
     """``(name, metrics)`` per OOD set in suite order, then ``("mean", ...)`` and each group's mean
     (``("near mean", ...)``, OpenOOD's near-OOD and far-OOD)."""
-    return [*results["ood"].items(), *summary_rows(results)]
+    return [*results["ood"].items(), *((f"{g} mean" if g else "mean", m) for g, m in summary_rows(results))]
 
 
-def summary_rows(results: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
-    """The mean over every OOD set, then over each group's sets."""
-    return [("mean", results["mean"]), *((f"{g} mean", m) for g, m in (results.get("groups") or {}).items())]
+def summary_rows(results: dict[str, Any]) -> list[tuple[str | None, dict[str, float]]]:
+    """``(None, mean over every OOD set)``, then ``(group, mean over its sets)`` per group."""
+    return [(None, results["mean"]), *(results.get("groups") or {}).items()]
 
 
 def results_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -91,8 +91,8 @@ def detector_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         return [], []
     keys = list(results["mean"])
     header = ["detector (mean)"] + [_label(k) for k in keys]
-    return header, [[name if label == "mean" else f"{name} · {label.removesuffix(' mean')}"]
-                    + [_cell(m, k) for k in keys] for name, d in detectors.items() for label, m in summary_rows(d)]
+    return header, [[f"{name} · {group}" if group else name] + [_cell(m, k) for k in keys]
+                    for name, d in detectors.items() for group, m in summary_rows(d)]
 
 
 def operating_line(results: dict[str, Any]) -> str | None:

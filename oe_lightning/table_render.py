@@ -49,11 +49,16 @@ def latex_table(title: str, header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def content_tables(groups: Sequence[Group], extra: Sequence[Table3] = ()) -> list[Table3]:
+    """The tables after the overview, in order, as the file formats print them."""
+    return [*comparisons(groups), *leaderboard_comparison(groups), *detector_tables(groups),
+            *calibration_comparison(groups), *extra]
+
+
 def render_markdown(groups: Sequence[Group], extra: Sequence[Table3] = ()) -> str:
     """Every table as Markdown, each under its title."""
     parts = ["## Runs (values in %, mean ± std over seeds)\n", markdown_table(*overview(groups))]
-    for title, header, rows in [*comparisons(groups), *leaderboard_comparison(groups), *detector_tables(groups),
-                                *calibration_comparison(groups), *extra]:
+    for title, header, rows in content_tables(groups, extra):
         parts += [f"\n## {escaping.markdown(title)}\n", markdown_table(header, rows)]
     return "\n".join(parts)
 
@@ -61,9 +66,7 @@ def render_markdown(groups: Sequence[Group], extra: Sequence[Table3] = ()) -> st
 def render_latex(groups: Sequence[Group], extra: Sequence[Table3] = ()) -> str:
     """Every table as a booktabs LaTeX table."""
     parts = [latex_table("Runs (values in %, mean ± std over seeds)", *overview(groups))]
-    parts += [latex_table(title, header, rows)
-              for title, header, rows in [*comparisons(groups), *leaderboard_comparison(groups),
-                                          *detector_tables(groups), *calibration_comparison(groups), *extra]]
+    parts += [latex_table(title, header, rows) for title, header, rows in content_tables(groups, extra)]
     return "\n".join(parts)
 
 

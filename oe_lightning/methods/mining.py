@@ -18,7 +18,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from oe_lightning.data.datamodule import worker_context
 from oe_lightning.errors import OEUserError
@@ -108,14 +108,21 @@ class OutlierMining(pl.Callback):
         return pool[order[skipped: skipped + kept]]
 
     def pool_scores(self, pl_module: pl.LightningModule, candidates: Subset, num_workers: int = 0) -> Tensor:
-        """The OOD score of every candidate, in eval mode (training mode restored after), read by the data's
-        loader workers."""
+        """The OOD score of every candidate."""
+        return self.over(pl_module, candidates, num_workers, lambda model, x: self.score(model(x)))
+
+    def over(self, pl_module: pl.LightningModule, data: Dataset, num_workers: int,
+             per_batch: Callable[[Any, Tensor], Tensor]) -> Tensor:
+        """``per_batch(backbone, images)`` over every item of ``data``, concatenated on the CPU: one pass in eval
+        mode without gradients (training mode restored after), read by the data's loader workers."""
         backbone, was_training = pl_module.backbone, pl_module.backbone.training
         backbone.eval()
         try:
-            loader = DataLoader(candidates, batch_size=self.batch_size, shuffle=False, num_workers=num_workers,
+            loader = DataLoader(data, batch_size=self.batch_size, shuffle=False, num_workers=num_workers,
                                 multiprocessing_context=worker_context(num_workers))
-            return torch.cat([self.score(backbone(x.to(pl_module.device))).float().cpu() for x in loader])
+            with torch.no_grad():
+                return torch.cat([per_batch(backbone, (b[0] if isinstance(b, list | tuple) else b).to(pl_module.device))
+                                  .float().cpu() for b in loader])
         finally:
             backbone.train(was_training)
 

@@ -14,9 +14,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
-from oe_lightning.data.datamodule import worker_context
 from oe_lightning.errors import OEUserError
 from oe_lightning.methods.mining import OutlierMining
 from oe_lightning.models.contract import feature_backbone
@@ -99,21 +98,9 @@ class PosteriorSampledMining(OutlierMining):
     def features(self, pl_module: pl.LightningModule, data: Dataset, num_workers: int) -> Tensor:
         """Penultimate features (the feature contract) of every item, in eval mode, no bias column
         (neural_linear_opt.py:58-62, 174-175)."""
-        backbone, was_training = pl_module.backbone, pl_module.backbone.training
-        view = feature_backbone(backbone, "loss=poem (POEM's regression on features)")
-        backbone.eval()
-        try:
-            loader = DataLoader(data, batch_size=self.batch_size, shuffle=False, num_workers=num_workers,
-                                multiprocessing_context=worker_context(num_workers))
-            out = []
-            with torch.no_grad():
-                for batch in loader:
-                    x = batch[0] if isinstance(batch, list | tuple) else batch
-                    out.append(view.forward_head(view.forward_features(x.to(pl_module.device)), pre_logits=True)
-                               .float().cpu())
-            return torch.cat(out)
-        finally:
-            backbone.train(was_training)
+        view = feature_backbone(pl_module.backbone, "loss=poem (POEM's regression on features)")
+        return self.over(pl_module, data, num_workers,
+                         lambda _, x: view.forward_head(view.forward_features(x), pre_logits=True))
 
     def state_dict(self) -> dict[str, Any]:
         """The epoch's choice and the buffered choices of the last epochs."""
