@@ -101,6 +101,7 @@ ALLOWED_BACKBONES = ("oe_lightning.models.SmallCNN", "oe_lightning.models.WideRe
                      "oe_lightning.models.wrn_40_2", "oe_lightning.models.wrn_16_4",
                      "oe_lightning.models.torchvision_classifier", "oe_lightning.models.timm_classifier",
                      "oe_lightning.models.resnet18_32x32", "oe_lightning.models.background_classifier",
+                     "oe_lightning.models.GRUClassifier", "oe_lightning.models.TransformerTextClassifier",
                      "timm.create_model")
 # wraps a K+1-output backbone as K classes; the backbone factory it names must be allowed too
 BACKGROUND_FACTORY = "oe_lightning.models.background_classifier"

@@ -114,7 +114,15 @@ def loader_workers(most: int = 4) -> int:
     return max(0, min(int(most), cores // 2 - 1))
 
 
-for _name, _fn in (("oe.sweep_name", sweep_name), ("oe.job_dirname", job_dirname), ("oe.workers", loader_workers),
+def vocab_size(max_vocab: int | None) -> int:
+    """A text model's embedding rows: ``data.family.max_vocab`` words + ``<unk>`` and ``<pad>``."""
+    if max_vocab is None:
+        raise ValueError("data.family.max_vocab is null (every word kept): set model.vocab_size to the number of "
+                         "words + 2, or give data.family.max_vocab (the reference keeps 10000).")
+    return int(max_vocab) + 2
+
+
+for _name, _fn in (("oe.vocab_size", vocab_size), ("oe.sweep_name", sweep_name), ("oe.job_dirname", job_dirname), ("oe.workers", loader_workers),
                    ("oe.class_folders", data_classes), ("oe.eval_resize", eval_resize), ("oe.len", len),
                    ("oe.val_folder", val_folder)):
     if not OmegaConf.has_resolver(_name):

@@ -338,7 +338,7 @@ class OODEvaluation(pl.LightningModule):
         temperature = tune_temperature(val["logits"], val["labels"]) if tuned_on else 1.0
         probs = F.softmax(sets["in"]["logits"].double() / temperature, dim=1).max(dim=1)
         conf_in, correct_in = probs.values, (probs.indices == sets["in"]["labels"]).double()
-        repeats = self.settings.num_to_avg if self.settings.protocol == "paper" else 1
+        repeats = self.settings.num_to_avg if self.settings.protocol != "full" else 1
         num_out = paper_subset_size(conf_in.numel())
         per_set = {name: ood_calibration(conf_in, correct_in, F.softmax(
             sets[name]["logits"].double() / temperature, dim=1).max(dim=1).values, num_out, repeats)

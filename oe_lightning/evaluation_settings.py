@@ -16,7 +16,7 @@ from oe_lightning.errors import OEUserError
 
 FPR_RULES = ("first", "nearest")
 POSITIVES = ("out", "in")
-PROTOCOLS = ("full", "paper")
+PROTOCOLS = ("full", "paper", "paper_text")  # paper_text: the subset size of the reference's text evaluation
 
 # setting -> (check, what it must be, how to fix it)
 SETTING_RULES: dict[str, tuple[Check, str, str]] = {
@@ -25,8 +25,9 @@ SETTING_RULES: dict[str, tuple[Check, str, str]] = {
                  "nearest is the paper's rule"),
     "positive": (choice(*POSITIVES), "out (OOD positive, the OE paper) or in (ID positive, the energy paper)",
                  "out is the OE paper's"),
-    "protocol": (choice(*PROTOCOLS), "full (every OOD sample once) or paper (num_to_avg subsets of "
-                 "len(ID test) // 5)", "paper averages subsets as the paper"),
+    "protocol": (choice(*PROTOCOLS), "full (every OOD sample once), paper (num_to_avg subsets of "
+                 "len(ID test) // 5, the image experiments) or paper_text (the same in whole batches of 64, the text "
+                 "experiments)", "paper averages subsets as the paper"),
     "num_to_avg": (integer(1), "an integer >= 1", "the paper averages 10"),
     "keep_id": (number(0, 1, low_open=True), "a share in (0, 1]",
                 "the deployed threshold keeps this share of ID validation images, e.g. 0.95"),

@@ -293,6 +293,16 @@ def paper_subset_size(num_in: int) -> int:
     return max(per_run, 1)
 
 
+PAPER_TEXT_BATCH = 64  # the reference text evaluation's batch size (NLP_classification/eval_OOD_sst.py:68)
+
+
+def paper_text_subset_size(num_in: int) -> int:
+    """OOD samples per subset in the reference's text evaluation: ``ood_num_examples = len(ID test) // 5``
+    (eval_OOD_sst.py:74), read in batches of 64 until ``batch_idx * 64 > ood_num_examples`` (:273-274), so whole
+    batches up to the first past it: 384 for SST's 1,821 test sentences, 128 for TREC's 500."""
+    return (num_in // 5 // PAPER_TEXT_BATCH + 1) * PAPER_TEXT_BATCH
+
+
 def subsampled_ood_metrics(scores_in: Tensor | SortedScores, scores_out: Tensor | SortedScores, num_out: int,
                            repeats: int = 10, seed: int = 0, recall: float = 0.95,
                            fpr_rule: FprRule = "first", positive: str = "out") -> dict[str, float]:
@@ -338,10 +348,11 @@ def protocol_metrics(scores_in: Tensor | SortedScores, scores_out: Tensor | Sort
     and std over ``num_to_avg`` subsets of len(ID) // 5 OOD scores (:func:`subsampled_ood_metrics`),
     drawn from the sorted scores, so the draw does not depend on the order ranks gathered them in."""
     check_settings(protocol=protocol, num_to_avg=num_to_avg)
-    if protocol == "paper":
+    if protocol in ("paper", "paper_text"):
         s_in = sort_scores(scores_in, "ID scores")
         s_out = sort_scores(scores_out, "OOD scores")
-        num_out = min(paper_subset_size(s_in.values.size), s_out.values.size)
+        size = paper_subset_size if protocol == "paper" else paper_text_subset_size
+        num_out = min(size(s_in.values.size), s_out.values.size)
         return subsampled_ood_metrics(s_in, s_out, num_out, num_to_avg, seed, recall, fpr_rule, positive)
     return ood_metrics(scores_in, scores_out, recall, fpr_rule, positive)
 

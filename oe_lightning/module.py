@@ -58,6 +58,9 @@ class OutlierExposureModule(pl.LightningModule):
         info: what checkpoints store beside the weights (:class:`~oe_lightning.checkpoint_info.CheckpointInfo`).
         validate_ood: log ``val/fpr95`` and ``val/auroc`` with ``score`` (False: the primary detector
             needs more than logits, e.g. a fitted KNN; its ``val`` metrics come from the evaluation).
+        joint_forward: one forward over the ID and OE inputs together (the image paper's rule: BatchNorm sees
+            both), joined by the DataModule's ``join_inputs`` (text: padded to one length); False: two
+            forwards, as the reference's text classifiers (NLP_classification/train_OE.py:175-181).
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, oe_loss: nn.Module | None = None,
@@ -66,7 +69,7 @@ class OutlierExposureModule(pl.LightningModule):
                  scheduler: Callable[..., Any] | None = None, pretrained: str | None = None,
                  evaluation: EvaluationSettings | None = None, nonfinite_check_every: int | None = None,
                  backbone_lr_scale: float = 1.0, channels_last: bool = False, compile: bool = False,
-                 info: CheckpointInfo | None = None, validate_ood: bool = True):
+                 info: CheckpointInfo | None = None, validate_ood: bool = True, joint_forward: bool = True):
         super().__init__()
         if lambda_oe is None or not lambda_oe >= 0:
             raise OEUserError(
@@ -90,6 +93,7 @@ class OutlierExposureModule(pl.LightningModule):
                               f"backbone), got {backbone_lr_scale!r}.")
         self.backbone_lr_scale = float(backbone_lr_scale)
         self.channels_last, self.compile = bool(channels_last), bool(compile)
+        self.joint_forward = bool(joint_forward)
         self._step_log = DeferredStepLog()
         if pretrained:
             load_backbone_weights(self.backbone, pretrained, num_classes)
@@ -155,9 +159,12 @@ class OutlierExposureModule(pl.LightningModule):
         oe_targets = y
         if x_oe is not None and getattr(self.oe_loss, "mixes_batch", False):  # MixOE: mixed images, soft targets
             x_oe, oe_targets = self.oe_loss.mix(x_in, y, x_oe, self.num_classes)
-        if x_oe is not None:
-            logits = self._train_forward(torch.cat([x_in, x_oe]))
+        if x_oe is not None and self.joint_forward:
+            logits = self._train_forward(self._join(x_in, x_oe))
             logits_in, logits_oe = logits[:n_in], logits[n_in:]
+        elif x_oe is not None:
+            logits_in, logits_oe = self._train_forward(x_in), self._train_forward(x_oe)
+            logits = logits_in
         else:
             logits_in = logits = self._train_forward(x_in)
         if batch_idx == 0:
@@ -172,6 +179,12 @@ class OutlierExposureModule(pl.LightningModule):
         if trainer is not None and (self.global_step + 1) % trainer.log_every_n_steps == 0:
             self._log_step(parts)
         return loss
+
+    def _join(self, x_in: Tensor, x_oe: Tensor) -> Tensor:
+        """The ID and OE inputs as one batch, joined as the DataModule's data wants (``torch.cat`` without one)."""
+        trainer = attached_trainer(self)
+        join = getattr(getattr(trainer, "datamodule", None), "join_inputs", None) if trainer is not None else None
+        return join(x_in, x_oe) if join is not None else torch.cat([x_in, x_oe])
 
     STEP_NAMES = ("train/loss_step", "train/loss_in_step", "train/loss_oe_step")
 

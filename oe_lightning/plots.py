@@ -92,6 +92,29 @@ def gallery_figure(name: str, images: Tensor, scores: Sequence[float], threshold
     return path
 
 
+def safe_name(name: str) -> str:
+    """``name`` as a file-name part: letters, digits, ``-_.``; anything else ``_``."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def text_gallery(name: str, texts: Sequence[str], scores: Tensor, threshold: float | None, path: Path,
+                 width: int = 200) -> Path:
+    """A Markdown table of an OOD set's most and least OOD-looking texts (cut to ``width`` characters), with
+    their scores and whether the deployed threshold calls them OOD: the text data's gallery."""
+    from oe_lightning.escaping import markdown
+
+    top, bottom = extremes(scores)
+    lines = [f"# {markdown(name)}: most and least OOD-looking texts", "",
+             "| rank | score | called OOD | text |", "| --- | --- | --- | --- |"]
+    for label, indices in (("most", top), ("least", bottom)):
+        for rank, i in enumerate(indices, 1):
+            called = "" if threshold is None else ("yes" if float(scores[i]) > threshold else "no")
+            text = texts[i] if len(texts[i]) <= width else texts[i][:width - 1] + "…"
+            lines.append(f"| {label} {rank} | {float(scores[i]):.4f} | {called} | {markdown(text)} |")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
 def unnormalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     """Normalised images back to [0, 1] for display."""
     m = torch.tensor(mean, dtype=images.dtype).view(1, -1, 1, 1)

@@ -91,7 +91,8 @@ def test_and_write(trainer: pl.Trainer, evaluation: OODEvaluation, datamodule: O
 def write_plots(folder: Path, evaluation: OODEvaluation, datamodule: OEDataModule, results: dict[str, Any],
                 cfg: DictConfig) -> list[Path]:
     """``score_histograms.png`` (ID vs each OOD set, the deployed threshold drawn) and a
-    ``gallery_<set>.png`` per OOD set (its most and least OOD-looking images, with their scores)."""
+    ``gallery_<set>.png`` per OOD set (its most and least OOD-looking images, with their scores; for text,
+    ``gallery_<set>.md``, a table of the texts)."""
     import torch
 
     from oe_lightning import plots
@@ -104,6 +105,12 @@ def write_plots(folder: Path, evaluation: OODEvaluation, datamodule: OEDataModul
     histograms = {name: c["histogram"] for name, c in evaluation.curves().items()}
     written = [plots.histogram_figure(histograms, threshold, str(results.get("detector")),
                                       folder / "score_histograms.png")]
+    if getattr(datamodule, "family", None) is not None:  # text: the extremes as a table, not images
+        written += [plots.text_gallery(name, datamodule.ood_sets[name].texts, values, threshold,
+                                       folder / f"gallery_{plots.safe_name(name)}.md")
+                    for name, values in scores.items() if name in datamodule.ood_sets and len(values)]
+        log.info("plots: %s", folder)
+        return written
     preprocessing = Preprocessing.from_data_config(cfg.data)  # mean and std (none: 0 and 1)
     for name, values in scores.items():
         dataset = datamodule.ood_sets.get(name)
@@ -113,8 +120,7 @@ def write_plots(folder: Path, evaluation: OODEvaluation, datamodule: OEDataModul
         items = [dataset[i] for i in top + bottom]
         images = torch.stack([item[0] if isinstance(item, tuple | list) else item for item in items]).float()
         images = plots.unnormalize(images, preprocessing.mean, preprocessing.std)
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
         written.append(plots.gallery_figure(name, images, [float(values[i]) for i in top + bottom], threshold,
-                                            folder / f"gallery_{safe}.png"))
+                                            folder / f"gallery_{plots.safe_name(name)}.png"))
     log.info("plots: %s", folder)
     return written

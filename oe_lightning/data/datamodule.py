@@ -37,6 +37,9 @@ from oe_lightning.errors import OEUserError
 __all__ = ["VAL_SPLITS", "DatasetFactory", "FixedDataset", "ImagesOnly", "OEDataModule", "Transformed",
            "as_factory", "class_count", "worker_context"]
 
+ID_TEST_NAMES = ("fit", "val", "in")  # test loaders of ID samples; the others hold OOD samples
+
+
 def worker_context(num_workers: int) -> str | None:
     """The start method for DataLoader workers: the platform's own inside a joblib (loky) sweep
     worker, whose default "loky" method cannot start them; else None (torch's default)."""
@@ -94,9 +97,11 @@ class OEDataModule(pl.LightningDataModule):
                  batch_augment: Mapping[str, BatchAugment | None] | None = None,
                  val_split: str = "random", val_size: int | None = None, fit_loader: bool = False,
                  val: Dataset | DatasetFactory | None = None, resident: bool = False,
-                 resident_max_gb: float = 8.0, **info: Any):
+                 resident_max_gb: float = 8.0, family: Any | None = None, **info: Any):
         super().__init__()
         self.info = info  # descriptive keys from the config (name, image_shape, ...)
+        # a data family that reads its sets into tensors itself (text: vocabulary, padding); None: images
+        self.family = family
         if batch_size < 1:
             raise OEUserError(f"data.batch_size must be a positive integer, got {batch_size}.")
         splits.check_split_settings(val_fraction, val_split)
@@ -113,6 +118,7 @@ class OEDataModule(pl.LightningDataModule):
         self.num_classes = num_classes
         self.train_transform, self.test_transform = train_transform, test_transform
         self.oe_transform = oe_transform if oe_transform is not None else train_transform
+        self.ood_transform: Callable | None = None  # OOD and validation OOD sets; None: test_transform
         # image data augmented per batch on the training device (and its resident images); None: none
         self.device_batches: DeviceBatches | None = None
         if resident or any(v is not None for v in (batch_augment or {}).values()):
@@ -167,6 +173,7 @@ class OEDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Open the datasets ``stage`` needs, each once: for ``fit``/``validate`` the training and ID validation
         splits, OE and the validation OOD set; for ``test``/``predict`` the sets of :attr:`test_names`."""
+        self._fit_family()
         if self.train_set is None and stage in (None, "fit", "validate"):
             in_transform = self.test_transform if self._augmented("in") else self.train_transform
             train_aug = self.factories["train"](transform=in_transform)
@@ -181,7 +188,7 @@ class OEDataModule(pl.LightningDataModule):
                 self._setup_oe(held_out)
             if n_val and self.val_ood_factory is not None:
                 splits.check_val_ood_not_a_test_set(self.val_ood_factory, self.ood_factories)
-                self.val_ood_set = self.val_ood_factory(transform=self.test_transform)
+                self.val_ood_set = self.val_ood_factory(transform=self._outlier_transform)
             if self.device_batches is not None:
                 self.device_batches.keep_resident({"in": (self.train_set, self.factories["train"]),
                                                    "oe": (self.oe_set, self.oe_factory)}, self.test_transform)
@@ -197,14 +204,37 @@ class OEDataModule(pl.LightningDataModule):
                     self._setup_val(self._split(len(train_plain))[1], train_plain)
                 if self.val_ood_factory is not None:  # evaluation only: detectors' validation metrics
                     splits.check_val_ood_not_a_test_set(self.val_ood_factory, self.ood_factories)
-                    self.val_ood_set = self.val_ood_factory(transform=self.test_transform)
+                    self.val_ood_set = self.val_ood_factory(transform=self._outlier_transform)
                 elif self.oe_factory is not None:  # the OE images training held out, as in training
                     self._setup_oe(len(self.val_set))
             self.test_set = self.factories["test"](transform=self.test_transform)
             self._check_num_classes(self.test_set, "ID test", exact=False)
-            self.ood_sets = {name: make(transform=self.test_transform)
+            self.ood_sets = {name: make(transform=self._outlier_transform)
                              for name, make in self.ood_factories.items()}
             splits.check_oe_not_in_tests(self.ood_sets, self.oe_set, self.val_ood_set)
+
+    def _fit_family(self) -> None:
+        """A data family that learns from the ID training inputs (text: the vocabulary, from the training part
+        without the held-out split) sets every transform before any set is opened."""
+        if self.family is None or self.family.fitted:
+            return
+        from oe_lightning.data.text.family import texts_of
+
+        raw = self.factories["train"](transform=None)
+        self.family.fit(texts_of(raw, self._split(len(raw))[0]))
+        self.train_transform = self.test_transform = self.family.encoder("in")
+        self.oe_transform = self.ood_transform = self.family.encoder("outlier")
+
+    @property
+    def _outlier_transform(self) -> Callable | None:
+        """The transform of OOD sets, the validation OOD set and held-out OE samples."""
+        return self.ood_transform if self.ood_transform is not None else self.test_transform
+
+    def join_inputs(self, x_in: Any, x_oe: Any) -> Any:
+        """A training step's ID and OE inputs as one batch (text: both padded to one length first)."""
+        if self.family is not None:
+            return self.family.join(x_in, x_oe)
+        return torch.cat([x_in, x_oe])
 
     def _check_num_classes(self, dataset: Dataset, role: str, exact: bool) -> None:
         """``num_classes`` (the classifier's outputs) against the classes the data holds, as soon as the data
@@ -244,11 +274,15 @@ class OEDataModule(pl.LightningDataModule):
         # the first n_train_oe images train (a range, never a list of 80M indices); the rest validate
         self.oe_set = Subset(oe_aug, range(n_train_oe)) if n_val_oe else oe_aug
         if n_val_oe:
-            oe_plain = self.oe_factory(transform=self.test_transform)
+            oe_plain = self.oe_factory(transform=self._outlier_transform)
             self.val_ood_set = Subset(oe_plain, range(n_train_oe, len(oe_plain)))
 
-    def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
+    def _loader(self, dataset: Dataset, role: str = "in", **kwargs: Any) -> DataLoader:
+        """A loader of ``dataset``; ``role`` (``in``: ID samples, ``outlier``: OE and OOD samples) chooses a data
+        family's collate function."""
         kwargs.setdefault("batch_size", self.batch_size)
+        if self.family is not None:
+            kwargs["collate_fn"] = self.family.collate(role)
         return DataLoader(dataset, num_workers=self.num_workers, pin_memory=self.pin_memory and self._on_cuda(),
                           persistent_workers=self.num_workers > 0,
                           multiprocessing_context=worker_context(self.num_workers), **kwargs)
@@ -261,11 +295,11 @@ class OEDataModule(pl.LightningDataModule):
             return torch.cuda.is_available()
         return trainer.strategy.root_device.type == "cuda"
 
-    def _eval_loader(self, dataset: Dataset) -> DataLoader:
+    def _eval_loader(self, dataset: Dataset, role: str = "in") -> DataLoader:
         """In order; under DDP each rank gets its exact, unpadded shard."""
         replicas, _ = world()
         sampler = ExactShardSampler(len(dataset)) if replicas > 1 else None
-        return self._loader(dataset, sampler=sampler)
+        return self._loader(dataset, role, sampler=sampler)
 
     def train_dataloader(self) -> CombinedLoader:
         """ID and OE loaders whose order and augmentations are functions of (seed, epoch) only:
@@ -281,7 +315,7 @@ class OEDataModule(pl.LightningDataModule):
             steps = len(in_loader)
             mode = self.oe_sampling or getattr(base_dataset(self.oe_set), "preferred_sampling", "shuffle")
             oe_sampler = self.oe_sampler = OESampler(len(self.oe_set), steps * self.oe_batch_size, mode, seed=seed)
-            loaders["oe"] = self._loader(self._training_samples("oe", self.oe_set, seed + 1),
+            loaders["oe"] = self._loader(self._training_samples("oe", self.oe_set, seed + 1), "outlier",
                                          sampler=KeyedSampler(oe_sampler), batch_size=self.oe_batch_size)
         self._resume_loaders(loaders.values())
         self.train_samples_per_rank = {name: len(dl.sampler) for name, dl in loaders.items()}
@@ -336,8 +370,10 @@ class OEDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> list[DataLoader]:
         """``[ID validation split, held-out OE]``; empty without a validation split."""
-        sets = [s for s in (self.val_set, self.val_ood_set) if s is not None]
-        return [self._eval_loader(s) for s in sets] if self.val_set is not None else []
+        if self.val_set is None:
+            return []
+        return [self._eval_loader(self.val_set)] + ([self._eval_loader(self.val_ood_set, "outlier")]
+                                                     if self.val_ood_set is not None else [])
 
     def _test_sets(self) -> dict[str, Dataset]:
         roles = {"fit": self.fit_set if self.fit_loader else None, "val": self.val_set,
@@ -352,7 +388,8 @@ class OEDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> list[DataLoader]:
         """One in-order loader per name of :attr:`test_names` (under DDP each rank gets its exact shard)."""
-        return [self._eval_loader(d) for d in self._test_sets().values()]
+        return [self._eval_loader(d, "in" if name in ID_TEST_NAMES else "outlier")
+                for name, d in self._test_sets().items()]
 
     def test_set_sizes(self) -> dict[str, int]:
         """Number of samples of each test set, by its :attr:`test_names` name."""

@@ -116,10 +116,12 @@ class OutlierMining(pl.Callback):
         """``per_batch(backbone, images)`` over every item of ``data``, concatenated on the CPU: one pass in eval
         mode without gradients (training mode restored after), read by the data's loader workers."""
         backbone, was_training = pl_module.backbone, pl_module.backbone.training
+        family = getattr(getattr(pl_module.trainer, "datamodule", None), "family", None)
         backbone.eval()
         try:
             loader = DataLoader(data, batch_size=self.batch_size, shuffle=False, num_workers=num_workers,
-                                multiprocessing_context=worker_context(num_workers))
+                                multiprocessing_context=worker_context(num_workers),
+                                collate_fn=family.collate("outlier") if family is not None else None)
             with torch.no_grad():
                 return torch.cat([per_batch(backbone, (b[0] if isinstance(b, list | tuple) else b).to(pl_module.device))
                                   .float().cpu() for b in loader])
