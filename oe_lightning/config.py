@@ -122,7 +122,8 @@ def vocab_size(max_vocab: int | None) -> int:
     return int(max_vocab) + 2
 
 
-for _name, _fn in (("oe.vocab_size", vocab_size), ("oe.sweep_name", sweep_name), ("oe.job_dirname", job_dirname), ("oe.workers", loader_workers),
+for _name, _fn in (("oe.vocab_size", vocab_size), ("oe.sweep_name", sweep_name), ("oe.job_dirname", job_dirname),
+                   ("oe.workers", loader_workers),
                    ("oe.class_folders", data_classes), ("oe.eval_resize", eval_resize), ("oe.len", len),
                    ("oe.val_folder", val_folder)):
     if not OmegaConf.has_resolver(_name):

@@ -175,7 +175,27 @@ def problems(cfg: DictConfig, task: str = "train", skip: frozenset[str] = frozen
                 what += f" ({value!r} does not exist)" if isinstance(value, str) else ""
             found.append(f"{key}={value!r} must be {what}; {fix}")
     broken = {p.split("=", 1)[0].split(" ", 1)[0] for p in found}
-    return found + batch_memory_problems(cfg, broken | skip) + device_problems(cfg, task, skip)
+    return (found + batch_memory_problems(cfg, broken | skip) + device_problems(cfg, task, skip)
+            + text_problems(cfg, task, detectors))
+
+
+def text_problems(cfg: DictConfig, task: str, detectors: dict[str, Any]) -> list[str]:
+    """What image data has and text data does not: input gradients (ODIN), mixing inputs (MixOE), the
+    channels-last memory format."""
+    family, _ = _value(cfg, "data.family")
+    if task != "train" and task != "evaluate" or not isinstance(family, dict):
+        return []
+    found = [f"detector {name} perturbs the input along its gradient, and text inputs are token indices (no "
+             f"gradient); choose a logit or feature detector (msp, energy, max_logit, knn, mahalanobis, vim, ...)"
+             for name, node in detectors.items() if str(node.get("_target_", "")).endswith(".ODIN")]
+    loss, _ = _value(cfg, "loss.fn._target_")
+    if isinstance(loss, str) and loss.endswith(".MixOE"):
+        found.append("loss=mixoe mixes image pixels (cutmix/mixup), which token indices do not have; choose another "
+                     "OE loss (uniform_ce, energy, ...)")
+    if _value(cfg, "module.channels_last")[0] is True:
+        found.append("module.channels_last=true is a memory format of image batches; text batches have none: set "
+                     "module.channels_last=false")
+    return found
 
 
 def batch_memory_problems(cfg: DictConfig, skip: set[str] | frozenset[str] = frozenset()) -> list[str]:

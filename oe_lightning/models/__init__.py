@@ -9,5 +9,6 @@ from oe_lightning.models.text import GRUClassifier, TransformerTextClassifier
 from oe_lightning.models.torchvision_models import torchvision_classifier
 from oe_lightning.models.wrn import WideResNet, wrn_16_4, wrn_40_2
 
-__all__ = ["BackgroundClassifier", "GRUClassifier", "SmallCNN", "TransformerTextClassifier", "WideResNet", "background_classifier", "resnet18_32x32",
-           "timm_classifier", "torchvision_classifier", "wrn_16_4", "wrn_40_2"]
+__all__ = ["BackgroundClassifier", "GRUClassifier", "SmallCNN", "TransformerTextClassifier", "WideResNet",
+           "background_classifier", "resnet18_32x32", "timm_classifier", "torchvision_classifier", "wrn_16_4",
+           "wrn_40_2"]

@@ -61,7 +61,8 @@ class TransformerTextClassifier(nn.Module):
         """The mean of the last layer's states over the text's tokens, ``(batch, d_model)``."""
         real = x != self.pad_index
         empty = ~real.any(1, keepdim=True)
-        real = real | (empty & (torch.arange(x.shape[1], device=x.device) == x.shape[1] - 1))  # an empty text: one token
+        last = torch.arange(x.shape[1], device=x.device) == x.shape[1] - 1
+        real = real | (empty & last)  # an empty text: its last <pad> counts as one token
         positions = (real.long().cumsum(1) - 1).clamp(0, self.max_length - 1)
         h = self.encoder(self.embedding(x) + self.position(positions), src_key_padding_mask=~real)
         h = self.norm(h) * real.unsqueeze(-1)
