@@ -16,10 +16,30 @@ from typing import Any
 from oe_lightning.baseline import is_baseline
 from oe_lightning.results import RESULTS_FILE, group_identity, identity_hash, read_complete, upgraded_identity
 
-METRICS = ("fpr95", "auroc", "aupr_out")
+METRICS = ("fpr95", "auroc", "aupr_out")  # with the FPR at the runs' recall: metrics_of(groups)
 
 
 LABELS = {"fpr95": "FPR95 ↓", "auroc": "AUROC ↑", "aupr_out": "AUPR ↑"}
+
+
+def label(metric: str) -> str:
+    """A metric's column name: ``FPR90 ↓`` for ``fpr90``, ``AUROC ↑``, ..."""
+    if metric in LABELS:
+        return LABELS[metric]
+    return f"FPR{metric[3:]} ↓" if metric.startswith("fpr") else metric
+
+
+def fpr_names(groups: Iterable[Group]) -> list[str]:
+    """The FPR metrics the runs hold (``fpr95``; ``fpr90`` for runs read at 90% recall, as the paper's text
+    experiments), highest recall first; ``["fpr95"]`` when there are none."""
+    names = {k for g in groups for r in g.runs for k in (r.get("mean") or {})
+             if k.startswith("fpr") and not k.endswith("_std")}
+    return sorted(names, reverse=True) or ["fpr95"]
+
+
+def metrics_of(groups: Iterable[Group]) -> tuple[str, ...]:
+    """The metrics tables show for ``groups``: their FPRs, AUROC and AUPR."""
+    return (*fpr_names(groups), "auroc", "aupr_out")
 
 
 PAPER_LOSS = "UniformCrossEntropy"

@@ -13,6 +13,7 @@ from oe_lightning.paper_results import (
     CALIBRATION,
     ENERGY_MEAN_FPR95,
     ENERGY_SETS,
+    MEAN_DIGITS,
     MEAN_SETS,
     MEANS,
     PAPER_FPR_RULE,
@@ -20,12 +21,13 @@ from oe_lightning.paper_results import (
 )
 from oe_lightning.rescore import bootstrap_mean_ci, load_scores, paired_difference, rescore
 from oe_lightning.run_groups import (
-    LABELS,
-    METRICS,
     PAPER_LOSS,
     Group,
     _mean_std,
     baseline_for,
+    fpr_names,
+    label,
+    metrics_of,
 )
 
 PAPER_SCORE = "MaxSoftmax"
@@ -42,7 +44,7 @@ def paper_numbers(group: Group, ood_set: str | None, metric: str) -> float | Non
         return None
     if group.config.get("positive", "out") != "out":
         return None
-    if metric == "fpr95" and group.config.get("fpr_rule") != PAPER_FPR_RULE:
+    if metric.startswith("fpr") and group.config.get("fpr_rule") != PAPER_FPR_RULE:
         return None
     if ood_set is None and tuple(group.ood_sets()) != MEAN_SETS.get(group.data):
         return None
@@ -79,23 +81,24 @@ def fmt_paper(value: float | None, digits: int) -> str:
 def comparison(baseline: Group, oe: Group) -> tuple[list[str], list[list[str]]]:
     """Header and rows (OOD sets, then mean) of baseline vs OE, with the paper's numbers if any."""
     rows_sets: list[str | None] = [*[s for s in oe.ood_sets()], None]
+    metrics = metrics_of([baseline, oe])
     with_paper = any(paper_numbers(g, s, m) is not None for g in (baseline, oe)
-                     for s in rows_sets for m in METRICS)
+                     for s in rows_sets for m in metrics)
     header = ["OOD set"]
-    for m in METRICS:
-        header += [f"{LABELS[m]} base", f"{LABELS[m]} OE"]
+    for m in metrics:
+        header += [f"{label(m)} base", f"{label(m)} OE"]
         if with_paper:
-            header += [f"{LABELS[m]} paper base", f"{LABELS[m]} paper OE", f"{LABELS[m]} Δ OE"]
+            header += [f"{label(m)} paper base", f"{label(m)} paper OE", f"{label(m)} Δ OE"]
     rows = []
     for s in rows_sets:
         row = [s or "mean"]
-        for m in METRICS:
+        for m in metrics:
             ours_base, ours_oe = baseline.stat(s, m), oe.stat(s, m)
             row += [fmt(ours_base, len(baseline.runs)), fmt(ours_oe, len(oe.runs))]
             if with_paper:
                 p_base, p_oe = paper_numbers(baseline, s, m), paper_numbers(oe, s, m)
                 delta = ours_oe[0] - p_oe if ours_oe is not None and p_oe is not None else None
-                digits = 2 if s is None else 1  # as printed: Table 7's means 2 decimals, its set rows 1
+                digits = MEAN_DIGITS.get(oe.data, 2) if s is None else 1  # as printed (Table 7's means: 2)
                 row += [fmt_paper(p_base, digits), fmt_paper(p_oe, digits),
                         "" if delta is None else f"{delta:+.2f}"]
         rows.append(row)
@@ -104,8 +107,9 @@ def comparison(baseline: Group, oe: Group) -> tuple[list[str], list[list[str]]]:
 
 def overview(groups: Sequence[Group]) -> tuple[list[str], list[list[str]]]:
     """One row per group: data, label, seeds, mean FPR95 / AUROC / AUPR, ID accuracy."""
-    header = ["data", "method", "seeds", *[f"mean {LABELS[m]}" for m in METRICS], "ID acc ↑"]
-    rows = [[g.data, g.label, str(len(g.runs)), *[fmt(g.stat(None, m), len(g.runs)) for m in METRICS],
+    metrics = metrics_of(groups)
+    header = ["data", "method", "seeds", *[f"mean {label(m)}" for m in metrics], "ID acc ↑"]
+    rows = [[g.data, g.label, str(len(g.runs)), *[fmt(g.stat(None, m), len(g.runs)) for m in metrics],
              fmt(g.id_accuracy(), len(g.runs))] for g in groups]
     return header, rows
 
@@ -153,7 +157,7 @@ def detector_matrix(groups: Sequence[Group], metric: str = "fpr95") -> list[tupl
         columns = [(d, o) for d in detectors for o in ood_groups] if ood_groups else [(d, None) for d in detectors]
         rows = [[g.label, *[fmt(detector_stat(g, d, metric, o), len(g.runs)) for d, o in columns]] for g in mine]
         over = "each group's OOD sets" if ood_groups else "the OOD sets"
-        out.append((f"{data}: training method × detector, mean {LABELS.get(metric, metric)} over {over}",
+        out.append((f"{data}: training method × detector, mean {label(metric)} over {over}",
                     ["method", *[d if o is None else f"{d} {o}" for d, o in columns]], rows))
     return out
 
@@ -185,8 +189,8 @@ CALIBRATION_KEYS = (("rms", "RMS ↓"), ("mad", "MAD ↓"), ("soft_f1", "Soft F1
 
 
 def detector_tables(groups: Sequence[Group]) -> list[tuple[str, list[str], list[list[str]]]]:
-    """Training method × detector tables, FPR95 and AUROC."""
-    return [t for m in ("fpr95", "auroc") for t in detector_matrix(groups, m)]
+    """Training method × detector tables, the FPR and AUROC."""
+    return [t for m in (*fpr_names(groups), "auroc") for t in detector_matrix(groups, m)]
 
 
 def calibration_stat(group: Group, key: str) -> tuple[float, float] | None:
@@ -242,11 +246,11 @@ def paired_tables(groups: Sequence[Group]) -> list[Table3]:
         base = baseline_for(g, groups) if g.method != "baseline" else None
         if base is None:
             continue
-        for m in ("fpr95", "auroc"):
+        for m in (*fpr_names([g]), "auroc"):
             diff = paired_difference({r["config"].get("seed"): 100 * r["mean"][m] for r in base.runs},
                                      {r["config"].get("seed"): 100 * r["mean"][m] for r in g.runs})
             if diff is not None:
-                rows.append([f"{g.data}: {g.label} − baseline", LABELS[m], f"{diff['mean']:+.2f} ± {diff['std']:.2f}",
+                rows.append([f"{g.data}: {g.label} − baseline", label(m), f"{diff['mean']:+.2f} ± {diff['std']:.2f}",
                              str(diff["n"]), f"{diff['t']:+.1f}"])
     if not rows:
         return []

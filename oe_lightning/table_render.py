@@ -9,10 +9,10 @@ from typing import Any
 
 from oe_lightning import escaping
 from oe_lightning.run_groups import (
-    LABELS,
-    METRICS,
     Group,
     baseline_for,
+    fpr_names,
+    metrics_of,
 )
 from oe_lightning.table_content import (
     Table3,
@@ -76,11 +76,13 @@ Rows = list[list[str]]
 def split_by_metric(title: str, header: list[str], rows: Rows) -> list[tuple[str, list[str], Rows]]:
     """A comparison table as one narrower table per metric (fits an 80-column terminal)."""
     out = []
-    for m in METRICS:
-        cols = [i for i, h in enumerate(header) if h.startswith(f"{LABELS[m]} ")]
-        if cols:
-            sub_header = [header[0], *[header[i][len(LABELS[m]) + 1:] for i in cols]]
-            out.append((f"{title} · {LABELS[m]}", sub_header, [[r[0], *[r[i] for i in cols]] for r in rows]))
+    names = list(dict.fromkeys(h.split(" ")[0] for h in header[1:]))  # "FPR90", "AUROC", "AUPR"
+    for name in names:
+        cols = [i for i, h in enumerate(header) if h.split(" ")[0] == name]
+        arrow = header[cols[0]].split(" ")[1]
+        prefix = f"{name} {arrow} "
+        out.append((f"{title} · {name} {arrow}", [header[0], *[header[i][len(prefix):] for i in cols]],
+                    [[r[0], *[r[i] for i in cols]] for r in rows]))
     return out
 
 
@@ -124,7 +126,7 @@ def render_csv(groups: Sequence[Group]) -> str:
         summaries = [(s, None, s) for s in g.ood_sets()] + [(None, None, "mean")] + \
             [(None, o, f"{o} mean") for o in g.ood_groups()]
         for s, ood_group, label in summaries:
-            for m in METRICS:
+            for m in metrics_of([g]):
                 stat = g.stat(s, m, ood_group)
                 paper = paper_numbers(g, s, m) if ood_group is None else None
                 if stat is None:
@@ -147,8 +149,8 @@ def plot_lambda(groups: Sequence[Group], path: Path) -> Path | None:
         base = baseline_for(g, groups)
         points = series.setdefault(name, [])
         if base is not None and not any(p[0] == 0 for p in points):
-            points.append((0.0, *base.stat(None, "fpr95")))
-        points.append((g.lambda_oe, *g.stat(None, "fpr95")))
+            points.append((0.0, *base.stat(None, fpr_names([g])[0])))
+        points.append((g.lambda_oe, *g.stat(None, fpr_names([g])[0])))
     series = {k: sorted(v) for k, v in series.items() if len({p[0] for p in v}) > 1}
     if not series:
         return None

@@ -254,6 +254,13 @@ def test_each_paper_text_preset_runs_on_tiny_files(nlp_data_dir, dataset, tmp_pa
                                 "trainer.max_epochs=1", "data.batch_size=8", "data.oe_batch_size=8")
         assert tune["config"]["lambda_oe"] == 1.0 and set(tune["ood"]) == set(base["ood"])
         assert (tmp_path / "tune" / "plots" / "gallery_snli.md").read_text().startswith("# snli")
+        from oe_lightning.run_groups import collect_runs, group_runs
+        from oe_lightning.table_content import comparisons
+
+        _title, header, rows = comparisons(group_runs(collect_runs(tmp_path)[0]))[0]
+        mean = dict(zip(header, rows[-1], strict=True))  # beside the paper's Table 2, row SST
+        assert mean["FPR90 ↓ paper base"] == "74.9" and mean["FPR90 ↓ paper OE"] == "27.3"
+        assert mean["AUROC ↑ paper OE"] == "89.3" and mean["AUPR ↑ paper OE"] == "59.4"
 
 
 def test_text_data_refuses_what_only_images_have(capsys):
