@@ -4,6 +4,7 @@
 # then print our table side by side with the published numbers (per OOD set for CIFAR-10).
 #
 #   scripts/reproduce_paper.sh cifar10            # cifar10 | cifar100 | svhn | tiny_imagenet
+#   scripts/reproduce_paper.sh nlp                # Table 2: SST, 20 Newsgroups, TREC (GRU, WikiText-2 OE)
 #   SEEDS=0,1,2 scripts/reproduce_paper.sh cifar100 trainer.devices=1
 #   SCRATCH=1 scripts/reproduce_paper.sh cifar10  # + "OE from scratch" (CIFAR only in the paper)
 #   CALIBRATION=1 scripts/reproduce_paper.sh cifar10  # + Table 12: baseline and OE tune, with 5,000 held out
@@ -17,7 +18,7 @@ set -euo pipefail
 # DRY_RUN=1 prints the commands instead of running them
 run() { if [[ -n "${DRY_RUN:-}" ]]; then printf '%q ' "$@"; echo; else "$@"; fi; }
 
-DATA=${1:?usage: scripts/reproduce_paper.sh cifar10|cifar100|svhn|tiny_imagenet [oe-train overrides...]}
+DATA=${1:?usage: scripts/reproduce_paper.sh cifar10|cifar100|svhn|tiny_imagenet|nlp [oe-train overrides...]}
 shift
 SEEDS=${SEEDS:-0}
 TRAINER=${TRAINER:-gpu}
@@ -31,6 +32,19 @@ sweep() {  # sweep STEP EXPERIMENT [overrides...]
   run oe-train -m "experiment=paper/${experiment}" "seed=${SEEDS}" "trainer=${TRAINER}" "${LAUNCH[@]}" \
     "hydra.sweep.dir=${ROOT}/${step}" 'hydra.sweep.subdir=seed_${seed}' "$@"
 }
+
+# The text experiments (NLP_classification/): each D_in's baseline (train.py), then OE fine-tuning of it
+# (train_OE.py), one table over the three
+if [[ "${DATA}" == nlp ]]; then
+  NLP_ROOT=${ROOT}
+  for DATA in sst 20ng trec; do
+    ROOT=${NLP_ROOT}/${DATA}
+    sweep baseline "${DATA}_baseline" "$@"
+    sweep oe_tune "${DATA}_oe_tune" "module.pretrained=${ROOT}/baseline/seed_\${seed}/checkpoints/last.ckpt" "$@"
+  done
+  run oe-table "${NLP_ROOT}"
+  exit 0
+fi
 
 # 1. the MSP baseline (paper: 100 epochs CIFAR / 20 SVHN, lr 0.1 / 0.01)
 sweep baseline "${DATA}_baseline" "$@"

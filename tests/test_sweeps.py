@@ -150,6 +150,7 @@ def test_optuna_energy_search_composes_lambda_and_margin():
 @pytest.mark.parametrize("script,env", [
     ("reproduce_paper.sh cifar10", {"SCRATCH": "1", "CALIBRATION": "1", "SEEDS": "0,1"}),
     ("reproduce_paper.sh svhn", {}),
+    ("reproduce_paper.sh nlp", {"SEEDS": "0,1"}),
     ("reproduce_paper.sh tiny_imagenet", {"LAUNCHER": "slurm_1gpu"}),
     ("sweep_lambda.sh", {}),
     ("search_lambda.sh", {}),
