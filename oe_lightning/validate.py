@@ -143,7 +143,9 @@ def _value(cfg: DictConfig, key: str) -> tuple[Any, str | None]:
 def problems(cfg: DictConfig, task: str = "train", skip: frozenset[str] = frozenset()) -> list[str]:
     """Every rule the config breaks, as ``key=value: must be ...; fix`` lines (``skip``: keys not checked)."""
     rules = (RULES if task in ("train", "evaluate") else []) + TASK_RULES.get(task, EVAL_RULES)
-    found = []
+    found = family_problems(cfg) if task == "train" else []
+    if found:  # the other rules would only report the same mismatch as unresolvable keys
+        return found
     try:
         detectors = registry.detector_configs(cfg) if task in ("train", "evaluate") else {}
     except OEUserError as err:
@@ -177,6 +179,30 @@ def problems(cfg: DictConfig, task: str = "train", skip: frozenset[str] = frozen
     broken = {p.split("=", 1)[0].split(" ", 1)[0] for p in found}
     return (found + batch_memory_problems(cfg, broken | skip) + device_problems(cfg, task, skip)
             + text_problems(cfg, task, detectors))
+
+
+TEXT_CHOICES = "oe=lee_news or oe=wikitext2, ood=text_embedded or ood=nlp_paper, model=gru or model=text_transformer"
+
+
+def family_problems(cfg: DictConfig) -> list[str]:
+    """Groups made for another data family than ``data``'s (image OE, OOD sets, model or ``speed=`` with text data,
+    a text model with image data), each named with the choices that fit, before anything is resolved."""
+    text = OmegaConf.select(cfg, "data.family", default=None) is not None
+    name = OmegaConf.select(cfg, "data.name", default="this data")
+    found = []
+    for group in ("oe", "ood", "val_ood", "model"):
+        node = cfg.get(group)
+        raw = OmegaConf.to_yaml(node) if OmegaConf.is_config(node) else ""
+        if text and "data.image_shape" in raw:
+            found.append(f"data={name} is text, and the {group} group's choice is made for images (it reads "
+                         f"data.image_shape); choose text ones ({TEXT_CHOICES}), or start from experiment=text")
+        elif not text and "data.family" in raw:
+            found.append(f"the {group} group's choice is made for text (it reads data.family), and data={name} holds "
+                         f"images; choose an image {group} (e.g. model=small_cnn, model=resnet18)")
+    if text and {"batch_augment", "resident"} & set(cfg.get("data") or {}):
+        found.append("speed=resident and speed=gpu keep and augment images on the device; text data has no images: "
+                     "leave speed= out")
+    return found
 
 
 def text_problems(cfg: DictConfig, task: str, detectors: dict[str, Any]) -> list[str]:

@@ -27,8 +27,11 @@ def compose_train(*overrides):
 def test_every_option_of_a_group_composes_and_builds(group, tmp_path):
     for name in ("cat", "dog"):  # data=image_folder: the user's class sub-folders
         (tmp_path / "own" / name).mkdir(parents=True)
+    text = ["oe=lee_news", "ood=text_embedded"]  # a text data or model option with the text groups that fit it
     needs = {("model", "custom"): ["model._target_=oe_lightning.models.SmallCNN"],
-             ("data", "image_folder"): [f"data.train_dir={tmp_path / 'own'}"]}
+             ("data", "image_folder"): [f"data.train_dir={tmp_path / 'own'}"],
+             **{("model", m): ["data=rotten_tomatoes", *text] for m in ("gru", "text_transformer")},
+             **{("data", d): ["model=gru", *text] for d in ("rotten_tomatoes", "sst", "newsgroups20", "trec")}}
     for option in options(group):
         extra = needs.get((group, option), [])
         cfg = compose_train(f"{group}={option}", *extra)

@@ -270,3 +270,15 @@ def test_text_data_refuses_what_only_images_have(capsys):
                                             "module.channels_last=true")))
     assert "odin perturbs the input" in found and "loss=mixoe mixes image pixels" in found
     assert "module.channels_last=true" in found
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["data=rotten_tomatoes"], "the oe group's choice is made for images"),
+    (["model=gru"], "the model group's choice is made for text"),
+    (["experiment=paper/sst_baseline", "speed=gpu"], "text data has no images"),
+])
+def test_groups_of_another_data_family_are_named_with_the_choices_that_fit(overrides, expected):
+    from oe_lightning.validate import problems
+
+    found = " ".join(problems(compose_train(*overrides)))
+    assert expected in found and "cannot be resolved" not in found
