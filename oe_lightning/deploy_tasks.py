@@ -22,19 +22,20 @@ def _classifier(cfg: DictConfig) -> Any:
 
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
-    """Predict every image of ``cfg.input``; write predictions.csv/.jsonl, print a summary, return its counts."""
-    from oe_lightning.deployment import image_paths
+    """Predict every image (text classifiers: every line of the text files) of ``cfg.input``; write
+    predictions.csv/.jsonl, print a summary, return its counts."""
+    from oe_lightning.deployment import input_files, is_text
     from oe_lightning.predictions import prediction_paths, print_summary, summary, write_predictions
     from oe_lightning.validate import check_output_files
 
     inputs = cfg.input
     inputs = [str(inputs)] if isinstance(inputs, str) else [str(i) for i in inputs]
     check_output_files("output", cfg.output, prediction_paths(cfg.output),
-                       lambda: [Path(cfg.ckpt_path).expanduser(), *image_paths(inputs)], bool(cfg.get("overwrite")))
+                       lambda: [Path(cfg.ckpt_path).expanduser(), *input_files(inputs)], bool(cfg.get("overwrite")))
     classifier = _classifier(cfg)
-    rows = classifier.predict(inputs, batch_size=cfg.batch_size, num_workers=cfg.num_workers, progress=True)
+    rows = classifier.predict_files(inputs, batch_size=cfg.batch_size, num_workers=cfg.num_workers, progress=True)
     files = write_predictions(rows, cfg.output)
-    print_summary(rows, classifier.threshold, files)
+    print_summary(rows, classifier.threshold, files, "texts" if is_text(classifier.preprocessing) else "images")
     return {**summary(rows), "files": [str(f) for f in files]}
 
 

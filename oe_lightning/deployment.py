@@ -107,8 +107,27 @@ def _convert(image: Any, mode: str) -> Any:
     return image.convert(mode)
 
 
+def preprocessing_from_dict(values: Any) -> Any:
+    """A stored preprocessing, checked: text (``family: text``: tokenisation and vocabulary,
+    :class:`~oe_lightning.data.text.deploy.TextPreprocessing`) or images (no family: :class:`Preprocessing`). The
+    family is one of these two names, never a class path read from the file."""
+    if isinstance(values, dict) and "family" in values:
+        if values["family"] != "text":
+            raise OEUserError(f"The stored preprocessing is for data family {values['family']!r}; this version "
+                              f"deploys image and text models.")
+        from oe_lightning.data.text.deploy import TextPreprocessing
+
+        return TextPreprocessing.from_dict(values)
+    return Preprocessing.from_dict(values)
+
+
+def is_text(preprocessing: Any) -> bool:
+    """Whether a deployed model reads text (token indices) rather than images."""
+    return getattr(preprocessing, "family", None) == "text"
+
+
 class DeployedModel(nn.Module):
-    """Backbone + OOD score + threshold: a batch of preprocessed images to ``(logits, score, is_ood)``,
+    """Backbone + OOD score + threshold: a preprocessed batch (images, or token indices) to ``(logits, score, is_ood)``,
     ``is_ood = score > threshold`` (larger scores are more OOD). Traceable for TorchScript and ONNX."""
 
     def __init__(self, backbone: nn.Module, score: nn.Module, threshold: float):
@@ -187,6 +206,20 @@ def image_paths(inputs: Iterable[str | Path]) -> list[Path]:
     return found
 
 
+def input_files(inputs: Iterable[str | Path]) -> list[Path]:
+    """The regular files that ``inputs`` names or holds (folders, recursively): what an output must never replace."""
+    from oe_lightning.data.files import list_files, regular_file
+
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found += list_files(path).files
+        elif regular_file(path):
+            found.append(path)
+    return found
+
+
 class _ImageFiles(torch.utils.data.Dataset):
     """Image files through the preprocessing; an unreadable one yields a zero image and its error."""
 
@@ -212,7 +245,7 @@ class StoredDeployment:
     """What a checkpoint stores for deployment, every value checked (:func:`deployable`)."""
 
     model_config: dict[str, Any]
-    preprocessing: Preprocessing
+    preprocessing: Any  # Preprocessing (images) or TextPreprocessing
     score: dict[str, Any]
     threshold: float
     temperature: float
@@ -292,9 +325,10 @@ def deployable(checkpoint: Any, path: str | Path, threshold: float | None = None
     bad: list[str] = []
     preprocessing = None
     try:
-        preprocessing = Preprocessing.from_dict(info["preprocessing"])
+        preprocessing = preprocessing_from_dict(info["preprocessing"])
     except OEUserError as err:
-        bad.append(f"preprocessing={info['preprocessing']!r}: {err}")
+        shown = {k: v for k, v in info["preprocessing"].items() if k != "vocabulary"}
+        bad.append(f"preprocessing={shown!r}: {err}")
     temperature = info.get("temperature", 1.0)
     if not (_finite(temperature) and low <= temperature <= high):
         bad.append(f"temperature={temperature!r} must be a number in [{low:g}, {high:g}] (oe-train tunes it in "
@@ -305,8 +339,12 @@ def deployable(checkpoint: Any, path: str | Path, threshold: float | None = None
     names = info.get("class_names")
     bad += _class_problems(names, outputs)
     channels = model_config.get("in_channels", model_config.get("in_chans"))
-    if preprocessing is not None and isinstance(channels, int) and channels != preprocessing.channels:
+    if (preprocessing is not None and not is_text(preprocessing) and isinstance(channels, int)
+            and channels != preprocessing.channels):
         bad.append(f"preprocessing.channels={preprocessing.channels} but the model takes {channels}-channel images")
+    rows = model_config.get("vocab_size")
+    if is_text(preprocessing) and isinstance(rows, int) and len(preprocessing.vocabulary) > rows:
+        bad.append(f"the vocabulary has {len(preprocessing.vocabulary)} tokens but the model embeds {rows}")
     if bad or preprocessing is None:
         raise OEUserError(f"{source} stores {len(bad)} value{'s' if len(bad) > 1 else ''} that cannot be deployed, "
                           f"found before any image was read: {'; '.join(f'({i}) {b}' for i, b in enumerate(bad, 1))}. "
@@ -356,7 +394,14 @@ class OODClassifier:
                 num_workers: int = 0, progress: bool = False) -> list[Prediction]:
         """Predictions for image files, folders of images, or PIL images, in input order (folders
         expanded, sorted). An unreadable file is reported in its row (``decision="unreadable"``) and a
-        warning, and the others are still predicted."""
+        warning, and the others are still predicted. A text classifier takes texts: ``predict(["a sentence",
+        ...])`` (one string: one text), named ``<text i>``."""
+        if is_text(self.preprocessing):
+            texts = [inputs] if isinstance(inputs, str) else list(inputs)
+            if not all(isinstance(t, str) for t in texts):
+                raise OEUserError("A text classifier's predict takes strings (the texts); for files of texts use "
+                                  "predict_files([...]) or oe-predict input=...")
+            return self._text_rows([(f"<text {i}>", t) for i, t in enumerate(texts)], batch_size)
         from PIL import Image
 
         items = [inputs] if isinstance(inputs, str | Path | Image.Image) else list(inputs)
@@ -385,6 +430,24 @@ class OODClassifier:
         if bad:
             log.warning("%d of %d file(s) could not be read as images and were reported, not predicted: %s",
                         len(bad), len(rows), "; ".join(f"{r.path} ({r.error})" for r in bad[:5]))
+        return rows
+
+    def predict_files(self, inputs: Iterable[str | Path], batch_size: int = 64, num_workers: int = 0,
+                      progress: bool = False) -> list[Prediction]:
+        """Predictions for files and folders: images for an image classifier (:meth:`predict`), every
+        non-empty line of ``.txt`` files (folders: their ``.txt`` files) for a text classifier, named ``file:line``."""
+        if not is_text(self.preprocessing):
+            return self.predict(list(inputs), batch_size, num_workers, progress)
+        from oe_lightning.data.text.deploy import text_inputs
+
+        return self._text_rows(text_inputs(inputs), batch_size)
+
+    def _text_rows(self, named: list[tuple[str, str]], batch_size: int) -> list[Prediction]:
+        rows: list[Prediction] = []
+        for start in range(0, len(named), batch_size):
+            chunk = named[start:start + batch_size]
+            tokens = self.preprocessing.encode([text for _, text in chunk])
+            rows += self._rows([name for name, _ in chunk], tokens, [""] * len(chunk))
         return rows
 
     def _rows(self, names: list[str], images: Tensor, errors: list[str]) -> list[Prediction]:

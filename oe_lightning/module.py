@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy
@@ -101,6 +102,14 @@ class OutlierExposureModule(pl.LightningModule):
         self.info = info or CheckpointInfo()  # stored in checkpoints beside the weights
         self.last_val_ood: dict[str, float] = {}
         self.val_ood = OODMetrics()  # gathers the validation scores; validation_ood_metrics computes
+
+    def setup(self, stage: str) -> None:
+        """A data family that learnt from the training data (text: the vocabulary) is stored in :attr:`info`, so
+        checkpoints carry how an input becomes the model's (oe-predict and oe-export read it)."""
+        trainer = attached_trainer(self)
+        family = getattr(getattr(trainer, "datamodule", None), "family", None) if trainer is not None else None
+        if family is not None and family.fitted and self.info.preprocessing is None:
+            self.info = replace(self.info, preprocessing=family.to_dict())
 
     def forward(self, x: Tensor) -> Tensor:
         """The backbone's logits."""

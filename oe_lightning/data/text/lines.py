@@ -51,16 +51,21 @@ def sentences(text: str, min_words: int = 3, max_words: int = 60) -> list[str]:
     return out
 
 
-def read_lines(path: str | Path) -> list[str]:
-    """The non-empty lines of a UTF-8 text file, without their line ends."""
+def numbered_lines(path: str | Path) -> list[tuple[int, str]]:
+    """``(line number, line)`` of each non-empty line of a UTF-8 text file, without its line end."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise OEUserError(f"No text file at {str(path)!r}; give a UTF-8 file with one text per line.")
     try:
         with path.open(encoding="utf-8") as f:
-            return [line.rstrip("\r\n") for line in f if line.strip()]
+            return [(n, line.rstrip("\r\n")) for n, line in enumerate(f, 1) if line.strip()]
     except UnicodeDecodeError as e:
         raise OEUserError(f"{str(path)!r} is not UTF-8 text (byte {e.start}); re-encode it as UTF-8.") from None
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """The non-empty lines of a UTF-8 text file, without their line ends."""
+    return [line for _, line in numbered_lines(path)]
 
 
 def text_file(path: str | Path, transform: Callable | None = None, name: str = "") -> TextLines:
