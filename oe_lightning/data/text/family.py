@@ -69,6 +69,21 @@ class TextFamily:
             self.vocabulary = Vocabulary.build((self.rules.tokens(t) for t in texts), self.max_vocab,
                                                self.min_freq)
 
+    def use_stored(self, stored: Any) -> None:
+        """Read with a checkpoint's vocabulary (oe-eval: the one the model was trained on), after checking that
+        this data tokenises as that checkpoint did."""
+        from oe_lightning.data.text.deploy import TextPreprocessing
+
+        saved = TextPreprocessing.from_dict(stored)
+        differ = [f"{k}: checkpoint {getattr(saved.rules, k)!r}, data {getattr(self.rules, k)!r}"
+                  for k in ("tokenizer", "lower", "fix_length") if getattr(saved.rules, k) != getattr(self.rules, k)]
+        if saved.pad_first != self.pad_first:
+            differ.append(f"pad_first: checkpoint {saved.pad_first!r}, data {self.pad_first!r}")
+        if differ:
+            raise OEUserError(f"The checkpoint's text was tokenised otherwise than data.family says "
+                              f"({'; '.join(differ)}); evaluate it with the data config it was trained with.")
+        self.vocabulary = saved.vocabulary
+
     def encoder(self, role: str) -> Encode:
         """The transform of ``role``'s sets (``in`` or ``outlier``): a text → its token indices."""
         if self.vocabulary is None:

@@ -75,11 +75,16 @@ def text_file(path: str | Path, transform: Callable | None = None, name: str = "
 
 def text_folder(root: str | Path, transform: Callable | None = None, name: str = "") -> TextLines:
     """The ``.txt`` files under ``root``, one text per non-empty line: labelled by class sub-folder (sorted
-    names) when every file lies in one, else unlabelled. Links and other non-regular files are skipped."""
+    names) when every file lies in one, else unlabelled. Regular files only, no folder listed twice
+    (:func:`~oe_lightning.data.files.list_files`)."""
+    from oe_lightning.data.files import list_files, warn_skipped
+
     root = Path(root).expanduser()
     if not root.is_dir():
         raise OEUserError(f"No folder at {str(root)!r}; give a folder of .txt files (one text per line).")
-    files = sorted(p for p in root.rglob("*.txt") if p.is_file() and not p.is_symlink())
+    listing = list_files(root, lambda name: name.lower().endswith(".txt"), hidden=False)
+    warn_skipped([listing], f"text folder {root}")
+    files = sorted(listing.files)
     if not files:
         raise OEUserError(f"{str(root)!r} holds no .txt files; put one text per line in .txt files there.")
     nested = all(p.parent != root for p in files)
