@@ -60,10 +60,10 @@ def calibration_line(results: dict[str, Any]) -> str:
     rms = results.get("rms_calibration_error")
     line = f"ID accuracy {100 * results['id_accuracy']:.2f}, RMS calibration error {_percent_or_na(rms)}"
     if rms is None or rms != rms:
-        line += " (fewer than 200 test images: two bins of 100 are needed)"
+        line += " (fewer than 200 test samples: two bins of 100 are needed)"
     calib = results.get("calibration") or {}
     if calib.get("mean"):
-        tuned = f"T={calib['temperature']:.3f} tuned on {calib['temperature_tuned_on']} held-out images" \
+        tuned = f"T={calib['temperature']:.3f} tuned on {calib['temperature_tuned_on']} held-out samples" \
             if calib.get("temperature_tuned_on") else "T=1"
         line += f" (ID+OOD mean {_percent_or_na(calib['mean']['rms'])}; {tuned})"
     return line
@@ -101,7 +101,7 @@ def operating_line(results: dict[str, Any]) -> str | None:
     if op.get("threshold") is None:
         return None
     return (f"deployed: {op['detector']} score > {op['threshold']:.4g} is OOD (kept {100 * op['keep_id']:.0f}% of "
-            f"{op['val_images']} ID validation images): test ID accepted {100 * op['test_id_accepted']:.2f}%, "
+            f"{op['val_images']} ID validation samples): test ID accepted {100 * op['test_id_accepted']:.2f}%, "
             f"OOD rejected {100 * op['mean_ood_rejected']:.2f}% (mean over sets)")
 
 
