@@ -15,7 +15,6 @@ from omegaconf import DictConfig
 from oe_lightning.config import overrides, run_dir
 from oe_lightning.dashboards import log_test_dashboard
 from oe_lightning.data import OEDataModule
-from oe_lightning.deployment import Preprocessing
 from oe_lightning.evaluation import OODEvaluation
 from oe_lightning.module import OutlierExposureModule
 from oe_lightning.report import print_results
@@ -93,7 +92,6 @@ def write_plots(folder: Path, evaluation: OODEvaluation, datamodule: OEDataModul
     """``score_histograms.png`` (ID vs each OOD set, the deployed threshold drawn) and a
     ``gallery_<set>.png`` per OOD set (its most and least OOD-looking images, with their scores; for text,
     ``gallery_<set>.md``, a table of the texts)."""
-    import torch
 
     from oe_lightning import plots
 
@@ -105,22 +103,9 @@ def write_plots(folder: Path, evaluation: OODEvaluation, datamodule: OEDataModul
     histograms = {name: c["histogram"] for name, c in evaluation.curves().items()}
     written = [plots.histogram_figure(histograms, threshold, str(results.get("detector")),
                                       folder / "score_histograms.png")]
-    if getattr(datamodule, "family", None) is not None:  # text: the extremes as a table, not images
-        written += [plots.text_gallery(name, datamodule.ood_sets[name].texts, values, threshold,
-                                       folder / f"gallery_{plots.safe_name(name)}.md")
-                    for name, values in scores.items() if name in datamodule.ood_sets and len(values)]
-        log.info("plots: %s", folder)
-        return written
-    preprocessing = Preprocessing.from_data_config(cfg.data)  # mean and std (none: 0 and 1)
-    for name, values in scores.items():
+    for name, values in scores.items():  # the family draws it: images as a picture, texts as a table
         dataset = datamodule.ood_sets.get(name)
-        if dataset is None or not len(values):
-            continue
-        top, bottom = plots.extremes(values)
-        items = [dataset[i] for i in top + bottom]
-        images = torch.stack([item[0] if isinstance(item, tuple | list) else item for item in items]).float()
-        images = plots.unnormalize(images, preprocessing.mean, preprocessing.std)
-        written.append(plots.gallery_figure(name, images, [float(values[i]) for i in top + bottom], threshold,
-                                            folder / f"gallery_{plots.safe_name(name)}.png"))
+        if dataset is not None and len(values):
+            written.append(datamodule.family.gallery(name, dataset, values, threshold, folder))
     log.info("plots: %s", folder)
     return written

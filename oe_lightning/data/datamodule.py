@@ -7,7 +7,6 @@ training device, :class:`~oe_lightning.data.device_batches.DeviceBatches`; it bu
 
 from __future__ import annotations
 
-import functools
 import multiprocessing as mp
 import os
 from collections.abc import Callable, Mapping
@@ -21,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from oe_lightning.data import splits
 from oe_lightning.data.batch_augment import BatchAugment
 from oe_lightning.data.device_batches import DeviceBatches
+from oe_lightning.data.image_family import ImageFamily
 from oe_lightning.data.samplers import ExactShardSampler, KeyedSampler, OESampler, SeededSamples, world
 from oe_lightning.data.splits import VAL_SPLITS
 from oe_lightning.data.wrappers import (
@@ -100,8 +100,11 @@ class OEDataModule(pl.LightningDataModule):
                  resident_max_gb: float = 8.0, family: Any | None = None, **info: Any):
         super().__init__()
         self.info = info  # descriptive keys from the config (name, image_shape, ...)
-        # a data family that reads its sets into tensors itself (text: vocabulary, padding); None: images
-        self.family = family
+        # what the data's kind decides (ImageFamily: device augmentation, image folders; TextFamily: vocabulary,
+        # padding); the image one, from the data.* keys, unless the config names another
+        self.family = family if family is not None else ImageFamily(
+            batch_augment, resident, resident_max_gb, info.get("image_shape"), info.get("mean"), info.get("std"),
+            bool(info.get("strict", False)))
         if batch_size < 1:
             raise OEUserError(f"data.batch_size must be a positive integer, got {batch_size}.")
         splits.check_split_settings(val_fraction, val_split)
@@ -120,9 +123,7 @@ class OEDataModule(pl.LightningDataModule):
         self.oe_transform = oe_transform if oe_transform is not None else train_transform
         self.ood_transform: Callable | None = None  # OOD and validation OOD sets; None: test_transform
         # image data augmented per batch on the training device (and its resident images); None: none
-        self.device_batches: DeviceBatches | None = None
-        if resident or any(v is not None for v in (batch_augment or {}).values()):
-            self.device_batches = DeviceBatches(batch_augment, resident, resident_max_gb)
+        self.device_batches: DeviceBatches | None = getattr(self.family, "device_batches", None)
         self.batch_size = batch_size
         self.oe_batch_size = oe_batch_size or 2 * batch_size
         self.val_fraction, self.split_seed, self.val_split = val_fraction, split_seed, val_split
@@ -155,19 +156,9 @@ class OEDataModule(pl.LightningDataModule):
         return list(self.ood_factories)
 
     def _ood_folder(self, name: str, path: str | os.PathLike) -> DatasetFactory:
-        """An OOD test set given as a folder path (``ood=folders +ood.people=~/photos``): its images
-        (class sub-folders or none), resized and centre-cropped to this data's image size; for text data, the
-        lines of a ``.txt`` file or of a folder's ``.txt`` files."""
-        if self.family is not None:
-            from oe_lightning.data.text.lines import text_file, text_folder
-
-            read = text_folder if os.path.isdir(os.path.expanduser(str(path))) else text_file
-            return functools.partial(read, str(path), name=name)
-        from oe_lightning.data.vision import image_folder
-
-        size = (self.info.get("image_shape") or [None])[-1]
-        return functools.partial(image_folder, root=str(path), name=name, resize=int(size) if size else None,
-                                 strict=bool(self.info.get("strict", False)))
+        """An OOD test set given as a path (``ood=folders +ood.people=~/photos``), read as the data family reads
+        one: images (resized to the data's size), or lines of ``.txt`` files."""
+        return self.family.folder(name, str(path))
 
     def prepare_data(self) -> None:
         """Download, once per node, every dataset configured with ``download=True``."""
@@ -222,15 +213,16 @@ class OEDataModule(pl.LightningDataModule):
     def _fit_family(self) -> None:
         """A data family that learns from the ID training inputs (text: the vocabulary, from the training part
         without the held-out split) sets every transform before any set is opened."""
-        if self.family is None or getattr(self, "_family_set", False):
+        if getattr(self, "_family_set", False):
             return
-        if not self.family.fitted:  # else a checkpoint's vocabulary (oe-eval)
+        if not self.family.fitted:  # else nothing to learn (images) or a checkpoint's vocabulary (oe-eval)
             from oe_lightning.data.text.family import texts_of
 
             raw = self.factories["train"](transform=None)
             self.family.fit(texts_of(raw, self._split(len(raw))[0]))
-        self.train_transform = self.test_transform = self.family.encoder("in")
-        self.oe_transform = self.ood_transform = self.family.encoder("outlier")
+        if self.family.encoder("in") is not None:  # images: the config's transforms
+            self.train_transform = self.test_transform = self.family.encoder("in")
+            self.oe_transform = self.ood_transform = self.family.encoder("outlier")
         self._family_set = True
 
     @property
@@ -240,9 +232,7 @@ class OEDataModule(pl.LightningDataModule):
 
     def join_inputs(self, x_in: Any, x_oe: Any) -> Any:
         """A training step's ID and OE inputs as one batch (text: both padded to one length first)."""
-        if self.family is not None:
-            return self.family.join(x_in, x_oe)
-        return torch.cat([x_in, x_oe])
+        return self.family.join(x_in, x_oe)
 
     def _check_num_classes(self, dataset: Dataset, role: str, exact: bool) -> None:
         """``num_classes`` (the classifier's outputs) against the classes the data holds, as soon as the data
@@ -289,8 +279,9 @@ class OEDataModule(pl.LightningDataModule):
         """A loader of ``dataset``; ``role`` (``in``: ID samples, ``outlier``: OE and OOD samples) chooses a data
         family's collate function."""
         kwargs.setdefault("batch_size", self.batch_size)
-        if self.family is not None:
-            kwargs["collate_fn"] = self.family.collate(role)
+        collate = self.family.collate(role)
+        if collate is not None:
+            kwargs["collate_fn"] = collate
         return DataLoader(dataset, num_workers=self.num_workers, pin_memory=self.pin_memory and self._on_cuda(),
                           persistent_workers=self.num_workers > 0,
                           multiprocessing_context=worker_context(self.num_workers), **kwargs)

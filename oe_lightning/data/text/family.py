@@ -43,8 +43,6 @@ class TextFamily:
     """
 
     name = "text"
-    supports_input_gradients = False  # ODIN perturbs inputs; token indices have no gradient
-    supports_mixing = False  # MixOE mixes pixels
 
     def __init__(self, tokenizer: str = "split", lower: bool = False, fix_length: int | None = None,
                  outlier_lower: bool = True, pad_first: bool = True, max_vocab: int | None = 10_000,
@@ -100,6 +98,22 @@ class TextFamily:
         """ID and OE indices in one batch, both padded to the longer length (for one forward over both)."""
         width = max(x_in.shape[1], x_oe.shape[1])
         return torch.cat([widen(x_in, width, self.pad_first), widen(x_oe, width, self.pad_first)])
+
+    def folder(self, name: str, path: str) -> Any:
+        """An OOD set given as a path: the lines of a ``.txt`` file, or of a folder's ``.txt`` files."""
+        import os
+
+        from oe_lightning.data.text.lines import text_file, text_folder
+
+        read = text_folder if os.path.isdir(os.path.expanduser(path)) else text_file
+        return functools.partial(read, path, name=name)
+
+    def gallery(self, name: str, dataset: Any, scores: Tensor, threshold: float | None, folder: Any) -> Any:
+        """``gallery_<name>.md``: a table of the set's most and least OOD-looking texts with their scores."""
+        from oe_lightning import plots
+
+        path = folder / f"gallery_{plots.safe_name(name)}.md"
+        return plots.text_gallery(name, dataset.texts, scores, threshold, path)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for checkpoints and export sidecars: the rules and the vocabulary."""
