@@ -40,6 +40,7 @@ from oe_lightning.metrics import (
     accepted_share,
     operating_threshold,
     paper_subset_size,
+    paper_text_subset_size,
     protocol_metrics,
     roc_curve,
     score_histograms,
@@ -339,7 +340,8 @@ class OODEvaluation(pl.LightningModule):
         probs = F.softmax(sets["in"]["logits"].double() / temperature, dim=1).max(dim=1)
         conf_in, correct_in = probs.values, (probs.indices == sets["in"]["labels"]).double()
         repeats = self.settings.num_to_avg if self.settings.protocol != "full" else 1
-        num_out = paper_subset_size(conf_in.numel())
+        num_out = (paper_text_subset_size if self.settings.protocol == "paper_text" else paper_subset_size)(
+            conf_in.numel())
         per_set = {name: ood_calibration(conf_in, correct_in, F.softmax(
             sets[name]["logits"].double() / temperature, dim=1).max(dim=1).values, num_out, repeats)
             for name in ood_names if sets[name]["logits"].shape[0]}

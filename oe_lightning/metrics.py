@@ -293,7 +293,8 @@ def paper_subset_size(num_in: int) -> int:
     return max(per_run, 1)
 
 
-PAPER_TEXT_BATCH = 64  # the reference text evaluation's batch size (NLP_classification/eval_OOD_sst.py:68)
+# the reference text evaluation's batch: `batch_idx * 64 > ood_num_examples` (eval_OOD_sst.py:273)
+PAPER_TEXT_BATCH = 64
 
 
 def paper_text_subset_size(num_in: int) -> int:

@@ -110,6 +110,8 @@ class OutlierExposureModule(pl.LightningModule):
         family = getattr(getattr(trainer, "datamodule", None), "family", None) if trainer is not None else None
         if family is not None and family.fitted and self.info.preprocessing is None:
             self.info = replace(self.info, preprocessing=family.to_dict())
+        if hasattr(family, "check_fits"):
+            family.check_fits(self.backbone)
 
     def forward(self, x: Tensor) -> Tensor:
         """The backbone's logits."""

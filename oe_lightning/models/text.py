@@ -14,7 +14,8 @@ class GRUClassifier(nn.Module):
     ``ClfGRU``): a 50-dimensional embedding (the ``<pad>`` row zero), a 2-layer unidirectional GRU of 128
     units over the whole padded sequence (no packing: with ``<pad>`` before the text the last step is the last
     word), the top layer's final state into a linear layer. Parameter names are the reference's, so its
-    ``model.dict`` files load as they are."""
+    ``model.dict`` files load with ``vocab_size`` set to their embedding rows (10,002 for SST and 20 Newsgroups,
+    8,679 for TREC)."""
 
     def __init__(self, num_classes: int, vocab_size: int = 10_002, embedding_dim: int = 50, hidden_size: int = 128,
                  num_layers: int = 2, pad_index: int = PAD_INDEX):

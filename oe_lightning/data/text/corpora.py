@@ -8,11 +8,13 @@ ties alphabetical (the reference subtracts its ``<unk>``: ``batch.label - 1``, t
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from oe_lightning.data.missing import missing_dataset
 from oe_lightning.data.text.lines import TextLines, read_lines
@@ -26,6 +28,18 @@ NEWSGROUPS = ("alt.atheism", "comp.graphics", "comp.os.ms-windows.misc", "comp.s
               "soc.religion.christian", "talk.politics.guns", "talk.politics.mideast", "talk.politics.misc",
               "talk.religion.misc")  # 20newsgroups/reformat_20ng.py:9-13: a label is its index here
 EWT_DOMAINS = ("answers", "email", "newsgroup", "reviews", "weblog")
+
+
+def utf8_text(read: Callable[..., TextLines]) -> Callable[..., TextLines]:
+    """A reader whose file turns out not to be UTF-8 text raises a user error naming the reader and the byte."""
+    @functools.wraps(read)
+    def checked(*args: Any, **kwargs: Any) -> TextLines:
+        try:
+            return read(*args, **kwargs)
+        except UnicodeDecodeError as e:
+            raise OEUserError(f"{read.__name__}: a file under {args[0] if args else kwargs.get('root')!r} is not UTF-8 "
+                              f"text (byte {e.start}); use the dataset's original files.") from None
+    return checked
 
 
 def frequency_order(labels: Iterable[str]) -> list[str]:
@@ -76,6 +90,7 @@ def _sst_split(root: str | Path, split: str) -> tuple[list[str], list[str]]:
     return texts, labels
 
 
+@utf8_text
 def sst(root: str | Path, split: str = "train", transform: Callable | None = None) -> TextLines:
     """SST-2 as the reference: ``split`` train, dev or test; classes in training frequency order
     (positive, negative)."""
@@ -99,10 +114,14 @@ def _newsgroups_split(root: str | Path, split: str) -> tuple[list[str], list[str
     texts, labels = [], []
     if reformatted.is_file():
         with reformatted.open(encoding="utf-8", newline="") as f:
-            for row in csv.reader(f):
-                if len(row) >= 2:
-                    labels.append(row[0])
-                    texts.append(row[1])
+            for n, row in enumerate(csv.reader(f), 1):
+                if len(row) < 2:
+                    continue
+                if not (row[0].isdigit() and int(row[0]) < len(NEWSGROUPS)):
+                    raise OEUserError(f"{reformatted}:{n} has the label {row[0][:20]!r}; the reference's CSV holds "
+                                      f"'<index 0-19>,<text>' rows (reformat_20ng.py:17-30).")
+                labels.append(row[0])
+                texts.append(row[1])
         return texts, labels
     for n, line in enumerate(read_lines(_file(root, raw.relative_to(Path(root).expanduser()).as_posix(),
                                               "20 Newsgroups", NG_LAYOUT, NG_HOW)), 1):
@@ -115,6 +134,7 @@ def _newsgroups_split(root: str | Path, split: str) -> tuple[list[str], list[str
     return texts, labels
 
 
+@utf8_text
 def newsgroups20(root: str | Path, split: str = "train", transform: Callable | None = None) -> TextLines:
     """20 Newsgroups as the reference (train.py:73-79): ``split`` train or test; classes in training frequency
     order of their label strings (a class name is its newsgroup)."""
@@ -147,6 +167,7 @@ def _trec_split(root: str | Path, split: str) -> tuple[list[str], list[str]]:
     return texts, labels
 
 
+@utf8_text
 def trec(root: str | Path, split: str = "train", transform: Callable | None = None) -> TextLines:
     """TREC with its 50 fine labels (``fine_grained=True``, train.py:93): ``split`` train or test."""
     if split not in TREC_FILES:
@@ -182,6 +203,7 @@ def wikitext_sentences_of(lines: Iterable[str]) -> list[str]:
     return out
 
 
+@utf8_text
 def wikitext_sentences(root: str | Path, version: str = "wikitext-2", transform: Callable | None = None) -> TextLines:
     """WikiText-2 (or ``wikitext-103``) sentences, the reference's OE text (train_OE.py:109-124): its
     reformatted CSV if present, else made from the raw ``wiki.train.tokens`` as its script makes it."""
@@ -202,6 +224,7 @@ def wikitext_sentences(root: str | Path, version: str = "wikitext-2", transform:
 
 
 # ---- OOD test sets (eval_OOD_sst.py:80-240) ----------------------------------------------------------
+@utf8_text
 def snli(root: str | Path, transform: Callable | None = None) -> TextLines:
     """SNLI 1.0 test hypotheses (``sentence2``), pairs without a gold label left out (eval_OOD_sst.py:101-105,
     276-277; torchtext datasets/nli.py:88)."""
@@ -234,6 +257,7 @@ def imdb(root: str | Path, transform: Callable | None = None) -> TextLines:
     return TextLines(texts, None, transform, source="imdb")
 
 
+@utf8_text
 def first_column(root: str | Path, relative: str, name: str, how: str, column: int = 0,
                  transform: Callable | None = None) -> TextLines:
     """One text per CSV row, its ``column``: Multi30K's ``multi30k/train.txt`` (column 0, the reference's
@@ -245,6 +269,7 @@ def first_column(root: str | Path, relative: str, name: str, how: str, column: i
     return TextLines(texts, None, transform, source=name)
 
 
+@utf8_text
 def plain_lines(root: str | Path, relative: str, name: str, how: str,
                 transform: Callable | None = None) -> TextLines:
     """One text per line: WMT16's ``wmt16/wmt16_sentences`` (the reference's concatenated newstest English,
@@ -253,6 +278,7 @@ def plain_lines(root: str | Path, relative: str, name: str, how: str,
     return TextLines(read_lines(_file(root, relative, name, f"ROOT/{relative}", how)), None, transform, source=name)
 
 
+@utf8_text
 def ewt(root: str | Path, domain: str, transform: Callable | None = None) -> TextLines:
     """An English Web Treebank (LDC2012T13) domain's dev sentences: its CoNLL file, one token per line (the word
     form in column 1), sentences apart by blank lines (eval_OOD_sst.py:148-220, SequenceTaggingDataset)."""

@@ -72,15 +72,22 @@ class TextFamily:
         this data tokenises as that checkpoint did."""
         from oe_lightning.data.text.deploy import TextPreprocessing
 
-        saved = TextPreprocessing.from_dict(stored)
-        differ = [f"{k}: checkpoint {getattr(saved.rules, k)!r}, data {getattr(self.rules, k)!r}"
-                  for k in ("tokenizer", "lower", "fix_length") if getattr(saved.rules, k) != getattr(self.rules, k)]
-        if saved.pad_first != self.pad_first:
-            differ.append(f"pad_first: checkpoint {saved.pad_first!r}, data {self.pad_first!r}")
+        saved = TextPreprocessing.from_dict(stored).to_dict()
+        mine = {**self.rules.to_dict(), "pad_first": self.pad_first, "outlier_lower": self.outlier_rules.lower}
+        differ = [f"{k}: checkpoint {saved[k]!r}, data {mine[k]!r}"
+                  for k in ("tokenizer", "lower", "fix_length", "pad_first", "outlier_lower") if saved[k] != mine[k]]
         if differ:
             raise OEUserError(f"The checkpoint's text was tokenised otherwise than data.family says "
                               f"({'; '.join(differ)}); evaluate it with the data config it was trained with.")
-        self.vocabulary = saved.vocabulary
+        self.vocabulary = Vocabulary(saved["vocabulary"])
+
+    def check_fits(self, model: Any) -> None:
+        """Refuse, before a step, a vocabulary with more tokens than the model's first embedding has rows."""
+        embedding = next((m for m in model.modules() if isinstance(m, torch.nn.Embedding)), None)
+        if self.vocabulary is not None and embedding is not None and len(self.vocabulary) > embedding.num_embeddings:
+            raise OEUserError(f"The vocabulary has {len(self.vocabulary)} tokens but the model embeds "
+                              f"{embedding.num_embeddings}; set model.vocab_size to at least {len(self.vocabulary)} "
+                              f"(or data.family.max_vocab to at most {embedding.num_embeddings - 2}).")
 
     def encoder(self, role: str) -> Encode:
         """The transform of ``role``'s sets (``in`` or ``outlier``): a text → its token indices."""
@@ -115,11 +122,14 @@ class TextFamily:
         path = folder / f"gallery_{plots.safe_name(name)}.md"
         return plots.text_gallery(name, dataset.texts, scores, threshold, path)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values for checkpoints and export sidecars: the rules and the vocabulary."""
-        return {"family": self.name, **self.rules.to_dict(), "outlier_lower": self.outlier_rules.lower,
-                "pad_first": self.pad_first,
-                "vocabulary": self.vocabulary.to_dict()["itos"] if self.vocabulary is not None else None}
+    def to_dict(self) -> dict[str, Any] | None:
+        """Plain values for checkpoints and export sidecars (:class:`~oe_lightning.data.text.deploy.
+        TextPreprocessing`): the rules and the vocabulary; None before :meth:`fit`."""
+        from oe_lightning.data.text.deploy import TextPreprocessing
+
+        if self.vocabulary is None:
+            return None
+        return TextPreprocessing(self.rules, self.vocabulary, self.pad_first, self.outlier_rules.lower).to_dict()
 
 
 def collate_text(items: list[Any], length: int | None, pad_first: bool) -> Any:

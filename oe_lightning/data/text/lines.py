@@ -42,7 +42,8 @@ class TextLines(Dataset):
 
 def sentences(text: str, min_words: int = 3, max_words: int = 60) -> list[str]:
     """The sentences of ``text`` (split after ``.``, ``!`` or ``?``) with ``min_words`` to ``max_words``
-    whitespace-separated words, the length rule of the reference's WikiText-2 sentences."""
+    whitespace-separated words (the reference's WikiText rule counts ``split(' ')`` parts; the embedded corpora
+    are not space-tokenised, so words here)."""
     out = []
     for sentence in _SENTENCE_END.split(text.strip()):
         n = len(sentence.split())
@@ -70,7 +71,10 @@ def read_lines(path: str | Path) -> list[str]:
 
 def text_file(path: str | Path, transform: Callable | None = None, name: str = "") -> TextLines:
     """An unlabelled set: one text per non-empty line of ``path``."""
-    return TextLines(read_lines(path), None, transform, source=name or str(path))
+    texts = read_lines(path)
+    if not texts:
+        raise OEUserError(f"The text file {str(path)!r} has no non-empty line; put one text per line in it.")
+    return TextLines(texts, None, transform, source=name or str(path))
 
 
 def text_folder(root: str | Path, transform: Callable | None = None, name: str = "") -> TextLines:
@@ -94,4 +98,6 @@ def text_folder(root: str | Path, transform: Callable | None = None, name: str =
         lines = read_lines(p)
         texts += lines
         labels += [classes.index(p.relative_to(root).parts[0]) if classes else -1] * len(lines)
+    if not texts:
+        raise OEUserError(f"The .txt files under {str(root)!r} hold no non-empty line; put one text per line in them.")
     return TextLines(texts, labels, transform, source=name or str(root), classes=classes)

@@ -29,8 +29,10 @@ UNK, PAD = "<unk>", "<pad>"
 UNK_INDEX, PAD_INDEX = 0, 1
 SPECIALS = (UNK, PAD)
 MAX_VOCABULARY = 10_000_000  # tokens; a checkpoint's stored vocabulary meets the same bound
+MAX_FIX_LENGTH = 65_536  # tokens per text; far above any corpus here (20 Newsgroups: 100), bounds a stored value
 
-_WORDS = re.compile(r"[\w']+|[^\w\s]")
+WORDS_PATTERN = r"[\w']+|[^\w\s]"
+_WORDS = re.compile(WORDS_PATTERN)
 
 # the tokenizers a config or a checkpoint may name (a closed list: a stored name never chooses code)
 TOKENIZERS = {
@@ -50,13 +52,24 @@ class TextRules:
     fix_length: int | None = None
 
     def __post_init__(self) -> None:
-        if self.tokenizer not in TOKENIZERS:
-            raise OEUserError(f"data.tokenizer={self.tokenizer!r} is not a tokenizer here; use one of "
-                              f"{sorted(TOKENIZERS)} (split: on whitespace, as torchtext's Field; words: words and "
-                              f"punctuation apart, for raw text).")
-        if self.fix_length is not None and not (isinstance(self.fix_length, int) and self.fix_length >= 1):
-            raise OEUserError(f"data.fix_length must be null or an integer >= 1 (tokens per text), got "
-                              f"{self.fix_length!r}.")
+        bad = self.problems(self.tokenizer, self.lower, self.fix_length)
+        if bad:
+            raise OEUserError(f"The text rules are not valid: {'; '.join(bad)}.")
+
+    @staticmethod
+    def problems(tokenizer: Any, lower: Any, fix_length: Any) -> list[str]:
+        """What is wrong with these values (a config's or a checkpoint's), one line each."""
+        bad = []
+        if not (isinstance(tokenizer, str) and tokenizer in TOKENIZERS):
+            bad.append(f"tokenizer={tokenizer!r} must be one of {sorted(TOKENIZERS)} (split: on whitespace, as "
+                       f"torchtext's Field; words: words and punctuation apart, for raw text)")
+        if not isinstance(lower, bool):
+            bad.append(f"lower={lower!r} must be true or false")
+        if fix_length is not None and not (isinstance(fix_length, int) and not isinstance(fix_length, bool)
+                                           and 1 <= fix_length <= MAX_FIX_LENGTH):
+            bad.append(f"fix_length={fix_length!r} must be null or an integer in [1, {MAX_FIX_LENGTH}] (tokens per "
+                       f"text; the reference's 20 Newsgroups uses 100)")
+        return bad
 
     def tokens(self, text: str) -> list[str]:
         """The tokens of one text (legacy ``Field.preprocess``: tokenise the line without its newline, then
