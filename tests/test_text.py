@@ -118,6 +118,18 @@ def test_every_ood_set_reads_its_public_format(nlp_data_dir):
     assert len(ewt) == 30 and len(ewt.texts[0].split()) == 5
 
 
+def test_multi30k_and_wmt16_read_the_public_files_as_the_references_scripts_made_its_own(tmp_path):
+    (tmp_path / "multi30k").mkdir()
+    (tmp_path / "multi30k" / "train.en").write_text('A man\'s dog, "Rex" isn\'t here.\n\nTwo girls play!\n')
+    # multi30k/reformat_multi30k.py:15-28
+    assert corpora.multi30k(tmp_path).texts == ['a man \'s  dog ,  " rex "  is n\'t  here .', "two girls play !"]
+    (tmp_path / "wmt16" / "wmt16_en_de").mkdir(parents=True)
+    (tmp_path / "wmt16" / "wmt16_en_de" / "newstest2015.tok.en").write_text("The Vote , Today .\n")
+    (tmp_path / "wmt16" / "wmt16_en_de" / "newstest2014.tok.en").write_text("Berlin Said\n")
+    (tmp_path / "wmt16" / "wmt16_en_de" / "newstest2014.tok.de").write_text("nicht\n")
+    assert corpora.wmt16(tmp_path).texts == ["berlin said", "the vote , today ."]  # lower-cased, whole lines
+
+
 def test_missing_text_data_names_the_path_and_how_to_get_it(tmp_path):
     with pytest.raises(OEUserError, match=r"sst/trees/train\.txt.*trainDevTestTrees_PTB\.zip"):
         corpora.sst(tmp_path)

@@ -278,6 +278,58 @@ def plain_lines(root: str | Path, relative: str, name: str, how: str,
     return TextLines(read_lines(_file(root, relative, name, f"ROOT/{relative}", how)), None, transform, source=name)
 
 
+def multi30k_caption(line: str) -> str | None:
+    """One Multi30K English caption as the reference reformats it (multi30k/reformat_multi30k.py:15-28): ``'s``,
+    ``'d``, ``n't``, quotes and commas set apart, a final ``? . !`` detached, lower-cased; None for an empty line."""
+    line = line.rstrip("\n")
+    for piece, spaced in (("'s", " 's "), ("'d", " 'd "), (",", " ,"), ("n't", " n't "), ('"', ' " ')):
+        line = spaced.join(line.split(piece))
+    if not line:
+        return None
+    if line[-1] in "?.!":
+        line = line[:-1] + " " + line[-1]
+    return line.lower()
+
+
+MULTI30K_HOW = ("download the Multi30K English training captions (train.en, https://github.com/multi30k/dataset) into "
+                "ROOT/multi30k/")
+
+
+@utf8_text
+def multi30k(root: str | Path, transform: Callable | None = None) -> TextLines:
+    """Multi30K's English training captions: the reference's reformatted CSV ``multi30k/train.txt`` (column 0,
+    eval_OOD_sst.py:121-123), else the public ``multi30k/train.en`` reformatted as its script does."""
+    folder = Path(root).expanduser() / "multi30k"
+    if (folder / "train.txt").is_file():
+        return first_column(root, "multi30k/train.txt", "multi30k", MULTI30K_HOW, 0, transform)
+    path = _file(root, "multi30k/train.en", "Multi30K", "ROOT/multi30k/train.txt or ROOT/multi30k/train.en",
+                 MULTI30K_HOW)
+    with path.open(encoding="utf-8") as f:
+        texts = [c for c in (multi30k_caption(line) for line in f) if c is not None]
+    return TextLines(texts, None, transform, source="multi30k")
+
+
+WMT16_HOW = ("unpack the GNMT wmt16_en_de data (its newstest/newsdev *.tok.en files) into ROOT/wmt16/wmt16_en_de/, "
+             "or place the reference's wmt16_sentences in ROOT/wmt16/")
+
+
+@utf8_text
+def wmt16(root: str | Path, transform: Callable | None = None) -> TextLines:
+    """WMT16's English news test sentences: the reference's ``wmt16/wmt16_sentences``, else every ``*.tok.en`` file
+    of ``wmt16/wmt16_en_de/`` (sorted by name; the reference takes os.listdir's order), lower-cased and
+    concatenated as wmt16/concat_wmt_sentences.py:7-19 does. Each line is one text: the reference read this plain
+    file as CSV (eval_OOD_sst.py:134-136), so 13,387 of its 22,191 lines ended at their first comma."""
+    folder = Path(root).expanduser() / "wmt16"
+    if (folder / "wmt16_sentences").is_file():
+        return plain_lines(root, "wmt16/wmt16_sentences", "wmt16", WMT16_HOW, transform)
+    files = sorted(p for p in (folder / "wmt16_en_de").glob("*.tok.en") if p.is_file() and not p.is_symlink()) \
+        if (folder / "wmt16_en_de").is_dir() else []
+    if not files:
+        raise missing_dataset("WMT16", folder, "ROOT/wmt16/wmt16_sentences or ROOT/wmt16/wmt16_en_de/*.tok.en",
+                              WMT16_HOW)
+    return TextLines([line.lower() for p in files for line in read_lines(p)], None, transform, source="wmt16")
+
+
 @utf8_text
 def ewt(root: str | Path, domain: str, transform: Callable | None = None) -> TextLines:
     """An English Web Treebank (LDC2012T13) domain's dev sentences: its CoNLL file, one token per line (the word
