@@ -9,7 +9,23 @@ from torch import Tensor, nn
 from oe_lightning.data.text.vocabulary import PAD_INDEX
 
 
-class GRUClassifier(nn.Module):
+class LinearHead(nn.Module):
+    """The feature contract's head, for a model with ``forward_features`` and a final ``self.linear``."""
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        return x if pre_logits else self.linear(x)
+
+    def get_classifier(self) -> nn.Module:
+        return self.linear
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class GRUClassifier(LinearHead):
     """The reference's text classifier (hendrycks/outlier-exposure NLP_classification/train.py:113-125,
     ``ClfGRU``): a 50-dimensional embedding (the ``<pad>`` row zero), a 2-layer unidirectional GRU of 128
     units over the whole padded sequence (no packing: with ``<pad>`` before the text the last step is the last
@@ -29,17 +45,8 @@ class GRUClassifier(nn.Module):
         """The top GRU layer's state after the last step, ``(batch, hidden_size)``."""
         return self.gru(self.embedding(x))[1][-1]
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        return x if pre_logits else self.linear(x)
 
-    def get_classifier(self) -> nn.Module:
-        return self.linear
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-
-class TransformerTextClassifier(nn.Module):
+class TransformerTextClassifier(LinearHead):
     """A small Transformer encoder: token + position embeddings, ``num_layers`` pre-norm encoder layers that
     never attend to ``<pad>``, the mean of the text's token states as features, a linear head. Positions count
     from each text's first token (so ``<pad>`` before or after the text, and how much of it, change nothing);
@@ -68,12 +75,3 @@ class TransformerTextClassifier(nn.Module):
         h = self.encoder(self.embedding(x) + self.position(positions), src_key_padding_mask=~real)
         h = self.norm(h) * real.unsqueeze(-1)
         return h.sum(1) / real.sum(1, keepdim=True)
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        return x if pre_logits else self.linear(x)
-
-    def get_classifier(self) -> nn.Module:
-        return self.linear
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))

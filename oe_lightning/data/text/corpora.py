@@ -55,6 +55,15 @@ def _file(root: str | Path, relative: str, name: str, layout: str, how: str) -> 
     return path
 
 
+def _in_training_order(read: Callable[[str | Path, str], tuple[list[str], list[str]]], root: str | Path, split: str,
+                       transform: Callable | None, source: str) -> TextLines:
+    """``split`` of a labelled corpus (``read(root, split) -> (texts, label names)``), its classes numbered in the
+    training split's frequency order, as torchtext's label Field numbers them."""
+    classes = frequency_order(read(root, "train")[1])
+    texts, labels = read(root, split)
+    return _labelled(texts, labels, classes, transform, source)
+
+
 def _labelled(texts: list[str], names: list[str], classes: Sequence[str], transform: Callable | None,
               source: str) -> TextLines:
     index = {c: i for i, c in enumerate(classes)}
@@ -94,9 +103,7 @@ def _sst_split(root: str | Path, split: str) -> tuple[list[str], list[str]]:
 def sst(root: str | Path, split: str = "train", transform: Callable | None = None) -> TextLines:
     """SST-2 as the reference: ``split`` train, dev or test; classes in training frequency order
     (positive, negative)."""
-    classes = frequency_order(_sst_split(root, "train")[1])
-    texts, labels = _sst_split(root, split)
-    return _labelled(texts, labels, classes, transform, f"sst/{split}")
+    return _in_training_order(_sst_split, root, split, transform, f"sst/{split}")
 
 
 # ---- 20 Newsgroups --------------------------------------------------------------------------------
@@ -138,10 +145,8 @@ def _newsgroups_split(root: str | Path, split: str) -> tuple[list[str], list[str
 def newsgroups20(root: str | Path, split: str = "train", transform: Callable | None = None) -> TextLines:
     """20 Newsgroups as the reference (train.py:73-79): ``split`` train or test; classes in training frequency
     order of their label strings (a class name is its newsgroup)."""
-    order = frequency_order(_newsgroups_split(root, "train")[1])
-    texts, labels = _newsgroups_split(root, split)
-    data = _labelled(texts, labels, order, transform, f"20newsgroups/{split}")
-    data.classes = [NEWSGROUPS[int(i)] for i in order]
+    data = _in_training_order(_newsgroups_split, root, split, transform, f"20newsgroups/{split}")
+    data.classes = [NEWSGROUPS[int(i)] for i in data.classes]
     return data
 
 
@@ -172,9 +177,7 @@ def trec(root: str | Path, split: str = "train", transform: Callable | None = No
     """TREC with its 50 fine labels (``fine_grained=True``, train.py:93): ``split`` train or test."""
     if split not in TREC_FILES:
         raise OEUserError(f"TREC has splits {sorted(TREC_FILES)}, not {split!r}.")
-    classes = frequency_order(_trec_split(root, "train")[1])
-    texts, labels = _trec_split(root, split)
-    return _labelled(texts, labels, classes, transform, f"trec/{split}")
+    return _in_training_order(_trec_split, root, split, transform, f"trec/{split}")
 
 
 # ---- WikiText (OE) --------------------------------------------------------------------------------
