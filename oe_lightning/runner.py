@@ -14,7 +14,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 
 from oe_lightning.baseline import is_baseline
@@ -54,6 +54,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return _train(cfg)
 
 
+def read_with_stored_vocabulary(datamodule: Any, checkpoint: Any, backbone: Any) -> None:
+    """Text data read with the vocabulary a checkpoint's weights were trained on (oe-eval, fine-tuning, resuming),
+    not one rebuilt from today's files; refused if the data tokenises otherwise or the model cannot embed it."""
+    info = checkpoint.get("oe_lightning") if isinstance(checkpoint, dict) else None
+    stored = info.get("preprocessing") if isinstance(info, dict) else None
+    family = datamodule.family
+    if isinstance(stored, dict) and stored.get("family") == family.name and hasattr(family, "use_stored"):
+        family.use_stored(stored)
+        family.check_fits(backbone)
+
+
 def _train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     refuse_foreign_results("train", run_dir())
@@ -66,6 +77,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path, resumed_step = resume_checkpoint(cfg)
     module = build_module(cfg)
     datamodule = build_datamodule(cfg, with_oe=not is_baseline(module.lambda_oe))
+    source = ckpt_path or OmegaConf.select(cfg, "module.pretrained", default=None)
+    if source and datamodule.family.name == "text":  # fine-tuning or resuming: the weights' own vocabulary
+        read_with_stored_vocabulary(datamodule, read_checkpoint(source), module.backbone)
     check_objective(cfg.get("optimized_metric"), datamodule, module)
     check_accelerator(cfg)
     loggers = build_loggers(cfg.get("logger"))
@@ -107,10 +121,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     load_backbone_weights(backbone, cfg.ckpt_path, cfg.data.num_classes, checkpoint)
     evaluation = build_evaluation(cfg, backbone)
     datamodule = build_datamodule(cfg, with_oe=cfg.get("oe") is not None)  # oe=: held-out OE validates
-    stored = (checkpoint.get("oe_lightning") or {}).get("preprocessing")
-    if datamodule.family is not None and isinstance(stored, dict) and stored.get("family") == datamodule.family.name:
-        datamodule.family.use_stored(stored)  # the vocabulary the model was trained on
-        datamodule.family.check_fits(backbone)
+    read_with_stored_vocabulary(datamodule, checkpoint, backbone)
     check_accelerator(cfg)
     loggers = build_loggers(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False)

@@ -476,3 +476,25 @@ def test_feature_detectors_score_text_models_unchanged(tmp_path):
     for name in ("knn", "mahalanobis", "vim"):
         assert 0.0 <= results["detectors"][name]["mean"]["auroc"] <= 1.0
         assert set(results["detectors"][name]["ood"]) == {"movie_plots", "speeches", "hamlet"}
+
+
+def test_fine_tuning_reads_with_the_baselines_vocabulary_not_one_rebuilt_from_todays_files(nlp_data_dir, tmp_path):
+    """train_OE.py:163 fine-tunes the baseline's weights: its embedding rows mean the baseline's words, even when
+    the training files changed since."""
+    import shutil
+
+    from oe_lightning.checkpoints import read_checkpoint
+
+    base = train_in_process(tmp_path / "base", "experiment=paper/sst_baseline", f"paths.data_dir={nlp_data_dir}",
+                            "trainer.max_epochs=1", "data.batch_size=8")
+    assert base["config"]["lambda_oe"] == 0
+    changed = tmp_path / "changed"
+    shutil.copytree(nlp_data_dir, changed)
+    trees = changed / "sst" / "trees" / "train.txt"
+    trees.write_text(trees.read_text() + "(4 (4 brandnew) (4 words))\n" * 30)  # would top a rebuilt vocabulary
+    ckpt = tmp_path / "base" / "checkpoints" / "last.ckpt"
+    train_in_process(tmp_path / "tune", "experiment=paper/sst_oe_tune", f"paths.data_dir={changed}",
+                     f"module.pretrained={ckpt}", "trainer.max_epochs=1", "data.batch_size=8", "data.oe_batch_size=8")
+    vocab = [read_checkpoint(p)["oe_lightning"]["preprocessing"]["vocabulary"]
+             for p in (ckpt, tmp_path / "tune" / "checkpoints" / "last.ckpt")]
+    assert vocab[0] == vocab[1] and "brandnew" not in vocab[1]
