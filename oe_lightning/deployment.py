@@ -28,7 +28,6 @@ from torch import Tensor, nn
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from oe_lightning.checkpoints import checked_model_config, load_backbone_weights, read_checkpoint
-from oe_lightning.data.text.vocabulary import pad_sequences
 from oe_lightning.detector_registry import deployable_names, logit_scores
 from oe_lightning.errors import OEUserError
 
@@ -447,23 +446,19 @@ class OODClassifier:
         """Texts in batches of one token length each: no text is padded for a longer neighbour (padding changes a
         recurrent model's state), so a text's score never depends on the batch it came in. A ``None`` text: a
         file that could not be read, reported in its row."""
-        rows: dict[int, Prediction] = {}
         readable = [i for i, (_, text) in enumerate(named) if text is not None]
-        sequences = self.preprocessing.sequences([named[i][1] for i in readable])
+        sequences = dict(zip(readable, self.preprocessing.sequences([named[i][1] for i in readable]), strict=True))
         by_length: dict[int, list[int]] = {}
-        for i, seq in zip(readable, sequences, strict=True):
+        for i, seq in sequences.items():
             by_length.setdefault(len(seq), []).append(i)
-        position = dict(zip(readable, range(len(readable)), strict=True))
+        rows = {i: Prediction(name, None, None, None, "unreadable", self.threshold, "not UTF-8 text")
+                for i, (name, text) in enumerate(named) if text is None}
         for group in by_length.values():
             for start in range(0, len(group), batch_size):
                 chunk = group[start:start + batch_size]
-                tokens = pad_sequences([sequences[position[i]] for i in chunk], self.preprocessing.rules.fix_length,
-                                       self.preprocessing.pad_first)
+                tokens = self.preprocessing.pad([sequences[i] for i in chunk])
                 rows.update(zip(chunk, self._rows([named[i][0] for i in chunk], tokens, [""] * len(chunk)),
                                 strict=True))
-        for i, (name, text) in enumerate(named):
-            if text is None:
-                rows[i] = Prediction(name, None, None, None, "unreadable", self.threshold, "not UTF-8 text")
         return [rows[i] for i in range(len(named))]
 
     def _rows(self, names: list[str], images: Tensor, errors: list[str]) -> list[Prediction]:

@@ -108,9 +108,9 @@ class OutlierExposureModule(pl.LightningModule):
         checkpoints carry how an input becomes the model's (oe-predict and oe-export read it)."""
         trainer = attached_trainer(self)
         family = getattr(getattr(trainer, "datamodule", None), "family", None) if trainer is not None else None
-        if family is not None and family.fitted and self.info.preprocessing is None:
-            self.info = replace(self.info, preprocessing=family.to_dict())
-        if hasattr(family, "check_fits"):
+        if family is not None:
+            if self.info.preprocessing is None:
+                self.info = replace(self.info, preprocessing=family.to_dict())
             family.check_fits(self.backbone)
 
     def forward(self, x: Tensor) -> Tensor:

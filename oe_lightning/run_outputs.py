@@ -80,15 +80,15 @@ def test_and_write(trainer: pl.Trainer, evaluation: OODEvaluation, datamodule: O
         log.info("results: %s", path)
         if evaluation.settings.plots:
             try:  # pictures come after the results are safe: a plotting failure never loses them
-                write_plots(run_dir() / "plots", evaluation, datamodule, results, cfg)
+                write_plots(run_dir() / "plots", evaluation, datamodule, results)
             except Exception as err:  # noqa: BLE001 - reported, not fatal
                 log.warning("the evaluation plots could not be drawn (%s: %s); results.json is complete",
                             type(err).__name__, err)
     return results
 
 
-def write_plots(folder: Path, evaluation: OODEvaluation, datamodule: OEDataModule, results: dict[str, Any],
-                cfg: DictConfig) -> list[Path]:
+def write_plots(folder: Path, evaluation: OODEvaluation, datamodule: OEDataModule,
+                results: dict[str, Any]) -> list[Path]:
     """``score_histograms.png`` (ID vs each OOD set, the deployed threshold drawn) and a
     ``gallery_<set>.png`` per OOD set (its most and least OOD-looking images, with their scores; for text,
     ``gallery_<set>.md``, a table of the texts)."""

@@ -60,7 +60,7 @@ def read_with_stored_vocabulary(datamodule: Any, checkpoint: Any, backbone: Any)
     info = checkpoint.get("oe_lightning") if isinstance(checkpoint, dict) else None
     stored = info.get("preprocessing") if isinstance(info, dict) else None
     family = datamodule.family
-    if isinstance(stored, dict) and stored.get("family") == family.name and hasattr(family, "use_stored"):
+    if isinstance(stored, dict) and stored.get("family") == family.name:
         family.use_stored(stored)
         family.check_fits(backbone)
 
@@ -78,7 +78,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     module = build_module(cfg)
     datamodule = build_datamodule(cfg, with_oe=not is_baseline(module.lambda_oe))
     source = ckpt_path or OmegaConf.select(cfg, "module.pretrained", default=None)
-    if source and datamodule.family.name == "text":  # fine-tuning or resuming: the weights' own vocabulary
+    if source and not datamodule.family.fitted:  # fine-tuning or resuming: the weights' own vocabulary
         read_with_stored_vocabulary(datamodule, read_checkpoint(source), module.backbone)
     check_objective(cfg.get("optimized_metric"), datamodule, module)
     check_accelerator(cfg)

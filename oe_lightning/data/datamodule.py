@@ -37,9 +37,6 @@ from oe_lightning.errors import OEUserError
 __all__ = ["VAL_SPLITS", "DatasetFactory", "FixedDataset", "ImagesOnly", "OEDataModule", "Transformed",
            "as_factory", "class_count", "worker_context"]
 
-ID_TEST_NAMES = ("fit", "val", "in")  # test loaders of ID samples; the others hold OOD samples
-
-
 def worker_context(num_workers: int) -> str | None:
     """The start method for DataLoader workers: the platform's own inside a joblib (loky) sweep
     worker, whose default "loky" method cannot start them; else None (torch's default)."""
@@ -122,6 +119,7 @@ class OEDataModule(pl.LightningDataModule):
         self.train_transform, self.test_transform = train_transform, test_transform
         self.oe_transform = oe_transform if oe_transform is not None else train_transform
         self.ood_transform: Callable | None = None  # OOD and validation OOD sets; None: test_transform
+        self._family_set = False  # the family's transforms (if any) are in place
         # image data augmented per batch on the training device (and its resident images); None: none
         self.device_batches: DeviceBatches | None = getattr(self.family, "device_batches", None)
         self.batch_size = batch_size
@@ -213,15 +211,14 @@ class OEDataModule(pl.LightningDataModule):
     def _fit_family(self) -> None:
         """A data family that learns from the ID training inputs (text: the vocabulary, from the training part
         without the held-out split) sets every transform before any set is opened."""
-        if getattr(self, "_family_set", False):
+        if self._family_set:
             return
         if not self.family.fitted:  # else nothing to learn (images) or a checkpoint's vocabulary (oe-eval)
-            from oe_lightning.data.text.family import texts_of
-
             raw = self.factories["train"](transform=None)
-            self.family.fit(texts_of(raw, self._split(len(raw))[0]))
-        if self.family.encoder("in") is not None:  # images: the config's transforms
-            self.train_transform = self.test_transform = self.family.encoder("in")
+            self.family.fit(raw, self._split(len(raw))[0])
+        encode_in = self.family.encoder("in")
+        if encode_in is not None:  # None (images): the config's transforms
+            self.train_transform = self.test_transform = encode_in
             self.oe_transform = self.ood_transform = self.family.encoder("outlier")
         self._family_set = True
 
@@ -371,8 +368,8 @@ class OEDataModule(pl.LightningDataModule):
         """``[ID validation split, held-out OE]``; empty without a validation split."""
         if self.val_set is None:
             return []
-        return [self._eval_loader(self.val_set)] + ([self._eval_loader(self.val_ood_set, "outlier")]
-                                                     if self.val_ood_set is not None else [])
+        ood = [self._eval_loader(self.val_ood_set, "outlier")] if self.val_ood_set is not None else []
+        return [self._eval_loader(self.val_set), *ood]
 
     def _test_sets(self) -> dict[str, Dataset]:
         roles = {"fit": self.fit_set if self.fit_loader else None, "val": self.val_set,
@@ -387,7 +384,7 @@ class OEDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> list[DataLoader]:
         """One in-order loader per name of :attr:`test_names` (under DDP each rank gets its exact shard)."""
-        return [self._eval_loader(d, "in" if name in ID_TEST_NAMES else "outlier")
+        return [self._eval_loader(d, "outlier" if name == "val_ood" or name in self.ood_sets else "in")
                 for name, d in self._test_sets().items()]
 
     def test_set_sizes(self) -> dict[str, int]:

@@ -4,9 +4,9 @@ kept resident) on the device (:class:`~oe_lightning.data.device_batches.DeviceBa
 image folder at the data's size; a gallery is a picture of an OOD set's extremes.
 
 A data family answers: ``name``, ``fitted``/``fit``, ``encoder(role)`` (None: the config's transforms),
-``collate(role)`` (None: the default), ``join(x_in, x_oe)``, ``folder(name, path)``, ``gallery(...)`` and
-``to_dict()``. What text lacks (ODIN's input gradients, MixOE's pixels, ``channels_last``) is refused from the
-config before any work (:func:`oe_lightning.validate.text_problems`).
+``collate(role)`` (None: the default), ``join(x_in, x_oe)``, ``folder(name, path)``, ``gallery(...)``,
+``to_dict()`` and ``check_fits(model)``. What text lacks (ODIN's input gradients, MixOE's pixels,
+``channels_last``) is refused from the config before any work (:func:`oe_lightning.validate.text_problems`).
 :class:`~oe_lightning.data.text.family.TextFamily` is the other one.
 """
 
@@ -45,8 +45,11 @@ class ImageFamily:
             self.device_batches = DeviceBatches(batch_augment, resident, resident_max_gb)
         self.image_shape, self.mean, self.std, self.strict = image_shape, mean, std, bool(strict)
 
-    def fit(self, inputs: Any) -> None:
+    def fit(self, dataset: Any, indices: Sequence[int] | None = None) -> None:
         """Nothing to learn from the training images."""
+
+    def check_fits(self, model: Any) -> None:
+        """Nothing an image model could lack."""
 
     def encoder(self, role: str) -> None:
         """None: the config's transforms read the images."""

@@ -52,7 +52,7 @@ class TextPreprocessing:
                 bad.append(f"{key}={values.get(key)!r} must be true or false")
         vocabulary = None
         try:
-            vocabulary = Vocabulary.from_dict({"itos": values.get("vocabulary")})
+            vocabulary = Vocabulary.stored(values.get("vocabulary"))
         except OEUserError as err:
             bad.append(f"vocabulary: {err}")
         if bad or vocabulary is None:
@@ -70,9 +70,9 @@ class TextPreprocessing:
         encode = Encode(self.rules, self.vocabulary)
         return [encode(text) for text in texts]
 
-    def encode(self, texts: Sequence[str]) -> Tensor:
-        """``(len(texts), length)`` token indices, padded as in training."""
-        return pad_sequences(self.sequences(texts), self.rules.fix_length, self.pad_first)
+    def pad(self, sequences: Sequence[Tensor]) -> Tensor:
+        """``(len(sequences), length)`` token indices, padded as in training."""
+        return pad_sequences(sequences, self.rules.fix_length, self.pad_first)
 
     def steps(self) -> list[str]:
         """The sidecar's description, enough to feed the exported model without oe_lightning."""

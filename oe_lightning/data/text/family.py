@@ -23,8 +23,6 @@ from torch.utils.data import Dataset, default_collate
 from oe_lightning.data.text.vocabulary import PAD_INDEX, Encode, TextRules, Vocabulary, pad_sequences
 from oe_lightning.errors import OEUserError
 
-ROLES = ("in", "outlier")  # ID text (training, validation, test) / OE and OOD text
-
 
 class TextFamily:
     """Tokenisation, vocabulary and padding of one text run.
@@ -39,14 +37,13 @@ class TextFamily:
         max_vocab: words kept (most frequent first; ``<unk>`` and ``<pad>`` on top; reference 10,000,
             train.py:62), None: all.
         min_freq: a word seen fewer times in the ID training text maps to ``<unk>``.
-        vocabulary: a stored vocabulary (``itos``) to use instead of building one.
     """
 
     name = "text"
 
     def __init__(self, tokenizer: str = "split", lower: bool = False, fix_length: int | None = None,
                  outlier_lower: bool = True, pad_first: bool = True, max_vocab: int | None = 10_000,
-                 min_freq: int = 1, vocabulary: Sequence[str] | None = None):
+                 min_freq: int = 1):
         self.rules = TextRules(tokenizer, bool(lower), fix_length)
         self.outlier_rules = TextRules(tokenizer, bool(outlier_lower), None)
         self.pad_first = bool(pad_first)
@@ -55,31 +52,31 @@ class TextFamily:
         if not (isinstance(min_freq, int) and min_freq >= 1):
             raise OEUserError(f"data.family.min_freq must be an integer >= 1, got {min_freq!r}.")
         self.max_vocab, self.min_freq = max_vocab, min_freq
-        self.vocabulary = Vocabulary(vocabulary) if vocabulary is not None else None
+        self.vocabulary: Vocabulary | None = None  # built by fit, or a checkpoint's (use_stored)
 
     @property
     def fitted(self) -> bool:
         return self.vocabulary is not None
 
-    def fit(self, texts: Sequence[str]) -> None:
-        """Build the vocabulary from the ID training texts under the ID rules (kept if one was given)."""
-        if self.vocabulary is None:
-            self.vocabulary = Vocabulary.build((self.rules.tokens(t) for t in texts), self.max_vocab,
-                                               self.min_freq)
+    def fit(self, texts: Any, indices: Sequence[int] | None = None) -> None:
+        """Build the vocabulary under the ID rules from the ID training texts: a dataset read without a transform
+        (at ``indices``: the training part) or a list of strings."""
+        texts = texts_of(texts, range(len(texts)) if indices is None else indices)
+        self.vocabulary = Vocabulary.build((self.rules.tokens(t) for t in texts), self.max_vocab, self.min_freq)
 
     def use_stored(self, stored: Any) -> None:
         """Read with a checkpoint's vocabulary (oe-eval: the one the model was trained on), after checking that
         this data tokenises as that checkpoint did."""
         from oe_lightning.data.text.deploy import TextPreprocessing
 
-        saved = TextPreprocessing.from_dict(stored).to_dict()
-        mine = {**self.rules.to_dict(), "pad_first": self.pad_first, "outlier_lower": self.outlier_rules.lower}
-        differ = [f"{k}: checkpoint {saved[k]!r}, data {mine[k]!r}"
-                  for k in ("tokenizer", "lower", "fix_length", "pad_first", "outlier_lower") if saved[k] != mine[k]]
+        saved = TextPreprocessing.from_dict(stored)
+        mine = self._preprocessing(saved.vocabulary).to_dict()
+        differ = [f"{k}: checkpoint {v!r}, data {mine[k]!r}" for k, v in saved.to_dict().items()
+                  if k != "vocabulary" and v != mine[k]]
         if differ:
             raise OEUserError(f"The checkpoint's text was tokenised otherwise than data.family says "
                               f"({'; '.join(differ)}); evaluate it with the data config it was trained with.")
-        self.vocabulary = Vocabulary(saved["vocabulary"])
+        self.vocabulary = saved.vocabulary
 
     def check_fits(self, model: Any) -> None:
         """Refuse, before a step, a vocabulary with more tokens than the model's first embedding has rows."""
@@ -122,14 +119,15 @@ class TextFamily:
         path = folder / f"gallery_{plots.safe_name(name)}.md"
         return plots.text_gallery(name, dataset.texts, scores, threshold, path)
 
+    def _preprocessing(self, vocabulary: Vocabulary) -> Any:
+        from oe_lightning.data.text.deploy import TextPreprocessing
+
+        return TextPreprocessing(self.rules, vocabulary, self.pad_first, self.outlier_rules.lower)
+
     def to_dict(self) -> dict[str, Any] | None:
         """Plain values for checkpoints and export sidecars (:class:`~oe_lightning.data.text.deploy.
         TextPreprocessing`): the rules and the vocabulary; None before :meth:`fit`."""
-        from oe_lightning.data.text.deploy import TextPreprocessing
-
-        if self.vocabulary is None:
-            return None
-        return TextPreprocessing(self.rules, self.vocabulary, self.pad_first, self.outlier_rules.lower).to_dict()
+        return self._preprocessing(self.vocabulary).to_dict() if self.vocabulary is not None else None
 
 
 def collate_text(items: list[Any], length: int | None, pad_first: bool) -> Any:

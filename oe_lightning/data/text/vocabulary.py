@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,13 +115,9 @@ class Vocabulary:
         stoi = self.stoi
         return torch.tensor([stoi.get(t, UNK_INDEX) for t in tokens], dtype=torch.long)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"itos": list(self.itos)}
-
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Vocabulary:
+    def stored(cls, itos: Any) -> Vocabulary:
         """A stored vocabulary, checked: a list of distinct strings starting with the specials."""
-        itos = data.get("itos") if isinstance(data, Mapping) else None
         if not isinstance(itos, list) or not all(isinstance(s, str) for s in itos):
             raise OEUserError("The stored vocabulary is not a list of strings; the checkpoint or sidecar is damaged "
                               "or not from oe-lightning.")
